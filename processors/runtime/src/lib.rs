@@ -1,0 +1,47 @@
+//! The one crate of tracepipe that talks to Kafka.
+//!
+//! A [`Processor`] is a synchronous state machine; [`Pipeline`] runs one against Kafka on a
+//! dedicated thread: poll → processor → produce → commit.
+//!
+//! # Offset protocol
+//!
+//! tracepipe is at-least-once and loses nothing at any crash. For every assigned input partition
+//! the pipeline tracks three things (see [`progress`]):
+//!
+//! - the next offset to consume (one past the last message handed to the processor),
+//! - the offsets whose outputs are still in flight: every record the processor emits *holds* an
+//!   input offset (by default the message it was derived from; a stateful processor names the
+//!   oldest offset the output covers) until the broker acknowledges it,
+//! - the processor's low watermark: the smallest offset still held in its state
+//!   ([`Processor::low_watermark`]), e.g. the first span of a trace that is still open.
+//!
+//! The committed position of a partition is the minimum of the three. So an offset is committed
+//! only after every output derived from it is acknowledged and no state depends on it; a crash
+//! replays from there and downstream deduplicates by span id, trace id and window keys.
+//!
+//! Undecodable input (a [`Poison`]) is written to the dead-letter topic with headers naming the
+//! processor, the reason and the source topic, partition and offset; the DLQ record holds the
+//! input offset like any output, so the offset advances only once the DLQ has it.
+//!
+//! On a rebalance the revoked partitions are flushed ([`Processor::on_revoke`]), their outputs
+//! awaited, their positions committed synchronously, and their state dropped before the
+//! assignment changes; the new owner replays from the committed watermark.
+//!
+//! A full producer queue, or more than `max_in_flight` unacknowledged outputs, is backpressure:
+//! the pipeline stops taking input and serves acknowledgements until there is room.
+
+pub mod admin;
+pub mod dlq;
+pub mod error;
+pub mod metrics;
+pub mod pipeline;
+pub mod processor;
+pub mod progress;
+pub mod settings;
+pub mod trace_context;
+
+pub use admin::{AdminServer, Health};
+pub use error::RuntimeError;
+pub use pipeline::{Pipeline, PipelineExit};
+pub use processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
+pub use settings::{KafkaSettings, PipelineSettings};
