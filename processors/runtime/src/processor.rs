@@ -145,6 +145,11 @@ impl Emitter {
         self.dead_letter = Some(poison);
     }
 
+    /// The dead-letter request for the current input, if any (for tests of processors).
+    pub fn pending_dead_letter(&self) -> Option<&Poison> {
+        self.dead_letter.as_ref()
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }
