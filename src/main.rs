@@ -1,1 +1,349 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracepipe::embedded::EmbeddedBroker;
+use tracepipe::loadgen::{self, Limits, LoadgenOptions, Scenario};
+use tracepipe::processes::{self, PipelineHandle};
+use tracepipe::topology::{Topology, DEFAULT_TOPOLOGY};
+use tracepipe_runtime::{AdminServer, Health, KafkaSettings, RuntimeError};
+use tracepipe_schemas::Encoding;
+use tracing::{error, info, warn};
+
+/// Exit codes: distinct so an orchestrator and a person can tell what happened.
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_INVALID_CONFIG: u8 = 2;
+const EXIT_KAFKA_FATAL: u8 = 3;
+const EXIT_DRAIN_DEADLINE: u8 = 4;
+
+/// The demo scenario `tracepipe up --demo` plays.
+const DEMO_SCENARIO: &str = include_str!("../tests/scenarios/small.yaml");
+
+#[derive(Parser)]
+#[command(name = "tracepipe", version, about = "Kafka-native distributed-tracing analytics pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct TopologyArgs {
+    /// topology.yaml to use (default: the one built in, same as the repository's topology.yaml).
+    #[arg(long, short = 't', env = "TRACEPIPE_TOPOLOGY")]
+    topology: Option<PathBuf>,
+    /// Kafka bootstrap servers, overriding kafka.brokers of the topology.
+    #[arg(long, env = "TRACEPIPE_BROKERS")]
+    brokers: Option<String>,
+    /// Admin server address (/metrics, /healthz, /ready), overriding admin.listen.
+    #[arg(long, env = "TRACEPIPE_ADMIN")]
+    admin: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process on embedded defaults: a Kafka-protocol broker on 127.0.0.1:9092
+    /// (unless --brokers is given), every processor, the admin server, optional demo traffic.
+    Up {
+        #[command(flatten)]
+        topology: TopologyArgs,
+        /// Address the embedded broker is reachable at.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        listen: SocketAddr,
+        /// Publish demo traffic from the built-in scenario.
+        #[arg(long)]
+        demo: bool,
+        /// Spans per second of demo traffic.
+        #[arg(long, default_value_t = 500.0)]
+        demo_rate: f64,
+    },
+    /// One processor against Kafka (one Deployment each in Kubernetes).
+    Run {
+        /// router
+        processor: String,
+        #[command(flatten)]
+        topology: TopologyArgs,
+    },
+    /// Check a topology file; prints every problem with its path and exits non-zero if any.
+    Validate {
+        #[arg(default_value = "topology.yaml")]
+        file: PathBuf,
+    },
+    /// Topic administration.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Synthetic traffic from a scenario file, with a ground-truth file.
+    Loadgen {
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long, env = "TRACEPIPE_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Topic to write to (default: the scenario's, else the encoding's usual topic).
+        #[arg(long)]
+        topic: Option<String>,
+        /// otlp_proto, otlp_json, jaeger_proto or zipkin_json (default: the scenario's).
+        #[arg(long)]
+        encoding: Option<Encoding>,
+        /// Spans per second (default: the scenario's; 0 for as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Stop after this many traces.
+        #[arg(long)]
+        traces: Option<u64>,
+        /// Stop after this many spans (the last trace is completed).
+        #[arg(long)]
+        spans: Option<u64>,
+        /// Stop after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Where to write the ground truth JSON.
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        /// librdkafka producer settings, KEY=VALUE (repeatable).
+        #[arg(long = "set", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create the topology's topics; existing ones are left as they are.
+    Create {
+        #[command(flatten)]
+        topology: TopologyArgs,
+    },
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    text.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
+}
+
+fn load_topology(args: &TopologyArgs) -> Result<Topology, ExitCode> {
+    let loaded = match &args.topology {
+        Some(path) => Topology::load(path),
+        None => Topology::from_yaml(DEFAULT_TOPOLOGY).map_err(|p| anyhow::anyhow!("built-in topology is invalid:\n{p}")),
+    };
+    match loaded {
+        Ok(mut topology) => {
+            if let Some(brokers) = &args.brokers {
+                topology.kafka.brokers = brokers.clone();
+            }
+            if let Some(admin) = args.admin {
+                topology.admin_listen = admin;
+            }
+            Ok(topology)
+        }
+        Err(error) => {
+            eprintln!("{error:#}");
+            Err(ExitCode::from(EXIT_INVALID_CONFIG))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    match cli.command {
+        Command::Validate { file } => validate(&file),
+        Command::Topics { command: TopicsCommand::Create { topology } } => {
+            let topology = match load_topology(&topology) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            match runtime.block_on(tracepipe::topics::create(&topology)) {
+                Ok(outcome) => {
+                    for name in &outcome.created {
+                        println!("created {name}");
+                    }
+                    for name in &outcome.existing {
+                        println!("exists  {name}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(error),
+            }
+        }
+        Command::Run { processor, topology } => {
+            let topology = match load_topology(&topology) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            runtime.block_on(serve(topology, vec![processor], None))
+        }
+        Command::Up { topology, listen, demo, demo_rate } => {
+            let topology = match load_topology(&topology) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            runtime.block_on(up(topology, listen, demo.then_some(demo_rate)))
+        }
+        Command::Loadgen { scenario, brokers, topic, encoding, rate, traces, spans, duration, truth, settings } => {
+            let result = (|| {
+                let text = std::fs::read_to_string(&scenario).with_context(|| format!("read {}", scenario.display()))?;
+                let scenario = Scenario::from_yaml(&text)?;
+                let mut kafka = KafkaSettings::new(brokers);
+                kafka.producer.extend(settings);
+                let options = LoadgenOptions { kafka, topic, encoding, rate, limits: Limits { traces, spans, duration }, truth };
+                let shutdown = CancellationToken::new();
+                let on_signal = shutdown.clone();
+                runtime.spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    on_signal.cancel();
+                });
+                let truth = loadgen::run(scenario, options, &shutdown)?;
+                println!(
+                    "{} traces, {} spans in {} messages to {} ({})",
+                    truth.trace_count, truth.span_count, truth.message_count, truth.topic, truth.encoding
+                );
+                anyhow::Ok(())
+            })();
+            result.map_or_else(fail, |()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn fail(error: anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::from(EXIT_RUNTIME)
+}
+
+fn validate(file: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("{}: cannot read: {error}", file.display());
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    match Topology::from_yaml(&text) {
+        Ok(topology) => {
+            println!("{}: valid ({} topics, processors: {})", file.display(), topology.topics.len(), processes::configured(&topology).join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for problem in &problems.0 {
+                eprintln!("{}: {problem}", file.display());
+            }
+            eprintln!("{} problems", problems.0.len());
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn terminated() {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {}
+    }
+}
+
+async fn up(mut topology: Topology, listen: SocketAddr, demo_rate: Option<f64>) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    // The mock cluster is not Send; it lives on this task until the end of `up`.
+    let mut embedded = None;
+    if topology.kafka.brokers == "127.0.0.1:9092" || topology.kafka.brokers.is_empty() {
+        let broker = match EmbeddedBroker::start(&topology) {
+            Ok(b) => b,
+            Err(error) => return fail(error),
+        };
+        match broker.forward(listen, shutdown.clone()).await {
+            Ok(addr) => info!(%addr, "embedded kafka-protocol broker listening"),
+            Err(error) => warn!(%error, bootstrap = %broker.bootstrap_servers(), "cannot listen on the fixed address; use the bootstrap address instead"),
+        }
+        println!("kafka:   {listen} (embedded; bootstrap {})", broker.bootstrap_servers());
+        topology.kafka.brokers = broker.bootstrap_servers();
+        embedded = Some(broker);
+    } else {
+        match tracepipe::topics::create(&topology).await {
+            Ok(outcome) => info!(created = ?outcome.created, "topics ready"),
+            Err(error) => return fail(error),
+        }
+        println!("kafka:   {}", topology.kafka.brokers);
+    }
+    let demo = demo_rate.map(|rate| {
+        let kafka = topology.kafka.clone();
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name("demo-traffic".into())
+            .spawn(move || {
+                let scenario = Scenario::from_yaml(DEMO_SCENARIO)?;
+                let options = LoadgenOptions { kafka, topic: None, encoding: None, rate: Some(rate), limits: Limits::default(), truth: None };
+                loadgen::run(scenario, options, &shutdown)
+            })
+            .expect("spawn demo thread")
+    });
+    let code = serve(topology, tracepipe::topology::PROCESSORS.iter().map(|s| s.to_string()).collect(), Some(shutdown.clone())).await;
+    if let Some(demo) = demo {
+        match demo.join() {
+            Ok(Ok(truth)) => info!(traces = truth.trace_count, spans = truth.span_count, "demo traffic stopped"),
+            Ok(Err(error)) => warn!(error = %format!("{error:#}"), "demo traffic failed"),
+            Err(_) => warn!("demo traffic panicked"),
+        }
+    }
+    drop(embedded);
+    code
+}
+
+/// Runs processors and the admin server until a signal or a fatal error.
+async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<CancellationToken>) -> ExitCode {
+    let shutdown = shutdown.unwrap_or_default();
+    let health = Health::default();
+    let admin = match AdminServer::start(topology.admin_listen, health.clone(), shutdown.clone()).await {
+        Ok(admin) => admin,
+        Err(error) => return fail(anyhow::anyhow!("admin server on {}: {error}", topology.admin_listen)),
+    };
+    println!("metrics: http://{}/metrics", admin.local_addr);
+    let mut handles: Vec<(String, PipelineHandle)> = Vec::new();
+    for name in &names {
+        match processes::spawn(&topology, name, &shutdown, &health) {
+            Ok(handle) => handles.push((name.clone(), handle)),
+            Err(error) => {
+                shutdown.cancel();
+                eprintln!("error: {error:#}");
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        }
+    }
+    // Stop on a signal, or as soon as any pipeline ends (a fatal error ends it early).
+    tokio::select! {
+        _ = terminated() => info!("shutting down"),
+        _ = wait_for_any_exit(&handles) => warn!("a pipeline stopped; shutting down"),
+    }
+    shutdown.cancel();
+    let mut code = ExitCode::SUCCESS;
+    for (name, handle) in handles {
+        match handle.join() {
+            Ok(Ok(_)) => info!(processor = %name, "stopped"),
+            Ok(Err(error)) => {
+                error!(processor = %name, %error, "stopped with error");
+                code = ExitCode::from(match error {
+                    RuntimeError::DrainDeadline(_) => EXIT_DRAIN_DEADLINE,
+                    RuntimeError::Config(_) => EXIT_INVALID_CONFIG,
+                    _ => EXIT_KAFKA_FATAL,
+                });
+            }
+            Err(_) => code = ExitCode::from(EXIT_RUNTIME),
+        }
+    }
+    code
+}
+
+async fn wait_for_any_exit(handles: &[(String, PipelineHandle)]) {
+    loop {
+        if handles.iter().any(|(_, h)| h.is_finished()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

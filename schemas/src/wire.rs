@@ -12,19 +12,20 @@ pub(crate) const WIRE_I32: u8 = 5;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Value<'a> {
-    Varint(u64),
-    I64(u64),
+    /// Fixed-size values are skipped; nothing read so far needs them.
+    Varint,
+    I64,
     Len(&'a [u8]),
-    I32(u32),
+    I32,
 }
 
 impl Value<'_> {
     pub(crate) fn wire_type(&self) -> u8 {
         match self {
-            Value::Varint(_) => WIRE_VARINT,
-            Value::I64(_) => WIRE_I64,
+            Value::Varint => WIRE_VARINT,
+            Value::I64 => WIRE_I64,
             Value::Len(_) => WIRE_LEN,
-            Value::I32(_) => WIRE_I32,
+            Value::I32 => WIRE_I32,
         }
     }
 }
@@ -85,14 +86,23 @@ impl<'a> Reader<'a> {
         }
         let mut body_start = 0;
         let value = match (key & 7) as u8 {
-            WIRE_VARINT => Value::Varint(self.varint()?),
-            WIRE_I64 => Value::I64(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes"))),
+            WIRE_VARINT => {
+                self.varint()?;
+                Value::Varint
+            }
+            WIRE_I64 => {
+                self.take(8)?;
+                Value::I64
+            }
             WIRE_LEN => {
                 let len = usize::try_from(self.varint()?).map_err(|_| "length overflows")?;
                 body_start = self.base + self.pos;
                 Value::Len(self.take(len)?)
             }
-            WIRE_I32 => Value::I32(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"))),
+            WIRE_I32 => {
+                self.take(4)?;
+                Value::I32
+            }
             3 | 4 => return Err("groups are not supported"),
             _ => return Err("invalid wire type"),
         };

@@ -1,0 +1,279 @@
+//! Generates traces from a scenario: pure, seeded, and given the time, so tests can replay it.
+
+use std::collections::BTreeSet;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, LogNormal};
+use serde::{Deserialize, Serialize};
+use tracepipe_schemas::attributes;
+use tracepipe_schemas::otlp_trace::{span, Span, Status};
+
+use super::scenario::{Call, Latency, Operation, Scenario, Via};
+
+/// A service-to-service edge as the ground truth records it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Edge {
+    pub client: String,
+    pub server: String,
+    /// `http`, `grpc`, `messaging`, `database` or `external`.
+    pub kind: String,
+}
+
+/// One generated trace: spans with the service that emitted each.
+pub struct GeneratedTrace {
+    pub trace_id: [u8; 16],
+    pub spans: Vec<(usize, Span)>,
+    /// The span where the trace's error originated, if it failed.
+    pub root_cause: Option<[u8; 8]>,
+}
+
+pub struct TraceGenerator {
+    scenario: Scenario,
+    services: Vec<String>,
+    rng: SmallRng,
+    entry_weights: Vec<f64>,
+    /// Seconds since the run started, for fault onsets.
+    elapsed_s: f64,
+    pub edges: BTreeSet<Edge>,
+}
+
+const MS: f64 = 1_000_000.0;
+
+fn lognormal(latency: &Latency) -> LogNormal<f64> {
+    let mu = latency.median_ms.ln();
+    let sigma = ((latency.p99_ms.ln() - mu) / 2.326).max(1e-6);
+    LogNormal::new(mu, sigma).expect("validated latency")
+}
+
+struct Frame {
+    error: bool,
+    end: u64,
+}
+
+impl TraceGenerator {
+    pub fn new(scenario: Scenario) -> Self {
+        let services = scenario.services.keys().cloned().collect();
+        let entry_weights = scenario.entrypoints.iter().map(|e| e.weight.max(0.0)).collect();
+        TraceGenerator { rng: SmallRng::seed_from_u64(scenario.seed), scenario, services, entry_weights, elapsed_s: 0.0, edges: BTreeSet::new() }
+    }
+
+    pub fn services(&self) -> &[String] {
+        &self.services
+    }
+
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    fn id<const N: usize>(&mut self) -> [u8; N] {
+        loop {
+            let id: [u8; N] = self.rng.random();
+            if id.iter().any(|&b| b != 0) {
+                return id;
+            }
+        }
+    }
+
+    fn sample_ms(&mut self, latency: &Latency) -> f64 {
+        lognormal(latency).sample(&mut self.rng)
+    }
+
+    fn service_index(&self, name: &str) -> usize {
+        self.services.iter().position(|s| s == name).expect("validated service")
+    }
+
+    /// Generates one trace whose root starts at `start` (Unix nanos), `elapsed_s` into the run.
+    pub fn generate(&mut self, start: u64, elapsed_s: f64) -> GeneratedTrace {
+        self.elapsed_s = elapsed_s;
+        let total: f64 = self.entry_weights.iter().sum();
+        let mut pick = self.rng.random::<f64>() * total;
+        let mut entry = 0;
+        for (i, w) in self.entry_weights.iter().enumerate() {
+            if pick < *w {
+                entry = i;
+                break;
+            }
+            pick -= w;
+        }
+        let entrypoint = self.scenario.entrypoints[entry].clone();
+        let trace_id = self.id::<16>();
+        let mut trace = GeneratedTrace { trace_id, spans: Vec::new(), root_cause: None };
+        self.operation_span(&mut trace, &entrypoint.service, &entrypoint.operation, None, span::SpanKind::Server, start, None);
+        trace
+    }
+
+    fn fault(&self, service: &str, operation: &str) -> (f64, f64) {
+        self.scenario
+            .faults
+            .iter()
+            .filter(|f| f.service == service && f.operation == operation && self.elapsed_s >= f.after_s)
+            .fold((0.0, 0.0), |(latency, errors), f| (latency + f.latency_ms, (errors + f.error_rate).min(1.0)))
+    }
+
+    /// A server or consumer span for `operation` of `service` and everything it calls.
+    #[allow(clippy::too_many_arguments)]
+    fn operation_span(
+        &mut self,
+        trace: &mut GeneratedTrace,
+        service: &str,
+        operation_name: &str,
+        parent: Option<[u8; 8]>,
+        kind: span::SpanKind,
+        start: u64,
+        link_to: Option<[u8; 8]>,
+    ) -> Frame {
+        let operation: Operation = self.scenario.services[service].operations[operation_name].clone();
+        let span_id = self.id::<8>();
+        let (fault_latency_ms, fault_errors) = self.fault(service, operation_name);
+        let self_ms = self.sample_ms(&operation.latency) + fault_latency_ms;
+        // A tenth of the own time before the first call, the rest after the last.
+        let mut t = start + (self_ms * 0.1 * MS) as u64;
+        let mut child_error: Option<[u8; 8]> = None;
+        for call in &operation.calls {
+            if self.rng.random::<f64>() >= call.probability {
+                continue;
+            }
+            let (end, failed_span) = self.call(trace, service, span_id, call, t);
+            t = end;
+            if child_error.is_none() {
+                child_error = failed_span;
+            }
+        }
+        let end = t + (self_ms * 0.9 * MS) as u64;
+        let own_error = self.rng.random::<f64>() < (operation.error_rate + fault_errors).min(1.0);
+        let mut s = Span {
+            trace_id: trace.trace_id.to_vec(),
+            span_id: span_id.to_vec(),
+            parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+            name: operation_name.to_string(),
+            kind: kind as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            ..Default::default()
+        };
+        if kind == span::SpanKind::Server {
+            let (method, route) = operation_name.split_once(' ').unwrap_or(("POST", operation_name));
+            s.attributes.push(attributes::string("http.request.method", method));
+            s.attributes.push(attributes::string("http.route", route));
+            s.attributes.push(attributes::int("http.response.status_code", if own_error || child_error.is_some() { 500 } else { 200 }));
+        } else {
+            s.attributes.push(attributes::string("messaging.system", "kafka"));
+            s.attributes.push(attributes::string("messaging.operation.type", "process"));
+        }
+        if let Some(link) = link_to {
+            s.links.push(span::Link { trace_id: trace.trace_id.to_vec(), span_id: link.to_vec(), ..Default::default() });
+        }
+        if own_error {
+            fail(&mut s, "InternalError", &format!("{operation_name} failed"));
+            // An error not explained by a failing call is where the trace's failure originated.
+            if child_error.is_none() && trace.root_cause.is_none() {
+                trace.root_cause = Some(span_id);
+            }
+        } else if child_error.is_some() {
+            s.status = Some(Status { code: 2, message: "downstream call failed".into() });
+        }
+        let index = self.service_index(service);
+        trace.spans.push((index, s));
+        Frame { error: own_error || child_error.is_some(), end }
+    }
+
+    /// One outgoing call from `caller`; returns when the caller resumes, and the id of the
+    /// failing client span if the call failed.
+    fn call(&mut self, trace: &mut GeneratedTrace, caller: &str, parent: [u8; 8], call: &Call, start: u64) -> (u64, Option<[u8; 8]>) {
+        let caller_index = self.service_index(caller);
+        let client_id = self.id::<8>();
+        let mut client = Span {
+            trace_id: trace.trace_id.to_vec(),
+            span_id: client_id.to_vec(),
+            parent_span_id: parent.to_vec(),
+            start_time_unix_nano: start,
+            ..Default::default()
+        };
+        let network = (0.2 * MS) as u64;
+        let failed;
+        let resume;
+        if let (Some(callee), Some(operation)) = (&call.service, &call.operation) {
+            if call.via == Via::Kafka {
+                let topic = call.topic.clone().unwrap_or_else(|| format!("{callee}.{operation}"));
+                client.name = format!("{topic} publish");
+                client.kind = span::SpanKind::Producer as i32;
+                client.attributes.push(attributes::string("messaging.system", "kafka"));
+                client.attributes.push(attributes::string("messaging.destination.name", topic.clone()));
+                client.attributes.push(attributes::string("messaging.operation.type", "publish"));
+                client.end_time_unix_nano = start + (0.5 * MS) as u64;
+                // The consumer continues the trace later and links to the producer, as
+                // OpenTelemetry messaging instrumentation does.
+                let queue_delay = (self.rng.random_range(1.0..20.0) * MS) as u64;
+                self.edges.insert(Edge { client: caller.into(), server: callee.clone(), kind: "messaging".into() });
+                self.operation_span(trace, callee, operation, Some(client_id), span::SpanKind::Consumer, client.end_time_unix_nano + queue_delay, Some(client_id));
+                failed = None;
+                resume = client.end_time_unix_nano;
+            } else {
+                let grpc = call.via == Via::Grpc;
+                client.name = if grpc { format!("{callee}/{operation}") } else { operation.clone() };
+                client.kind = span::SpanKind::Client as i32;
+                client.attributes.push(attributes::string("server.address", callee.clone()));
+                client.attributes.push(attributes::string("peer.service", callee.clone()));
+                if grpc {
+                    client.attributes.push(attributes::string("rpc.system", "grpc"));
+                } else {
+                    let method = operation.split_once(' ').map(|(m, _)| m).unwrap_or("POST");
+                    client.attributes.push(attributes::string("http.request.method", method));
+                }
+                self.edges.insert(Edge { client: caller.into(), server: callee.clone(), kind: if grpc { "grpc" } else { "http" }.into() });
+                let frame = self.operation_span(trace, callee, operation, Some(client_id), span::SpanKind::Server, start + network, None);
+                client.end_time_unix_nano = frame.end + network;
+                if frame.error {
+                    client.status = Some(Status { code: 2, message: "server responded with an error".into() });
+                    client.attributes.push(attributes::int("http.response.status_code", 500));
+                }
+                failed = frame.error.then_some(client_id);
+                resume = client.end_time_unix_nano;
+            }
+        } else {
+            let latency = call.latency.unwrap_or(Latency { median_ms: 1.0, p99_ms: 5.0 });
+            let duration = self.sample_ms(&latency);
+            client.kind = span::SpanKind::Client as i32;
+            client.end_time_unix_nano = start + (duration * MS) as u64;
+            if let Some(database) = &call.database {
+                let system = call.system.clone().unwrap_or_else(|| "postgresql".into());
+                client.name = format!("SELECT {database}");
+                client.attributes.push(attributes::string("db.system", system.clone()));
+                client.attributes.push(attributes::string("db.system.name", system));
+                client.attributes.push(attributes::string("db.namespace", database.clone()));
+                client.attributes.push(attributes::string("peer.service", database.clone()));
+                client.attributes.push(attributes::string("server.address", database.clone()));
+                self.edges.insert(Edge { client: caller.into(), server: database.clone(), kind: "database".into() });
+            } else if let Some(external) = &call.external {
+                client.name = "POST".into();
+                client.attributes.push(attributes::string("http.request.method", "POST"));
+                client.attributes.push(attributes::string("server.address", external.clone()));
+                client.attributes.push(attributes::string("peer.service", external.clone()));
+                self.edges.insert(Edge { client: caller.into(), server: external.clone(), kind: "external".into() });
+            }
+            let error = self.rng.random::<f64>() < call.error_rate;
+            if error {
+                let message = format!("{} timed out", client.name);
+                fail(&mut client, "TimeoutError", &message);
+                if trace.root_cause.is_none() {
+                    trace.root_cause = Some(client_id);
+                }
+            }
+            failed = error.then_some(client_id);
+            resume = client.end_time_unix_nano;
+        }
+        trace.spans.push((caller_index, client));
+        (resume, failed)
+    }
+}
+
+fn fail(span: &mut Span, exception_type: &str, message: &str) {
+    span.status = Some(Status { code: 2, message: message.to_string() });
+    span.events.push(span::Event {
+        name: "exception".into(),
+        time_unix_nano: span.end_time_unix_nano.max(span.start_time_unix_nano),
+        attributes: vec![attributes::string("exception.type", exception_type), attributes::string("exception.message", message)],
+        ..Default::default()
+    });
+}

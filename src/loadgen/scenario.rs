@@ -1,0 +1,265 @@
+//! Scenario files: services, operations, the call graph, latency, errors, faults and the rate.
+//! See tests/scenarios/ for examples.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use tracepipe_schemas::Encoding;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Spans per second; 0 sends as fast as the broker takes them.
+    #[serde(default)]
+    pub rate: f64,
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+    /// Defaults to the topic the encoding is usually published to.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Spans per Kafka message (OTLP and Zipkin batch several traces; Jaeger is one span per message).
+    #[serde(default = "default_batch_spans")]
+    pub batch_spans: usize,
+    pub entrypoints: Vec<Entrypoint>,
+    pub services: BTreeMap<String, Service>,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_encoding() -> String {
+    "otlp_proto".into()
+}
+
+fn default_batch_spans() -> usize {
+    200
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entrypoint {
+    pub service: String,
+    pub operation: String,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    #[serde(default)]
+    pub version: Option<String>,
+    pub operations: BTreeMap<String, Operation>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// The operation's own (self) time.
+    #[serde(default)]
+    pub latency: Latency,
+    #[serde(default)]
+    pub error_rate: f64,
+    #[serde(default)]
+    pub calls: Vec<Call>,
+}
+
+/// A log-normal distribution given by its median and 99th percentile, in milliseconds.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    pub median_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency { median_ms: 2.0, p99_ms: 10.0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    #[default]
+    Http,
+    Grpc,
+    Kafka,
+}
+
+/// One outgoing call: to another service (`service` + `operation`, over http, grpc or kafka), to a
+/// database (`database`), or to an uninstrumented external peer (`external`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Call {
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub operation: Option<String>,
+    #[serde(default)]
+    pub via: Via,
+    /// Kafka topic of a `via: kafka` call.
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub database: Option<String>,
+    /// db.system of a database call (postgresql, redis, …).
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub external: Option<String>,
+    /// Latency of a database or external call.
+    #[serde(default)]
+    pub latency: Option<Latency>,
+    /// Error rate of a database or external call.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Chance the call is made at all.
+    #[serde(default = "default_weight")]
+    pub probability: f64,
+}
+
+/// From `after_s` seconds into the run, `operation` of `service` gains latency and/or errors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub service: String,
+    pub operation: String,
+    pub after_s: f64,
+    #[serde(default)]
+    pub latency_ms: f64,
+    #[serde(default)]
+    pub error_rate: f64,
+}
+
+impl Scenario {
+    pub fn from_yaml(text: &str) -> anyhow::Result<Scenario> {
+        let scenario: Scenario = serde_yaml_ng::from_str(text)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    pub fn encoding(&self) -> anyhow::Result<Encoding> {
+        self.encoding.parse().map_err(|e: String| anyhow::anyhow!("encoding: {e}"))
+    }
+
+    pub fn default_topic(encoding: Encoding) -> &'static str {
+        match encoding {
+            Encoding::OtlpProto | Encoding::OtlpJson => "otlp_spans",
+            Encoding::JaegerProto => "jaeger-spans",
+            Encoding::ZipkinJson => "zipkin",
+        }
+    }
+
+    /// Checks every reference and number, reporting all problems together.
+    fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.encoding() {
+            problems.push(e.to_string());
+        }
+        if self.entrypoints.is_empty() {
+            problems.push("entrypoints: at least one is needed".into());
+        }
+        if self.rate < 0.0 || !self.rate.is_finite() {
+            problems.push(format!("rate: must be zero or positive, got {}", self.rate));
+        }
+        if self.batch_spans == 0 {
+            problems.push("batch_spans: must be at least 1".into());
+        }
+        let operation_exists = |service: &str, operation: &str| {
+            self.services.get(service).is_some_and(|s| s.operations.contains_key(operation))
+        };
+        for (i, entry) in self.entrypoints.iter().enumerate() {
+            if !operation_exists(&entry.service, &entry.operation) {
+                problems.push(format!("entrypoints[{i}]: no operation `{}` in service `{}`", entry.operation, entry.service));
+            }
+        }
+        for (service_name, service) in &self.services {
+            for (operation_name, operation) in &service.operations {
+                let at = format!("services.{service_name}.operations.{operation_name}");
+                check_latency(&at, &operation.latency, &mut problems);
+                check_rate(&format!("{at}.error_rate"), operation.error_rate, &mut problems);
+                for (i, call) in operation.calls.iter().enumerate() {
+                    let at = format!("{at}.calls[{i}]");
+                    let targets = [call.service.is_some(), call.database.is_some(), call.external.is_some()];
+                    if targets.iter().filter(|t| **t).count() != 1 {
+                        problems.push(format!("{at}: give exactly one of service, database, external"));
+                        continue;
+                    }
+                    if let Some(callee) = &call.service {
+                        match &call.operation {
+                            Some(op) if operation_exists(callee, op) => {}
+                            Some(op) => problems.push(format!("{at}: no operation `{op}` in service `{callee}`")),
+                            None => problems.push(format!("{at}: a service call needs an operation")),
+                        }
+                    }
+                    if let Some(latency) = &call.latency {
+                        check_latency(&at, latency, &mut problems);
+                    }
+                    check_rate(&format!("{at}.error_rate"), call.error_rate, &mut problems);
+                    check_rate(&format!("{at}.probability"), call.probability, &mut problems);
+                }
+            }
+        }
+        for (i, fault) in self.faults.iter().enumerate() {
+            if !operation_exists(&fault.service, &fault.operation) {
+                problems.push(format!("faults[{i}]: no operation `{}` in service `{}`", fault.operation, fault.service));
+            }
+            check_rate(&format!("faults[{i}].error_rate"), fault.error_rate, &mut problems);
+        }
+        if let Some(cycle) = self.find_cycle() {
+            problems.push(format!("the call graph has a cycle through {cycle}"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("scenario `{}` is invalid:\n{}", self.name, problems.join("\n"))
+        }
+    }
+
+    fn find_cycle(&self) -> Option<String> {
+        fn visit<'a>(s: &'a Scenario, node: (&'a str, &'a str), path: &mut Vec<(&'a str, &'a str)>, done: &mut BTreeSet<(&'a str, &'a str)>) -> Option<String> {
+            if path.contains(&node) {
+                return Some(format!("{}/{}", node.0, node.1));
+            }
+            if !done.insert(node) {
+                return None;
+            }
+            path.push(node);
+            let operation = s.services.get(node.0)?.operations.get(node.1)?;
+            for call in &operation.calls {
+                if let (Some(service), Some(op)) = (&call.service, &call.operation) {
+                    if let Some(cycle) = visit(s, (service, op), path, done) {
+                        return Some(cycle);
+                    }
+                }
+            }
+            path.pop();
+            None
+        }
+        let mut done = BTreeSet::new();
+        self.entrypoints.iter().find_map(|e| visit(self, (&e.service, &e.operation), &mut Vec::new(), &mut done))
+    }
+}
+
+fn check_latency(at: &str, latency: &Latency, problems: &mut Vec<String>) {
+    if !(latency.median_ms > 0.0 && latency.p99_ms >= latency.median_ms && latency.p99_ms.is_finite()) {
+        problems.push(format!("{at}.latency: needs 0 < median_ms <= p99_ms"));
+    }
+}
+
+fn check_rate(at: &str, rate: f64, problems: &mut Vec<String>) {
+    if !(0.0..=1.0).contains(&rate) {
+        problems.push(format!("{at}: must be between 0 and 1, got {rate}"));
+    }
+}

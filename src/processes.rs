@@ -1,0 +1,33 @@
+//! Starting processors from the topology, for `tracepipe run` and `tracepipe up`.
+
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracepipe_router::Router;
+use tracepipe_runtime::{Health, OutputId, Pipeline, PipelineExit, RuntimeError};
+
+use crate::topology::Topology;
+
+pub type PipelineHandle = JoinHandle<Result<PipelineExit, RuntimeError>>;
+
+/// Starts processor `name` on its own thread.
+pub fn spawn(topology: &Topology, name: &str, shutdown: &CancellationToken, health: &Health) -> anyhow::Result<PipelineHandle> {
+    match name {
+        "router" => {
+            let spec = topology.router.as_ref().context("topology has no processors.router section")?;
+            let router = Router::new(spec.inputs.iter().map(|(_, e)| *e).collect(), OutputId(0), spec.max_message_bytes);
+            Ok(Pipeline::new(topology.router_pipeline(spec), router).spawn(shutdown.clone(), health.clone()))
+        }
+        other => anyhow::bail!("unknown processor `{other}` (this build has: {})", crate::topology::PROCESSORS.join(", ")),
+    }
+}
+
+/// Every processor the topology configures.
+pub fn configured(topology: &Topology) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if topology.router.is_some() {
+        names.push("router");
+    }
+    names
+}
