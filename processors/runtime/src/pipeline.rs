@@ -410,6 +410,15 @@ impl OutputSender {
     /// Polls the producer for up to `timeout` and applies the delivery reports.
     fn serve_deliveries(&mut self, timeout: Duration) -> Result<(), RuntimeError> {
         self.producer.poll(timeout);
+        // A zero-timeout poll serves one event (one batch of reports); keep going while events
+        // bring reports, so acknowledgements never lag behind an idle input.
+        for _ in 0..10_000 {
+            let queued = self.producer.context().reports.lock().unwrap().len();
+            self.producer.poll(Duration::ZERO);
+            if self.producer.context().reports.lock().unwrap().len() == queued {
+                break;
+            }
+        }
         self.apply_reports()
     }
 
