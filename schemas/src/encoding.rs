@@ -6,7 +6,9 @@ use std::str::FromStr;
 /// How the records of an input topic are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
-    /// OTLP `ExportTraceServiceRequest` protobuf, the OpenTelemetry Collector kafka exporter's default.
+    /// OTLP `ExportTraceServiceRequest` protobuf, the OpenTelemetry Collector kafka exporter's
+    /// default; a record that starts with `{` is read as OTLP JSON, since the exporter writes both
+    /// encodings to the same default topic.
     OtlpProto,
     /// OTLP `ExportTraceServiceRequest` in the OTLP JSON mapping (`encoding: otlp_json`).
     OtlpJson,

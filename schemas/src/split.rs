@@ -82,6 +82,10 @@ impl SpanSplitter {
             return Err(DecodeError::TooLarge { size: payload.len(), limit: self.max_message_bytes });
         }
         let request = match encoding {
+            // The Collector's kafka exporter writes otlp_proto and otlp_json to the same default
+            // topic. `{` cannot start an OTLP protobuf message (it would be a group, field 15),
+            // so such a record is read as OTLP JSON.
+            Encoding::OtlpProto if payload[0] == b'{' => otlp_json::decode(payload)?,
             Encoding::OtlpProto => return self.otlp.split(payload, out),
             Encoding::OtlpJson => otlp_json::decode(payload)?,
             Encoding::JaegerProto => jaeger::decode(payload, &mut out.rejected)?,

@@ -132,7 +132,7 @@ fn invalid_ids_are_rejected_with_reason_and_the_rest_routed() {
 fn garbage_is_a_clear_error() {
     assert_eq!(split(Encoding::OtlpProto, b"").unwrap_err(), DecodeError::Empty);
     assert!(matches!(split(Encoding::OtlpProto, &[0xff; 64]).unwrap_err(), DecodeError::Protobuf { .. }));
-    assert!(matches!(split(Encoding::OtlpProto, b"{\"resourceSpans\":[]}").unwrap_err(), DecodeError::Protobuf { .. }));
+    assert!(matches!(split(Encoding::OtlpProto, b"{\"resourceSpans\":[").unwrap_err(), DecodeError::Json(_)));
     assert!(matches!(split(Encoding::OtlpJson, &make_span(1, 1, None).encode_to_vec()).unwrap_err(), DecodeError::Json(_)));
     assert!(matches!(split(Encoding::ZipkinJson, b"{\"traceId\":\"1\"}").unwrap_err(), DecodeError::Json(_)));
     assert!(matches!(split(Encoding::JaegerProto, b"\x0a\xff\xff\xff").unwrap_err(), DecodeError::Protobuf { .. }));
@@ -168,6 +168,8 @@ fn otlp_json_jaeger_and_zipkin_normalize_to_the_same_spans() {
 
     let json = split(Encoding::OtlpJson, &otlp_json::encode(&req)).unwrap();
     assert_eq!(flatten(&chunks(&json)[0].resource_spans), flatten(&req.resource_spans));
+    let json_on_proto_topic = split(Encoding::OtlpProto, &otlp_json::encode(&req)).unwrap();
+    assert_eq!(flatten(&chunks(&json_on_proto_topic)[0].resource_spans), flatten(&req.resource_spans));
 
     for jaeger_span in jaeger::from_otlp(&req) {
         let batch = split(Encoding::JaegerProto, &jaeger_span.encode_to_vec()).unwrap();

@@ -1,0 +1,365 @@
+//! Test harness: a real Kafka-protocol broker (Tansu) on a free loopback port, tracepipe processes,
+//! the load generator, and a reader that checks what came out against the ground truth.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+use tracepipe::loadgen::{self, GroundTruth, Limits, LoadgenOptions, Scenario};
+use tracepipe::topology::Topology;
+use tracepipe_runtime::KafkaSettings;
+use tracepipe_schemas::v1::TraceSpans;
+use tracepipe_schemas::Encoding;
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn tansu_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("TANSU") {
+        return path.into();
+    }
+    let home = std::env::var("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|_| Path::new(&std::env::var("HOME").unwrap()).join(".cargo"));
+    let candidate = home.join("bin/tansu");
+    if candidate.exists() {
+        return candidate;
+    }
+    "tansu".into()
+}
+
+/// A Tansu broker in its own process, killed on drop.
+pub struct Tansu {
+    child: Option<Child>,
+    pub port: u16,
+    storage: String,
+    pub dir: TempDir,
+}
+
+impl Tansu {
+    /// In-memory storage: fast, lost at restart.
+    pub fn start() -> Tansu {
+        Self::start_with("memory://tansu/")
+    }
+
+    /// SQLite storage in a temporary directory: survives a broker restart.
+    pub fn start_persistent() -> Tansu {
+        Self::start_with("sqlite")
+    }
+
+    fn start_with(storage: &str) -> Tansu {
+        let dir = tempfile::tempdir().unwrap();
+        // Tansu resolves a sqlite URL against its working directory, which is `dir`.
+        let storage = if storage == "sqlite" { "sqlite://tansu.db".to_string() } else { storage.to_string() };
+        let mut tansu = Tansu { child: None, port: free_port(), storage, dir };
+        tansu.launch();
+        tansu
+    }
+
+    fn launch(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("tansu.log")).unwrap();
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &self.storage])
+            .current_dir(self.dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tansu ({}): {e}; `make test` installs it", tansu_binary().display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start listening on {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A topology for tests: the shipped one pointed at `brokers`, with the admin server on `admin_port`.
+pub fn topology_yaml(brokers: &str, admin_port: u16) -> String {
+    std::fs::read_to_string(repo_path("topology.yaml"))
+        .unwrap()
+        .replace("brokers: 127.0.0.1:9092", &format!("brokers: {brokers}"))
+        .replace("listen: 127.0.0.1:9464", &format!("listen: 127.0.0.1:{admin_port}"))
+}
+
+/// A broker with the topology's topics created, and the topology file.
+pub struct Cluster {
+    pub tansu: Tansu,
+    pub topology_path: PathBuf,
+    pub topology: Topology,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Self::with(Tansu::start())
+    }
+
+    pub fn start_persistent() -> Cluster {
+        Self::with(Tansu::start_persistent())
+    }
+
+    fn with(tansu: Tansu) -> Cluster {
+        let yaml = topology_yaml(&tansu.brokers(), 0);
+        let topology_path = tansu.dir.path().join("topology.yaml");
+        std::fs::write(&topology_path, &yaml).unwrap();
+        let topology = Topology::from_yaml(&yaml).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(tracepipe::topics::create(&topology)).unwrap();
+        Cluster { tansu, topology_path, topology }
+    }
+
+    pub fn brokers(&self) -> String {
+        self.tansu.brokers()
+    }
+
+    pub fn spawn(&self, processor: &str) -> Process {
+        Process::spawn(&["run", processor, "-t", self.topology_path.to_str().unwrap()], self.tansu.dir.path(), processor)
+    }
+
+    pub fn loadgen(&self, encoding: Encoding, spans: u64, rate: f64) -> GroundTruth {
+        loadgen(&self.brokers(), "tests/scenarios/small.yaml", encoding, Limits { spans: Some(spans), ..Default::default() }, rate)
+    }
+}
+
+pub fn loadgen(brokers: &str, scenario: &str, encoding: Encoding, limits: Limits, rate: f64) -> GroundTruth {
+    let scenario = Scenario::from_yaml(&std::fs::read_to_string(repo_path(scenario)).unwrap()).unwrap();
+    let options = LoadgenOptions { kafka: KafkaSettings::new(brokers), topic: None, encoding: Some(encoding), rate: Some(rate), limits, truth: None };
+    loadgen::run(scenario, options, &CancellationToken::new()).unwrap()
+}
+
+/// A tracepipe process, killed on drop.
+pub struct Process {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(args: &[&str], dir: &Path, name: &str) -> Process {
+        let log = dir.join(format!("{name}-{}.log", free_port()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tracepipe"))
+            .args(args)
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .env("TRACEPIPE_ADMIN", "127.0.0.1:0")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Process { child: Some(child), log }
+    }
+
+    /// SIGKILL: no drain, no commit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("process did not stop within 30 s of SIGTERM; log: {}", self.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `text`.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(text) {
+            assert!(Instant::now() < deadline, "`{text}` not logged within {timeout:?}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn reader(brokers: &str, topic: &str) -> (BaseConsumer, usize) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "tracepipe-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let partitions = metadata.topics()[0].partitions().len();
+    assert!(partitions > 0, "topic {topic} has no partitions");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p as i32, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    (consumer, partitions)
+}
+
+/// Every span read back from the spans topic.
+#[derive(Default, Debug)]
+pub struct RoutedSpans {
+    /// trace id → span id → times seen.
+    pub spans: BTreeMap<[u8; 16], BTreeMap<Vec<u8>, u32>>,
+    /// trace id → partitions it was seen in.
+    pub partitions: BTreeMap<[u8; 16], BTreeSet<i32>>,
+    pub records: u64,
+    pub missing_traceparent: u64,
+}
+
+impl RoutedSpans {
+    pub fn distinct_spans(&self) -> u64 {
+        self.spans.values().map(|s| s.len() as u64).sum()
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.spans.values().flat_map(|s| s.values()).map(|&n| u64::from(n - 1)).sum()
+    }
+
+    /// Asserts nothing in `truth` is missing and every trace sits in one partition.
+    pub fn assert_complete(&self, truth: &GroundTruth) {
+        let mut missing = 0u64;
+        let mut incomplete = Vec::new();
+        for (trace, &count) in &truth.traces {
+            let id: [u8; 16] = hex::decode(trace).unwrap().try_into().unwrap();
+            let seen = self.spans.get(&id).map(|s| s.len() as u32).unwrap_or(0);
+            if seen != count {
+                missing += u64::from(count.saturating_sub(seen));
+                if incomplete.len() < 5 {
+                    incomplete.push(format!("{trace}: {seen} of {count}"));
+                }
+            }
+        }
+        assert_eq!(missing, 0, "spans lost; e.g. {incomplete:?}");
+        assert_eq!(self.distinct_spans(), truth.span_count, "spans out == spans in");
+        let split: Vec<_> = self.partitions.iter().filter(|(_, p)| p.len() != 1).collect();
+        assert!(split.is_empty(), "traces in more than one partition: {}", split.len());
+        assert_eq!(self.missing_traceparent, 0, "every record carries a traceparent");
+    }
+}
+
+/// Reads `tracepipe.spans` from the beginning until `expected` distinct spans were seen and no
+/// more arrive, or `timeout`.
+pub fn read_routed(brokers: &str, expected: u64, timeout: Duration) -> RoutedSpans {
+    let (consumer, _) = reader(brokers, "tracepipe.spans");
+    let mut out = RoutedSpans::default();
+    let deadline = Instant::now() + timeout;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                quiet_since = Instant::now();
+                out.records += 1;
+                if !message.headers().is_some_and(|h| h.iter().any(|h| h.key == "traceparent")) {
+                    out.missing_traceparent += 1;
+                }
+                let trace = TraceSpans::decode(message.payload().unwrap()).expect("tracepipe.spans holds TraceSpans");
+                let id: [u8; 16] = trace.trace_id.clone().try_into().unwrap();
+                assert_eq!(message.key(), Some(&id[..]), "keyed by the trace id");
+                out.partitions.entry(id).or_default().insert(message.partition());
+                let spans = out.spans.entry(id).or_default();
+                for span in trace.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
+                    assert_eq!(span.trace_id, trace.trace_id);
+                    *spans.entry(span.span_id.clone()).or_default() += 1;
+                }
+            }
+            Some(Err(error)) => eprintln!("reader: {error}"),
+            None => {
+                if out.distinct_spans() >= expected && quiet_since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A record read from the dead-letter topic.
+pub struct DeadLetter {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+pub fn read_dead_letters(brokers: &str, expected: usize, timeout: Duration) -> Vec<DeadLetter> {
+    let (consumer, _) = reader(brokers, "tracepipe.dlq");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = message
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .unwrap_or_default();
+            out.push(DeadLetter { key: message.key().map(<[u8]>::to_vec), value: message.payload().unwrap_or_default().to_vec(), headers });
+        }
+    }
+    out
+}
+
+/// Produces raw records (e.g. garbage) and waits for the broker to acknowledge them.
+pub fn produce_raw(brokers: &str, topic: &str, records: &[(Option<&[u8]>, &[u8])]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        for (key, value) in records {
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(*value).partition(0);
+            if let Some(key) = key {
+                record = record.key(*key);
+            }
+            producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+        }
+    });
+}
