@@ -151,6 +151,12 @@ impl Cluster {
         Process::spawn(&["run", processor, "-t", self.topology_path.to_str().unwrap()], self.tansu.dir.path(), processor)
     }
 
+    /// A processor whose admin server listens on `admin_port`.
+    pub fn spawn_with_admin(&self, processor: &str, admin_port: u16) -> Process {
+        let admin = format!("127.0.0.1:{admin_port}");
+        Process::spawn(&["run", processor, "-t", self.topology_path.to_str().unwrap(), "--admin", &admin], self.tansu.dir.path(), processor)
+    }
+
     pub fn loadgen(&self, encoding: Encoding, spans: u64, rate: f64) -> GroundTruth {
         loadgen(&self.brokers(), "tests/scenarios/small.yaml", encoding, Limits { spans: Some(spans), ..Default::default() }, rate)
     }
@@ -227,6 +233,21 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The admin server's /metrics text, or empty if it is not up.
+pub fn metrics(admin_port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", admin_port)) else { return String::new() };
+    let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body);
+    body
+}
+
+/// The value of one series (name with labels, exactly as exposed), 0 if absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0)
 }
 
 fn reader(brokers: &str, topic: &str) -> (BaseConsumer, usize) {

@@ -1,0 +1,82 @@
+//! The binary's commands as a person runs them: validate, and `up` on the embedded broker.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use support::{free_port, metric_value, metrics, produce_raw, repo_path, Process};
+use tracepipe::loadgen::{MessageEncoder, Scenario, TraceGenerator};
+use tracepipe_schemas::{Encoding, ExportTraceServiceRequest};
+
+const SAMPLE: &str = "tests/data/otlp_spans.pb";
+
+fn tracepipe(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tracepipe")).args(args).output().unwrap()
+}
+
+#[test]
+fn validate_accepts_the_shipped_topology() {
+    let out = tracepipe(&["validate", repo_path("topology.yaml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+}
+
+#[test]
+fn validate_prints_every_mistake_and_exits_non_zero() {
+    let out = tracepipe(&["validate", repo_path("tests/data/topology-with-mistakes.yaml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "topics.tracepipe.spans.partitions: must be between 1 and 10000, got 0",
+        "processors.router.inputs[0].encoding: unknown encoding `otlp_protobuf`",
+        "processors.router.batch: unknown key `batch`",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+    assert!(stderr.contains("3 problems"), "{stderr}");
+}
+
+/// The sample file published in the README's `make up` walkthrough: one OTLP request of a few
+/// traces. `TRACEPIPE_REGENERATE_DATA=1` rewrites it from the small scenario.
+#[test]
+fn sample_otlp_file_is_a_valid_request() {
+    let path = repo_path(SAMPLE);
+    if std::env::var_os("TRACEPIPE_REGENERATE_DATA").is_some() {
+        let scenario = Scenario::from_yaml(&std::fs::read_to_string(repo_path("tests/scenarios/small.yaml")).unwrap()).unwrap();
+        let mut generator = TraceGenerator::new(scenario.clone());
+        let encoder = MessageEncoder::new(Encoding::OtlpProto, &scenario, generator.services());
+        let mut spans = Vec::new();
+        for i in 0..4 {
+            spans.extend(generator.generate(1_764_000_000_000_000_000 + i * 1_000_000_000, 0.0).spans);
+        }
+        let (_, bytes) = encoder.encode(spans).remove(0);
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let request = ExportTraceServiceRequest::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let spans: usize = request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
+    assert_eq!(spans, sample_span_count());
+}
+
+fn sample_span_count() -> usize {
+    28
+}
+
+#[test]
+fn up_routes_a_published_otlp_file() {
+    let listen = free_port();
+    let admin = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Process::spawn(&["up", "--listen", &format!("127.0.0.1:{listen}"), "--admin", &format!("127.0.0.1:{admin}")], dir.path(), "up");
+    up.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let sample = std::fs::read(repo_path(SAMPLE)).unwrap();
+    produce_raw(&format!("127.0.0.1:{listen}"), "otlp_spans", &[(None, &sample)]);
+    let series = "tracepipe_router_routed_spans_total{encoding=\"otlp_proto\"}";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric_value(&metrics(admin), series) < sample_span_count() as f64 {
+        assert!(Instant::now() < deadline, "spans not counted as routed:\n{}", up.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(up.terminate(), Some(0), "{}", up.log_text());
+}
