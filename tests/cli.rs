@@ -80,3 +80,33 @@ fn up_routes_a_published_otlp_file() {
     }
     assert_eq!(up.terminate(), Some(0), "{}", up.log_text());
 }
+
+#[test]
+fn shipped_scenarios_are_valid_and_generate_what_they_describe() {
+    for (file, services) in [("tests/scenarios/small.yaml", 5), ("tests/scenarios/large.yaml", 30)] {
+        let scenario = Scenario::from_yaml(&std::fs::read_to_string(repo_path(file)).unwrap()).unwrap();
+        assert_eq!(scenario.services.len(), services, "{file}");
+        let mut generator = TraceGenerator::new(scenario);
+        for i in 0..2000 {
+            let trace = generator.generate(1_764_000_000_000_000_000 + i * 1_000_000, 30.0);
+            let roots = trace.spans.iter().filter(|(_, s)| s.parent_span_id.is_empty()).count();
+            assert_eq!(roots, 1, "one root per trace");
+            let consumers = trace.spans.iter().filter(|(_, s)| s.kind == 5);
+            for (_, consumer) in consumers {
+                assert_eq!(consumer.links.len(), 1, "consumer spans link to their producer");
+                assert_eq!(consumer.links[0].span_id, consumer.parent_span_id);
+            }
+        }
+        let kinds: std::collections::BTreeSet<_> = generator.edges.iter().map(|e| e.kind.clone()).collect();
+        assert!(kinds.contains("messaging") && kinds.contains("database") && kinds.contains("external"), "{file}: {kinds:?}");
+    }
+}
+
+#[test]
+fn scenario_mistakes_are_all_reported() {
+    let text = "name: broken\nentrypoints: [{service: a, operation: x}]\nservices:\n  a:\n    operations:\n      x: { calls: [{service: b, operation: y}, {database: d, external: e}], error_rate: 2 }\n";
+    let error = Scenario::from_yaml(text).unwrap_err().to_string();
+    for expected in ["no operation `y` in service `b`", "give exactly one of service, database, external", "error_rate: must be between 0 and 1"] {
+        assert!(error.contains(expected), "missing `{expected}` in {error}");
+    }
+}
