@@ -14,6 +14,7 @@ pub mod otlp_json;
 pub mod otlp_proto;
 pub mod split;
 pub mod v1;
+pub mod view;
 mod wire;
 pub mod zipkin;
 

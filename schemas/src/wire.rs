@@ -12,9 +12,9 @@ pub(crate) const WIRE_I32: u8 = 5;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Value<'a> {
-    /// Fixed-size values are skipped; nothing read so far needs them.
+    /// Varint and 32-bit values are skipped; nothing read so far needs them.
     Varint,
-    I64,
+    I64(u64),
     Len(&'a [u8]),
     I32,
 }
@@ -23,7 +23,7 @@ impl Value<'_> {
     pub(crate) fn wire_type(&self) -> u8 {
         match self {
             Value::Varint => WIRE_VARINT,
-            Value::I64 => WIRE_I64,
+            Value::I64(_) => WIRE_I64,
             Value::Len(_) => WIRE_LEN,
             Value::I32 => WIRE_I32,
         }
@@ -90,10 +90,7 @@ impl<'a> Reader<'a> {
                 self.varint()?;
                 Value::Varint
             }
-            WIRE_I64 => {
-                self.take(8)?;
-                Value::I64
-            }
+            WIRE_I64 => Value::I64(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes"))),
             WIRE_LEN => {
                 let len = usize::try_from(self.varint()?).map_err(|_| "length overflows")?;
                 body_start = self.base + self.pos;

@@ -1,0 +1,426 @@
+//! The assembler: groups the spans of `tracepipe.spans` by trace id into `tracepipe.traces`.
+//!
+//! A trace is complete when its root has arrived and no span came for `grace`; or when no span
+//! came for `idle_timeout` (the root never arrived); or, flagged truncated, when it has been open
+//! for `max_duration` or reached `max_spans`. Spans of a trace that was already emitted go out as
+//! numbered late fragments of the same trace id once no span came for `grace`. Duplicate span ids
+//! within an open trace are dropped and counted.
+//!
+//! Spans are kept as the encoded `resource_spans` bytes they arrived in, plus 8 bytes of span id
+//! each, and emitted by concatenation: a span is decoded to a summary once and never re-encoded
+//! (except to drop a duplicate).
+//!
+//! Offsets: the low watermark of a partition is the first offset of its oldest open trace, so a
+//! crash replays every span still held. Emitted traces hold that offset until acknowledged. On a
+//! rebalance or shutdown nothing partial is emitted: the state is dropped and the next owner
+//! replays from the watermark.
+//!
+//! Memory: the bytes held (span bytes, ids, per-trace overhead) are counted against
+//! `memory_budget_bytes`. Past it, the traces that cost most (size × age) are emitted early,
+//! flagged truncated with completion `MEMORY_PRESSURE`, until the total is under 90% of the budget.
+
+mod emitted;
+mod metrics;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+use std::ops::Range;
+use std::time::Duration;
+
+use prost::Message;
+use tracepipe_runtime::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
+use tracepipe_schemas::otlp_proto::IdHasher;
+use tracepipe_schemas::v1::{Completion, TraceSpans};
+use tracepipe_schemas::view::visit_trace_spans;
+use tracepipe_schemas::TraceId;
+
+pub use emitted::EmittedTraces;
+
+#[derive(Debug, Clone)]
+pub struct AssemblerConfig {
+    pub grace: Duration,
+    pub idle_timeout: Duration,
+    pub max_duration: Duration,
+    pub max_spans: u32,
+    pub memory_budget_bytes: usize,
+    /// How many emitted trace ids are remembered to number late fragments.
+    pub emitted_cache_traces: usize,
+}
+
+impl Default for AssemblerConfig {
+    fn default() -> Self {
+        AssemblerConfig {
+            grace: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            max_duration: Duration::from_secs(60),
+            max_spans: 10_000,
+            memory_budget_bytes: 256 << 20,
+            emitted_cache_traces: 500_000,
+        }
+    }
+}
+
+/// Bytes counted per open trace besides its spans: the map entry, the slot and the deadline entry.
+const TRACE_OVERHEAD: usize = 160;
+/// Open traces with more spans than this keep a hash index of span ids for duplicate checks.
+const INDEXED_ABOVE: usize = 32;
+
+type IdMap<V> = HashMap<TraceId, V, BuildHasherDefault<IdHasher>>;
+
+struct OpenTrace {
+    trace_id: TraceId,
+    generation: u32,
+    fragment: u32,
+    has_root: bool,
+    duplicates: u32,
+    first_seen: UnixNanos,
+    last_activity: UnixNanos,
+    first_offset: SourceOffset,
+    span_ids: Vec<u64>,
+    span_index: Option<HashSet<u64, BuildHasherDefault<IdHasher>>>,
+    /// The `resource_spans` fields of every record, verbatim.
+    body: Vec<u8>,
+}
+
+impl OpenTrace {
+    fn contains(&self, id: u64) -> bool {
+        match &self.span_index {
+            Some(index) => index.contains(&id),
+            None => self.span_ids.contains(&id),
+        }
+    }
+
+    fn insert(&mut self, id: u64) {
+        self.span_ids.push(id);
+        if let Some(index) = &mut self.span_index {
+            index.insert(id);
+        } else if self.span_ids.len() > INDEXED_ABOVE {
+            self.span_index = Some(self.span_ids.iter().copied().collect());
+        }
+    }
+
+    fn cost(&self) -> usize {
+        TRACE_OVERHEAD
+            + self.body.capacity()
+            + self.span_ids.capacity() * 8
+            + self.span_index.as_ref().map_or(0, |i| i.capacity() * 9)
+    }
+}
+
+pub struct TraceAssembler {
+    config: AssemblerConfig,
+    output: OutputId,
+    open: IdMap<u32>,
+    slots: Vec<Option<OpenTrace>>,
+    free_slots: Vec<u32>,
+    /// (deadline, slot, generation); entries of an older generation are stale and skipped.
+    deadlines: BinaryHeap<Reverse<(UnixNanos, u32, u32)>>,
+    /// Per partition: first offset of each open trace → how many open traces start there.
+    watermarks: HashMap<SourcePartition, BTreeMap<i64, u32>>,
+    emitted: EmittedTraces,
+    buffered_bytes: usize,
+    buffered_spans: usize,
+    ranges: Vec<Range<usize>>,
+    incoming: Vec<(u64, bool)>,
+    encoded: Vec<u8>,
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+fn write_varint_field(out: &mut Vec<u8>, field: u32, value: u64) {
+    if value != 0 {
+        prost::encoding::encode_key(field, prost::encoding::WireType::Varint, out);
+        prost::encoding::encode_varint(value, out);
+    }
+}
+
+impl TraceAssembler {
+    pub fn new(config: AssemblerConfig, output: OutputId) -> Self {
+        TraceAssembler {
+            emitted: EmittedTraces::new(config.emitted_cache_traces),
+            config,
+            output,
+            open: IdMap::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            watermarks: HashMap::new(),
+            buffered_bytes: 0,
+            buffered_spans: 0,
+            ranges: Vec::new(),
+            incoming: Vec::new(),
+            encoded: Vec::new(),
+        }
+    }
+
+    pub fn open_traces(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn buffered_spans(&self) -> usize {
+        self.buffered_spans
+    }
+
+    /// Bytes held, as counted against the memory budget.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
+    fn slot(&mut self, trace: OpenTrace) -> u32 {
+        match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(trace);
+                slot
+            }
+            None => {
+                self.slots.push(Some(trace));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn next_deadline(&self, trace: &OpenTrace) -> UnixNanos {
+        let quiet = if trace.has_root || trace.fragment > 0 { self.config.grace } else { self.config.idle_timeout };
+        (trace.last_activity + nanos(quiet)).min(trace.first_seen + nanos(self.config.max_duration))
+    }
+
+    /// Takes a trace out of the state; its offset hold moves to the emitted record.
+    fn remove(&mut self, slot: u32) -> OpenTrace {
+        let trace = self.slots[slot as usize].take().expect("live slot");
+        self.free_slots.push(slot);
+        self.open.remove(&trace.trace_id);
+        if let Some(starts) = self.watermarks.get_mut(&trace.first_offset.source) {
+            if let Some(count) = starts.get_mut(&trace.first_offset.offset) {
+                *count -= 1;
+                if *count == 0 {
+                    starts.remove(&trace.first_offset.offset);
+                }
+            }
+        }
+        self.buffered_bytes -= trace.cost();
+        self.buffered_spans -= trace.span_ids.len();
+        trace
+    }
+
+    fn emit(&mut self, slot: u32, completion: Completion, now: UnixNanos, out: &mut Emitter) {
+        let trace = self.remove(slot);
+        let truncated = matches!(completion, Completion::MaxDuration | Completion::MaxSpans | Completion::MemoryPressure);
+        let buf = &mut self.encoded;
+        buf.clear();
+        buf.extend_from_slice(&[0x0a, 16]);
+        buf.extend_from_slice(&trace.trace_id.0);
+        buf.extend_from_slice(&trace.body);
+        write_varint_field(buf, 3, completion as u64);
+        write_varint_field(buf, 4, u64::from(truncated));
+        write_varint_field(buf, 5, u64::from(trace.fragment));
+        write_varint_field(buf, 6, trace.span_ids.len() as u64);
+        write_varint_field(buf, 7, u64::from(trace.duplicates));
+        prost::encoding::fixed64::encode(8, &trace.first_seen, buf);
+        prost::encoding::fixed64::encode(9, &now, buf);
+        out.emit_holding(self.output, &trace.trace_id.0, buf, Some(trace.first_offset));
+        self.emitted.record(trace.trace_id);
+        metrics::EMITTED.with_label_values(&[completion.as_str()]).inc();
+        if completion == Completion::MemoryPressure {
+            metrics::EVICTED.inc();
+        }
+    }
+
+    /// Emits the traces that cost most (size × age) until under 90% of the budget.
+    fn relieve_memory_pressure(&mut self, now: UnixNanos, out: &mut Emitter) {
+        if self.buffered_bytes <= self.config.memory_budget_bytes {
+            return;
+        }
+        let target = self.config.memory_budget_bytes / 10 * 9;
+        let mut candidates: Vec<(u128, u32, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, t)| {
+                let t = t.as_ref()?;
+                let age = u128::from(now.saturating_sub(t.first_seen).max(1));
+                Some((t.cost() as u128 * age, slot as u32, t.cost()))
+            })
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (_, slot, _) in candidates {
+            if self.buffered_bytes <= target {
+                break;
+            }
+            self.emit(slot, Completion::MemoryPressure, now, out);
+        }
+    }
+
+    fn update_gauges(&self) {
+        metrics::OPEN.set(self.open.len() as i64);
+        metrics::SPANS_BUFFERED.set(self.buffered_spans as i64);
+        metrics::BYTES_BUFFERED.set(self.buffered_bytes as i64);
+    }
+
+    /// Adds one `TraceSpans` record. Returns an error if it cannot be read.
+    fn add(&mut self, payload: &[u8], at: SourceOffset, now: UnixNanos, out: &mut Emitter) -> Result<(), Poison> {
+        self.ranges.clear();
+        self.incoming.clear();
+        let incoming = &mut self.incoming;
+        let trace_id = visit_trace_spans(payload, &mut self.ranges, |span| {
+            let id = u64::from_le_bytes(span.span_id.try_into().expect("8 bytes, checked by the view"));
+            incoming.push((id, span.is_root()));
+        })
+        .map_err(|e| Poison::new("decode", format!("tracepipe.v1.TraceSpans: {e}")))?;
+        if self.incoming.is_empty() {
+            return Ok(());
+        }
+
+        let slot = match self.open.get(&trace_id) {
+            Some(&slot) => slot,
+            None => {
+                let fragment = self.emitted.emissions(&trace_id);
+                let trace = OpenTrace {
+                    trace_id,
+                    generation: 0,
+                    fragment,
+                    has_root: false,
+                    duplicates: 0,
+                    first_seen: now,
+                    last_activity: now,
+                    first_offset: at,
+                    span_ids: Vec::new(),
+                    span_index: None,
+                    body: Vec::new(),
+                };
+                self.buffered_bytes += trace.cost();
+                let slot = self.slot(trace);
+                self.open.insert(trace_id, slot);
+                *self.watermarks.entry(at.source).or_default().entry(at.offset).or_insert(0) += 1;
+                slot
+            }
+        };
+        let trace = self.slots[slot as usize].as_mut().expect("live slot");
+        let cost_before = trace.cost();
+        let spans_before = trace.span_ids.len();
+        if trace.fragment > 0 {
+            metrics::LATE.inc_by(self.incoming.len() as u64);
+        }
+
+        // Which incoming spans are new (not in the trace, nor earlier in this record).
+        let mut keep = Vec::new();
+        let mut all_new = true;
+        for &(id, is_root) in &self.incoming {
+            let new = !trace.contains(id);
+            if new {
+                trace.insert(id);
+                trace.has_root |= is_root;
+            } else {
+                trace.duplicates += 1;
+                all_new = false;
+            }
+            keep.push(new);
+        }
+        if all_new {
+            for range in &self.ranges {
+                trace.body.extend_from_slice(&payload[range.clone()]);
+            }
+        } else {
+            let dropped = keep.iter().filter(|k| !**k).count();
+            metrics::DUPLICATES.inc_by(dropped as u64);
+            // Rare: re-encode the record without its duplicates.
+            let mut decoded = TraceSpans::decode(payload).map_err(|e| Poison::new("decode", format!("tracepipe.v1.TraceSpans: {e}")))?;
+            let mut flags = keep.iter();
+            for rs in &mut decoded.resource_spans {
+                for ss in &mut rs.scope_spans {
+                    ss.spans.retain(|_| *flags.next().unwrap_or(&false));
+                }
+                rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+            }
+            decoded.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+            for rs in &decoded.resource_spans {
+                prost::encoding::message::encode(2, rs, &mut trace.body);
+            }
+        }
+        metrics::ASSEMBLED.inc_by((trace.span_ids.len() - spans_before) as u64);
+        trace.last_activity = now;
+        trace.generation = trace.generation.wrapping_add(1);
+        let generation = trace.generation;
+        let full = trace.span_ids.len() >= self.config.max_spans as usize;
+        let cost_after = trace.cost();
+        let spans_after = trace.span_ids.len();
+        self.buffered_bytes = self.buffered_bytes + cost_after - cost_before;
+        self.buffered_spans += spans_after - spans_before;
+        if full {
+            self.emit(slot, Completion::MaxSpans, now, out);
+        } else {
+            let trace = self.slots[slot as usize].as_ref().expect("live slot");
+            let deadline = self.next_deadline(trace);
+            self.deadlines.push(Reverse((deadline, slot, generation)));
+        }
+        self.relieve_memory_pressure(now, out);
+        Ok(())
+    }
+}
+
+impl Processor for TraceAssembler {
+    fn name(&self) -> &'static str {
+        "assembler"
+    }
+
+    fn on_input(&mut self, input: &InputRecord<'_>, now: UnixNanos, out: &mut Emitter) -> Result<(), Poison> {
+        self.add(input.payload, SourceOffset { source: input.source, offset: input.offset }, now, out)
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(Duration::from_millis(100))
+    }
+
+    fn on_tick(&mut self, now: UnixNanos, out: &mut Emitter) {
+        while let Some(&Reverse((deadline, slot, generation))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(trace) = self.slots[slot as usize].as_ref() else { continue };
+            if trace.generation != generation {
+                continue;
+            }
+            let quiet = now.saturating_sub(trace.last_activity);
+            let completion = if now.saturating_sub(trace.first_seen) >= nanos(self.config.max_duration) {
+                Some(Completion::MaxDuration)
+            } else if (trace.has_root || trace.fragment > 0) && quiet >= nanos(self.config.grace) {
+                Some(if trace.has_root { Completion::RootAndGrace } else { Completion::IdleTimeout })
+            } else if quiet >= nanos(self.config.idle_timeout) {
+                Some(Completion::IdleTimeout)
+            } else {
+                None
+            };
+            match completion {
+                Some(completion) => self.emit(slot, completion, now, out),
+                None => {
+                    let next = self.next_deadline(trace);
+                    self.deadlines.push(Reverse((next, slot, generation)));
+                }
+            }
+        }
+        self.update_gauges();
+    }
+
+    fn low_watermark(&self, source: SourcePartition) -> Option<i64> {
+        self.watermarks.get(&source)?.first_key_value().map(|(&offset, _)| offset)
+    }
+
+    fn release_partitions(&mut self, sources: &[SourcePartition]) {
+        let slots: Vec<u32> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, t)| t.as_ref().filter(|t| sources.contains(&t.first_offset.source)).map(|_| slot as u32))
+            .collect();
+        for slot in slots {
+            self.remove(slot);
+        }
+        for source in sources {
+            self.watermarks.remove(source);
+        }
+        self.update_gauges();
+    }
+}
