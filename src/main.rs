@@ -62,7 +62,7 @@ enum Command {
     },
     /// One processor against Kafka (one Deployment each in Kubernetes).
     Run {
-        /// router
+        /// router, assembler or sampler
         processor: String,
         #[command(flatten)]
         topology: TopologyArgs,
@@ -283,7 +283,8 @@ async fn up(mut topology: Topology, listen: SocketAddr, demo_rate: Option<f64>) 
             })
             .expect("spawn demo thread")
     });
-    let code = serve(topology, tracepipe::topology::PROCESSORS.iter().map(|s| s.to_string()).collect(), Some(shutdown.clone())).await;
+    let names = processes::configured(&topology).into_iter().map(str::to_string).collect();
+    let code = serve(topology, names, Some(shutdown.clone())).await;
     if let Some(demo) = demo {
         match demo.join() {
             Ok(Ok(truth)) => info!(traces = truth.trace_count, spans = truth.span_count, "demo traffic stopped"),

@@ -4,7 +4,9 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tracepipe_assembler::TraceAssembler;
 use tracepipe_router::Router;
+use tracepipe_sampler::TailSampler;
 use tracepipe_runtime::{Health, OutputId, Pipeline, PipelineExit, RuntimeError};
 
 use crate::topology::Topology;
@@ -19,6 +21,16 @@ pub fn spawn(topology: &Topology, name: &str, shutdown: &CancellationToken, heal
             let router = Router::new(spec.inputs.iter().map(|(_, e)| *e).collect(), OutputId(0), spec.max_message_bytes);
             Ok(Pipeline::new(topology.router_pipeline(spec), router).spawn(shutdown.clone(), health.clone()))
         }
+        "assembler" => {
+            let spec = topology.assembler.as_ref().context("topology has no processors.assembler section")?;
+            let assembler = TraceAssembler::new(spec.config.clone(), OutputId(0));
+            Ok(Pipeline::new(topology.stage_pipeline(spec), assembler).spawn(shutdown.clone(), health.clone()))
+        }
+        "sampler" => {
+            let spec = topology.sampler.as_ref().context("topology has no processors.sampler section")?;
+            let sampler = TailSampler::new(spec.config.clone(), OutputId(0));
+            Ok(Pipeline::new(topology.stage_pipeline(spec), sampler).spawn(shutdown.clone(), health.clone()))
+        }
         other => anyhow::bail!("unknown processor `{other}` (this build has: {})", crate::topology::PROCESSORS.join(", ")),
     }
 }
@@ -28,6 +40,12 @@ pub fn configured(topology: &Topology) -> Vec<&'static str> {
     let mut names = Vec::new();
     if topology.router.is_some() {
         names.push("router");
+    }
+    if topology.assembler.is_some() {
+        names.push("assembler");
+    }
+    if topology.sampler.is_some() {
+        names.push("sampler");
     }
     names
 }

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml_ng::Value;
+use tracepipe_assembler::AssemblerConfig;
 use tracepipe_runtime::{KafkaSettings, PipelineSettings};
+use tracepipe_sampler::{AttributeScope, Matcher, RuleKind, SamplerConfig, SamplingRule};
 use tracepipe_schemas::Encoding;
 
 /// The topology tracepipe ships with; `tracepipe up` uses it unless given another file.
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../topology.yaml");
 
 /// The processors this build has.
-pub const PROCESSORS: &[&str] = &["router"];
+pub const PROCESSORS: &[&str] = &["router", "assembler", "sampler"];
 
 // ---- raw file ---------------------------------------------------------------------------------
 // Unknown keys are collected (`unknown`) rather than refused by serde, so that all of them are
@@ -84,6 +86,66 @@ struct RawRouter {
 }
 
 #[derive(Debug, Deserialize, Default)]
+struct RawAssembler {
+    group: Option<String>,
+    input: Option<String>,
+    output: Option<String>,
+    dlq: Option<String>,
+    grace: Option<String>,
+    idle_timeout: Option<String>,
+    max_duration: Option<String>,
+    max_spans: Option<i64>,
+    memory_budget: Option<Value>,
+    emitted_cache: Option<i64>,
+    commit_interval: Option<String>,
+    max_in_flight: Option<i64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawSampler {
+    group: Option<String>,
+    input: Option<String>,
+    output: Option<String>,
+    dlq: Option<String>,
+    decision_cache: Option<i64>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    commit_interval: Option<String>,
+    max_in_flight: Option<i64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawRule {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    threshold: Option<String>,
+    percentile: Option<f64>,
+    min_samples: Option<u64>,
+    window: Option<String>,
+    key: Option<String>,
+    equals: Option<Value>,
+    regex: Option<String>,
+    min: Option<f64>,
+    max: Option<f64>,
+    bool: Option<bool>,
+    scope: Option<String>,
+    max_shapes: Option<usize>,
+    rate: Option<f64>,
+    per_second: Option<f64>,
+    goal_sample_rate: Option<f64>,
+    adjustment_interval: Option<String>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
 struct RawInput {
     topic: Option<String>,
     encoding: Option<String>,
@@ -99,6 +161,20 @@ pub struct Topology {
     pub admin_listen: SocketAddr,
     pub topics: BTreeMap<String, TopicSpec>,
     pub router: Option<RouterSpec>,
+    pub assembler: Option<StageSpec<AssemblerConfig>>,
+    pub sampler: Option<StageSpec<SamplerConfig>>,
+}
+
+/// A processor with one input and one output topic and its own configuration.
+#[derive(Debug, Clone)]
+pub struct StageSpec<C> {
+    pub group: String,
+    pub input: String,
+    pub output: String,
+    pub dlq: String,
+    pub commit_interval: Duration,
+    pub max_in_flight: usize,
+    pub config: C,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -283,6 +359,8 @@ impl Topology {
         }
 
         let mut router = None;
+        let mut assembler = None;
+        let mut sampler = None;
         for (name, section) in &raw.processors {
             let path = format!("processors.{name}");
             match name.as_str() {
@@ -290,12 +368,20 @@ impl Topology {
                     Ok(raw_router) => router = validate_router(&path, raw_router, &topics, &mut problems),
                     Err(e) => problems.add(path, e.to_string()),
                 },
+                "assembler" => match serde_yaml_ng::from_value::<RawAssembler>(section.clone()) {
+                    Ok(raw) => assembler = validate_assembler(&path, raw, &topics, &mut problems),
+                    Err(e) => problems.add(path, e.to_string()),
+                },
+                "sampler" => match serde_yaml_ng::from_value::<RawSampler>(section.clone()) {
+                    Ok(raw) => sampler = validate_sampler(&path, raw, &topics, &mut problems),
+                    Err(e) => problems.add(path, e.to_string()),
+                },
                 other => problems.add(path, format!("unknown processor `{other}` (this build has: {})", PROCESSORS.join(", "))),
             }
         }
 
         if problems.0.is_empty() {
-            Ok(Topology { kafka, admin_listen, topics, router })
+            Ok(Topology { kafka, admin_listen, topics, router, assembler, sampler })
         } else {
             Err(Problems(problems.0))
         }
@@ -318,6 +404,238 @@ impl Topology {
         settings.max_in_flight = spec.max_in_flight;
         settings
     }
+
+    pub fn stage_pipeline<C>(&self, spec: &StageSpec<C>) -> PipelineSettings {
+        let mut settings = PipelineSettings::new(self.kafka.clone(), &spec.group, vec![spec.input.clone()], vec![spec.output.clone()], &spec.dlq);
+        settings.commit_interval = spec.commit_interval;
+        settings.max_in_flight = spec.max_in_flight;
+        settings
+    }
+}
+
+fn optional_duration(path: String, value: &Option<String>, default: Duration, problems: &mut Collector) -> Duration {
+    match value {
+        Some(text) => parse_duration(path, text, problems).unwrap_or(default),
+        None => default,
+    }
+}
+
+fn bounded(path: String, value: Option<i64>, default: i64, range: std::ops::RangeInclusive<i64>, problems: &mut Collector) -> i64 {
+    let value = value.unwrap_or(default);
+    if !range.contains(&value) {
+        problems.add(path, format!("must be between {} and {}, got {value}", range.start(), range.end()));
+        return default;
+    }
+    value
+}
+
+/// The fields every one-input, one-output processor has.
+struct StageTopics {
+    group: Option<String>,
+    input: Option<String>,
+    output: Option<String>,
+    dlq: Option<String>,
+    commit_interval: Duration,
+    max_in_flight: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate_stage(
+    path: &str,
+    group: &Option<String>,
+    input: &Option<String>,
+    output: &Option<String>,
+    dlq: &Option<String>,
+    commit_interval: &Option<String>,
+    max_in_flight: Option<i64>,
+    topics: &BTreeMap<String, TopicSpec>,
+    problems: &mut Collector,
+) -> StageTopics {
+    StageTopics {
+        group: problems.required(format!("{path}.group"), group).map(str::to_string),
+        input: topic_ref(format!("{path}.input"), input, topics, problems),
+        output: topic_ref(format!("{path}.output"), output, topics, problems),
+        dlq: topic_ref(format!("{path}.dlq"), dlq, topics, problems),
+        commit_interval: optional_duration(format!("{path}.commit_interval"), commit_interval, Duration::from_secs(1), problems),
+        max_in_flight: bounded(format!("{path}.max_in_flight"), max_in_flight, 50_000, 1..=10_000_000, problems) as usize,
+    }
+}
+
+impl StageTopics {
+    fn with<C>(self, config: C) -> Option<StageSpec<C>> {
+        Some(StageSpec {
+            group: self.group?,
+            input: self.input?,
+            output: self.output?,
+            dlq: self.dlq?,
+            commit_interval: self.commit_interval,
+            max_in_flight: self.max_in_flight,
+            config,
+        })
+    }
+}
+
+fn validate_assembler(path: &str, raw: RawAssembler, topics: &BTreeMap<String, TopicSpec>, problems: &mut Collector) -> Option<StageSpec<AssemblerConfig>> {
+    problems.unknown(
+        path,
+        &raw.unknown,
+        &["group", "input", "output", "dlq", "grace", "idle_timeout", "max_duration", "max_spans", "memory_budget", "emitted_cache", "commit_interval", "max_in_flight"],
+    );
+    let stage = validate_stage(path, &raw.group, &raw.input, &raw.output, &raw.dlq, &raw.commit_interval, raw.max_in_flight, topics, problems);
+    let defaults = AssemblerConfig::default();
+    let memory_budget_bytes = match raw.memory_budget.as_ref().map(|v| scalar_text(v).as_deref().and_then(parse_bytes)) {
+        None => defaults.memory_budget_bytes,
+        Some(Some(bytes)) if bytes >= 1 << 20 => bytes,
+        Some(_) => {
+            problems.add(format!("{path}.memory_budget"), "must be a size of at least 1MiB, like 256MiB");
+            defaults.memory_budget_bytes
+        }
+    };
+    let config = AssemblerConfig {
+        grace: optional_duration(format!("{path}.grace"), &raw.grace, defaults.grace, problems),
+        idle_timeout: optional_duration(format!("{path}.idle_timeout"), &raw.idle_timeout, defaults.idle_timeout, problems),
+        max_duration: optional_duration(format!("{path}.max_duration"), &raw.max_duration, defaults.max_duration, problems),
+        max_spans: bounded(format!("{path}.max_spans"), raw.max_spans, i64::from(defaults.max_spans), 1..=1_000_000, problems) as u32,
+        memory_budget_bytes,
+        emitted_cache_traces: bounded(format!("{path}.emitted_cache"), raw.emitted_cache, defaults.emitted_cache_traces as i64, 1..=100_000_000, problems) as usize,
+    };
+    if config.grace >= config.idle_timeout {
+        problems.add(format!("{path}.grace"), "must be shorter than idle_timeout");
+    }
+    if config.idle_timeout > config.max_duration {
+        problems.add(format!("{path}.idle_timeout"), "must not be longer than max_duration");
+    }
+    stage.with(config)
+}
+
+fn validate_sampler(path: &str, raw: RawSampler, topics: &BTreeMap<String, TopicSpec>, problems: &mut Collector) -> Option<StageSpec<SamplerConfig>> {
+    problems.unknown(path, &raw.unknown, &["group", "input", "output", "dlq", "decision_cache", "rules", "commit_interval", "max_in_flight"]);
+    let stage = validate_stage(path, &raw.group, &raw.input, &raw.output, &raw.dlq, &raw.commit_interval, raw.max_in_flight, topics, problems);
+    if raw.rules.is_empty() {
+        problems.add(format!("{path}.rules"), "needs at least one rule; a sampler that keeps nothing is `- {{ type: drop }}`");
+    }
+    let mut rules = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (i, rule) in raw.rules.iter().enumerate() {
+        let at = format!("{path}.rules[{i}]");
+        let name = rule.name.clone().or_else(|| rule.kind.clone()).unwrap_or_default();
+        if !names.insert(name.clone()) {
+            problems.add(format!("{at}.name"), format!("rule name `{name}` is used twice; names label the decision metrics"));
+        }
+        if let Some(kind) = validate_rule(&at, rule, problems) {
+            rules.push(SamplingRule { name, kind });
+        }
+    }
+    let decision_cache = bounded(format!("{path}.decision_cache"), raw.decision_cache, 200_000, 1..=100_000_000, problems) as u64;
+    stage.with(SamplerConfig { rules, decision_cache })
+}
+
+const RULE_TYPES: &str = "always, drop, errors, latency, attribute, span_count, rare_structure, probabilistic, rate_limit, dynamic, and";
+
+fn validate_rule(at: &str, rule: &RawRule, problems: &mut Collector) -> Option<RuleKind> {
+    problems.unknown(
+        at,
+        &rule.unknown,
+        &["name", "type", "threshold", "percentile", "min_samples", "window", "key", "equals", "regex", "min", "max", "bool", "scope", "max_shapes", "rate", "per_second", "goal_sample_rate", "adjustment_interval", "rules"],
+    );
+    let Some(kind) = rule.kind.as_deref() else {
+        problems.add(format!("{at}.type"), format!("is required (one of {RULE_TYPES})"));
+        return None;
+    };
+    let fraction = |field: &str, value: Option<f64>, problems: &mut Collector| match value {
+        Some(v) if (0.0..=1.0).contains(&v) => Some(v),
+        Some(v) => {
+            problems.add(format!("{at}.{field}"), format!("must be between 0 and 1, got {v}"));
+            None
+        }
+        None => {
+            problems.add(format!("{at}.{field}"), "is required");
+            None
+        }
+    };
+    let positive = |field: &str, value: Option<f64>, problems: &mut Collector| match value {
+        Some(v) if v > 0.0 && v.is_finite() => Some(v),
+        _ => {
+            problems.add(format!("{at}.{field}"), "is required and must be above zero");
+            None
+        }
+    };
+    Some(match kind {
+        "always" => RuleKind::Always,
+        "drop" => RuleKind::Drop,
+        "errors" => RuleKind::Errors,
+        "latency" => match (&rule.threshold, rule.percentile) {
+            (Some(threshold), None) => RuleKind::Latency { threshold: parse_duration(format!("{at}.threshold"), threshold, problems)? },
+            (None, Some(percentile)) if percentile > 0.0 && percentile < 100.0 => RuleKind::LatencyPercentile {
+                percentile,
+                min_samples: rule.min_samples.unwrap_or(100),
+                window: optional_duration(format!("{at}.window"), &rule.window, Duration::from_secs(300), problems),
+            },
+            (None, Some(p)) => {
+                problems.add(format!("{at}.percentile"), format!("must be between 0 and 100, got {p}"));
+                return None;
+            }
+            _ => {
+                problems.add(at, "a latency rule takes either threshold (e.g. 500ms) or percentile (e.g. 99)");
+                return None;
+            }
+        },
+        "attribute" => {
+            let key = problems.required(format!("{at}.key"), &rule.key)?.to_string();
+            let scope = match rule.scope.as_deref() {
+                None | Some("any") => AttributeScope::AnySpan,
+                Some("root") => AttributeScope::Root,
+                Some(other) => {
+                    problems.add(format!("{at}.scope"), format!("`{other}` is not `any` or `root`"));
+                    return None;
+                }
+            };
+            let given = [rule.equals.is_some(), rule.regex.is_some(), rule.min.is_some() || rule.max.is_some(), rule.bool.is_some()];
+            if given.iter().filter(|g| **g).count() != 1 {
+                problems.add(at, "an attribute rule takes exactly one of equals, regex, min/max, bool");
+                return None;
+            }
+            let matcher = if let Some(value) = &rule.equals {
+                Matcher::Equals(scalar_text(value).unwrap_or_default())
+            } else if let Some(pattern) = &rule.regex {
+                match regex::Regex::new(pattern) {
+                    Ok(re) => Matcher::Regex(re),
+                    Err(e) => {
+                        problems.add(format!("{at}.regex"), format!("invalid regex: {e}"));
+                        return None;
+                    }
+                }
+            } else if let Some(b) = rule.bool {
+                Matcher::Bool(b)
+            } else {
+                Matcher::Range { min: rule.min, max: rule.max }
+            };
+            RuleKind::Attribute { key, matcher, scope }
+        }
+        "span_count" => RuleKind::SpanCount { min: rule.min.unwrap_or(0.0).max(0.0) as u32, max: rule.max.map(|m| m.max(0.0) as u32) },
+        "rare_structure" => RuleKind::RareStructure {
+            window: optional_duration(format!("{at}.window"), &rule.window, Duration::from_secs(600), problems),
+            max_shapes: rule.max_shapes.unwrap_or(100_000).max(1),
+        },
+        "probabilistic" => RuleKind::Probabilistic { rate: fraction("rate", rule.rate, problems)? },
+        "rate_limit" => RuleKind::RateLimit { per_second: positive("per_second", rule.per_second, problems)? },
+        "dynamic" => RuleKind::Dynamic {
+            goal_sample_rate: positive("goal_sample_rate", rule.goal_sample_rate, problems)?.max(1.0),
+            adjustment_interval: optional_duration(format!("{at}.adjustment_interval"), &rule.adjustment_interval, Duration::from_secs(30), problems),
+        },
+        "and" => {
+            if rule.rules.is_empty() {
+                problems.add(format!("{at}.rules"), "an and rule needs member rules");
+                return None;
+            }
+            let members: Vec<Option<RuleKind>> = rule.rules.iter().enumerate().map(|(j, member)| validate_rule(&format!("{at}.rules[{j}]"), member, problems)).collect();
+            RuleKind::And(members.into_iter().collect::<Option<Vec<_>>>()?)
+        }
+        other => {
+            problems.add(format!("{at}.type"), format!("unknown rule type `{other}` (expected one of {RULE_TYPES})"));
+            return None;
+        }
+    })
 }
 
 fn topic_ref(path: String, topic: &Option<String>, topics: &BTreeMap<String, TopicSpec>, problems: &mut Collector) -> Option<String> {
@@ -396,7 +714,7 @@ mod tests {
     #[test]
     fn reports_every_problem_with_its_path() {
         let text = DEFAULT_TOPOLOGY
-            .replace("partitions: 12", "partitions: 0")
+            .replace("tracepipe.spans:   { partitions: 12", "tracepipe.spans:   { partitions: 0")
             .replace("encoding: zipkin_json", "encoding: zipkin_thrift")
             .replace("    max_in_flight: 50000", "    max_in_flight: 50000\n    batch_size: 10")
             .replace("output: tracepipe.spans", "output: tracepipe.span");
@@ -415,7 +733,26 @@ mod tests {
         let problems = Topology::from_yaml("kafka: [1, 2\n").unwrap_err().0;
         assert_eq!(problems.len(), 1);
         assert!(problems[0].message.contains("line"), "{}", problems[0].message);
-        assert!(Topology::from_yaml("processors:\n  sampler: {}\n").unwrap_err().0.iter().any(|p| p.message.contains("unknown processor")));
+        assert!(Topology::from_yaml("processors:\n  analyzer: {}\n").unwrap_err().0.iter().any(|p| p.message.contains("unknown processor")));
+    }
+
+    #[test]
+    fn sampler_rules_are_checked() {
+        let text = DEFAULT_TOPOLOGY
+            .replace("type: probabilistic, rate: 0.05", "type: probabilistic, rate: 5")
+            .replace("{ name: errors, type: errors }", "{ name: errors, type: erors }")
+            .replace("threshold: 1s", "threshold: 1s, percentile: 99")
+            .replace("grace: 2s", "grace: 20s");
+        let problems = Topology::from_yaml(&text).unwrap_err().0;
+        let messages: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 4, "{messages:#?}");
+        assert!(messages[0].starts_with("processors.assembler.grace: must be shorter than idle_timeout"));
+        assert!(messages[1].starts_with("processors.sampler.rules[0].type: unknown rule type `erors`"));
+        assert!(messages[2].starts_with("processors.sampler.rules[1]: a latency rule takes either threshold"));
+        assert!(messages[3].starts_with("processors.sampler.rules[4].rate: must be between 0 and 1, got 5"));
+        let topology = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap();
+        assert_eq!(topology.sampler.unwrap().config.rules.len(), 5);
+        assert_eq!(topology.assembler.unwrap().config.memory_budget_bytes, 256 << 20);
     }
 
     #[test]

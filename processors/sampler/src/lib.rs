@@ -1,0 +1,137 @@
+//! The sampler: tail sampling of assembled traces by ordered rules, first match wins.
+//!
+//! Each kept trace goes to `tracepipe.sampled` as its assembled bytes with two fields appended:
+//! `sampling_rule` (the name of the rule that kept it) and `adjusted_count` (how many traces it
+//! stands for, 1 / the probability it was kept with), so counts derived from sampled traces stay
+//! unbiased. A trace no rule matches is dropped.
+//!
+//! A bounded decision cache (trace id → decision) makes late fragments follow their trace's
+//! decision; a fragment whose decision is no longer cached is decided on its own spans.
+//! Decisions depend only on the input and the time passed in: instances fed the same traces decide
+//! the same way, and the probabilistic and dynamic rules decide on the trace id, so they agree
+//! across instances too.
+
+mod facts;
+mod metrics;
+pub mod rules;
+
+use std::sync::Arc;
+
+use prometheus::IntCounter;
+use prost::Message;
+use tracepipe_runtime::{Emitter, InputRecord, OutputId, Poison, Processor, UnixNanos};
+use tracepipe_schemas::v1::AssembledTrace;
+
+pub use facts::TraceFacts;
+pub use rules::{AttributeScope, Matcher, RuleKind, SamplingRule, Verdict};
+use rules::RuleState;
+
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    pub rules: Vec<SamplingRule>,
+    /// Trace decisions remembered for late fragments.
+    pub decision_cache: u64,
+}
+
+/// What was decided for a trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub keep: bool,
+    /// The deciding rule's name, or `(none)`.
+    pub rule: Arc<str>,
+    pub adjusted_count: f64,
+}
+
+struct LiveRule {
+    name: Arc<str>,
+    state: RuleState,
+    kept: IntCounter,
+    dropped: IntCounter,
+}
+
+pub struct TailSampler {
+    rules: Vec<LiveRule>,
+    no_match: (Arc<str>, IntCounter),
+    decisions: moka::sync::Cache<[u8; 16], Decision>,
+    output: OutputId,
+    encoded: Vec<u8>,
+}
+
+const NO_RULE: &str = "(none)";
+
+impl TailSampler {
+    pub fn new(config: SamplerConfig, output: OutputId) -> Self {
+        let rules = config
+            .rules
+            .iter()
+            .map(|rule| LiveRule {
+                name: rule.name.as_str().into(),
+                state: RuleState::new(&rule.kind),
+                kept: metrics::DECIDED.with_label_values(&[&rule.name, "keep"]),
+                dropped: metrics::DECIDED.with_label_values(&[&rule.name, "drop"]),
+            })
+            .collect();
+        TailSampler {
+            rules,
+            no_match: (NO_RULE.into(), metrics::DECIDED.with_label_values(&[NO_RULE, "drop"])),
+            decisions: moka::sync::Cache::new(config.decision_cache.max(1)),
+            output,
+            encoded: Vec::new(),
+        }
+    }
+
+    /// Runs the rules in order on one trace.
+    pub fn decide(&mut self, trace: &AssembledTrace, now: UnixNanos) -> Decision {
+        let facts = TraceFacts::new(trace);
+        for rule in &mut self.rules {
+            match rule.state.evaluate(&facts, now) {
+                Verdict::NoMatch => continue,
+                Verdict::Keep { adjusted_count } => {
+                    rule.kept.inc();
+                    return Decision { keep: true, rule: rule.name.clone(), adjusted_count };
+                }
+                Verdict::Drop => {
+                    rule.dropped.inc();
+                    return Decision { keep: false, rule: rule.name.clone(), adjusted_count: 0.0 };
+                }
+            }
+        }
+        self.no_match.1.inc();
+        Decision { keep: false, rule: self.no_match.0.clone(), adjusted_count: 0.0 }
+    }
+}
+
+impl Processor for TailSampler {
+    fn name(&self) -> &'static str {
+        "sampler"
+    }
+
+    fn on_input(&mut self, input: &InputRecord<'_>, now: UnixNanos, out: &mut Emitter) -> Result<(), Poison> {
+        let trace = AssembledTrace::decode(input.payload).map_err(|e| Poison::new("decode", format!("tracepipe.v1.AssembledTrace: {e}")))?;
+        let trace_id: [u8; 16] = trace
+            .trace_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| Poison::new("decode", format!("trace id of {} bytes", trace.trace_id.len())))?;
+        let cached = if trace.fragment > 0 { self.decisions.get(&trace_id) } else { None };
+        if trace.fragment > 0 {
+            metrics::LATE_FRAGMENTS.with_label_values(&[if cached.is_some() { "cached" } else { "evaluated" }]).inc();
+        }
+        let decision = match cached {
+            Some(decision) => decision,
+            None => {
+                let decision = self.decide(&trace, now);
+                self.decisions.insert(trace_id, decision.clone());
+                decision
+            }
+        };
+        if decision.keep {
+            self.encoded.clear();
+            self.encoded.extend_from_slice(input.payload);
+            prost::encoding::string::encode(20, &decision.rule.to_string(), &mut self.encoded);
+            prost::encoding::double::encode(21, &decision.adjusted_count, &mut self.encoded);
+            out.emit(self.output, &trace_id, &self.encoded);
+        }
+        Ok(())
+    }
+}
