@@ -133,8 +133,19 @@ impl Cluster {
         Self::with(Tansu::start_persistent())
     }
 
+    /// A cluster whose topology is the shipped one changed by `edit`.
+    pub fn start_with(edit: impl Fn(String) -> String) -> Cluster {
+        let tansu = Tansu::start();
+        let yaml = edit(topology_yaml(&tansu.brokers(), 0));
+        Self::with_yaml(tansu, yaml)
+    }
+
     fn with(tansu: Tansu) -> Cluster {
         let yaml = topology_yaml(&tansu.brokers(), 0);
+        Self::with_yaml(tansu, yaml)
+    }
+
+    fn with_yaml(tansu: Tansu, yaml: String) -> Cluster {
         let topology_path = tansu.dir.path().join("topology.yaml");
         std::fs::write(&topology_path, &yaml).unwrap();
         let topology = Topology::from_yaml(&yaml).unwrap();
@@ -213,6 +224,10 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     pub fn log_text(&self) -> String {
@@ -313,7 +328,12 @@ impl RoutedSpans {
 /// Reads `tracepipe.spans` from the beginning until `expected` distinct spans were seen and no
 /// more arrive, or `timeout`.
 pub fn read_routed(brokers: &str, expected: u64, timeout: Duration) -> RoutedSpans {
-    let (consumer, _) = reader(brokers, "tracepipe.spans");
+    read_spans(brokers, "tracepipe.spans", expected, timeout)
+}
+
+/// Reads the spans of any topic whose values start like `TraceSpans` (spans, traces, sampled).
+pub fn read_spans(brokers: &str, topic: &str, expected: u64, timeout: Duration) -> RoutedSpans {
+    let (consumer, _) = reader(brokers, topic);
     let mut out = RoutedSpans::default();
     let deadline = Instant::now() + timeout;
     let mut quiet_since = Instant::now();
@@ -383,4 +403,75 @@ pub fn produce_raw(brokers: &str, topic: &str, records: &[(Option<&[u8]>, &[u8])
             producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
         }
     });
+}
+
+/// One record of `tracepipe.traces` or `tracepipe.sampled`.
+pub struct TraceRecord {
+    pub trace_id: [u8; 16],
+    pub fragment: u32,
+    pub completion: i32,
+    pub truncated: bool,
+    pub span_ids: Vec<Vec<u8>>,
+    pub root_duration_nanos: Option<u64>,
+    pub sampling_rule: String,
+    pub adjusted_count: f64,
+}
+
+/// Reads assembled (or sampled) traces until `done` says enough and nothing new came for 2 s, or
+/// `timeout`.
+pub fn read_traces(brokers: &str, topic: &str, timeout: Duration, done: impl Fn(&[TraceRecord]) -> bool) -> Vec<TraceRecord> {
+    use tracepipe_schemas::v1::AssembledTrace;
+    let (consumer, _) = reader(brokers, topic);
+    let mut out: Vec<TraceRecord> = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                quiet_since = Instant::now();
+                let trace = AssembledTrace::decode(message.payload().unwrap()).expect("assembled trace");
+                let root = trace.spans().find(|s| s.parent_span_id.is_empty());
+                out.push(TraceRecord {
+                    trace_id: trace.trace_id.clone().try_into().unwrap(),
+                    fragment: trace.fragment,
+                    completion: trace.completion,
+                    truncated: trace.truncated,
+                    span_ids: trace.spans().map(|s| s.span_id.clone()).collect(),
+                    root_duration_nanos: root.map(|r| r.end_time_unix_nano.saturating_sub(r.start_time_unix_nano)),
+                    sampling_rule: trace.sampling_rule.clone(),
+                    adjusted_count: trace.adjusted_count,
+                });
+            }
+            Some(Err(error)) => eprintln!("reader: {error}"),
+            None => {
+                if done(&out) && quiet_since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Waits until `topic` holds at least `count` records.
+pub fn wait_for_records(brokers: &str, topic: &str, count: u64, timeout: Duration) {
+    let (consumer, _) = reader(brokers, topic);
+    let deadline = Instant::now() + timeout;
+    let mut seen = 0;
+    while seen < count {
+        assert!(Instant::now() < deadline, "{topic} has only {seen} of {count} records");
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(200)) {
+            seen += 1;
+        }
+    }
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }

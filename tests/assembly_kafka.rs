@@ -1,0 +1,140 @@
+//! The assembler and sampler against a real Kafka-protocol broker (Tansu) with the 30-service
+//! scenario and its ground truth: completeness, no loss through SIGKILL and a rebalance, and the
+//! sampler keeping every error and slow trace at a 1% base rate.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use support::{loadgen, read_traces, Cluster, TraceRecord};
+use tracepipe::loadgen::{GroundTruth, Limits};
+use tracepipe_schemas::Encoding;
+
+const SCENARIO: &str = "tests/scenarios/large.yaml";
+const READ_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn hex_id(id: &[u8; 16]) -> String {
+    hex::encode(id)
+}
+
+fn run_load(cluster: &Cluster, spans: u64, rate: f64) -> std::thread::JoinHandle<GroundTruth> {
+    let brokers = cluster.brokers();
+    std::thread::spawn(move || loadgen(&brokers, SCENARIO, Encoding::OtlpProto, Limits { spans: Some(spans), ..Default::default() }, rate))
+}
+
+/// Every span of the truth, by trace, as seen across all records (fragments included).
+fn spans_seen(records: &[TraceRecord]) -> BTreeMap<String, BTreeSet<Vec<u8>>> {
+    let mut seen: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for record in records {
+        seen.entry(hex_id(&record.trace_id)).or_default().extend(record.span_ids.iter().cloned());
+    }
+    seen
+}
+
+fn assert_every_span_present(truth: &GroundTruth, records: &[TraceRecord]) {
+    let seen = spans_seen(records);
+    let missing: u64 = truth
+        .traces
+        .iter()
+        .map(|(id, &count)| u64::from(count).saturating_sub(seen.get(id).map_or(0, |s| s.len() as u64)))
+        .sum();
+    assert_eq!(missing, 0, "every generated span appears in tracepipe.traces at least once");
+}
+
+fn all_spans_in(truth: &GroundTruth) -> impl Fn(&[TraceRecord]) -> bool + '_ {
+    move |records| spans_seen(records).values().map(|s| s.len() as u64).sum::<u64>() >= truth.span_count
+}
+
+#[test]
+fn assembles_at_least_999_in_1000_traces_complete() {
+    let cluster = Cluster::start();
+    let _router = cluster.spawn("router");
+    let assembler = cluster.spawn("assembler");
+    assembler.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let truth = run_load(&cluster, 100_000, 10_000.0).join().unwrap();
+    let records = read_traces(&cluster.brokers(), "tracepipe.traces", READ_TIMEOUT, all_spans_in(&truth));
+    assert_every_span_present(&truth, &records);
+    let first: BTreeMap<String, &TraceRecord> = records.iter().filter(|r| r.fragment == 0).map(|r| (hex_id(&r.trace_id), r)).collect();
+    let complete = truth.traces.iter().filter(|(id, &count)| first.get(*id).is_some_and(|r| r.span_ids.len() == count as usize)).count();
+    let completeness = complete as f64 / truth.trace_count as f64;
+    let fragments = records.iter().filter(|r| r.fragment > 0).count();
+    eprintln!("completeness: {complete} of {} traces complete in their first emission ({:.3}%), {fragments} late fragments", truth.trace_count, completeness * 100.0);
+    assert!(completeness >= 0.999, "completeness {completeness}");
+}
+
+fn disrupted_run(disrupt: impl FnOnce(&Cluster, &mut support::Process) -> Option<support::Process>) {
+    let cluster = Cluster::start();
+    let _router = cluster.spawn("router");
+    let mut assembler = cluster.spawn("assembler");
+    assembler.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let load = run_load(&cluster, 100_000, 10_000.0);
+    // Disrupt while traces are being emitted, with more still open.
+    support::wait_for_records(&cluster.brokers(), "tracepipe.traces", 1_000, Duration::from_secs(60));
+    let _other = disrupt(&cluster, &mut assembler);
+    let truth = load.join().unwrap();
+    let records = read_traces(&cluster.brokers(), "tracepipe.traces", READ_TIMEOUT, all_spans_in(&truth));
+    assert_every_span_present(&truth, &records);
+    let emitted: usize = records.iter().map(|r| r.span_ids.len()).sum();
+    eprintln!("{} spans generated, {emitted} emitted ({} replayed)", truth.span_count, emitted as u64 - truth.span_count);
+}
+
+#[test]
+fn sigkill_of_the_assembler_loses_no_span() {
+    disrupted_run(|cluster, assembler| {
+        assembler.kill();
+        Some(cluster.spawn("assembler"))
+    });
+}
+
+#[test]
+fn a_second_assembler_joining_loses_no_span() {
+    disrupted_run(|cluster, _| Some(cluster.spawn("assembler")));
+}
+
+#[test]
+fn keeps_every_error_and_slow_trace_at_a_one_percent_base_rate() {
+    let rules = "    rules:\n      - { name: errors, type: errors }\n      - { name: slow, type: latency, threshold: 150ms }\n      - { name: baseline, type: probabilistic, rate: 0.01 }\n";
+    let cluster = Cluster::start_with(|yaml| {
+        let start = yaml.find("    rules:\n").unwrap();
+        format!("{}{rules}", &yaml[..start])
+    });
+    let _router = cluster.spawn("router");
+    let _assembler = cluster.spawn("assembler");
+    let sampler = cluster.spawn("sampler");
+    sampler.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let truth = run_load(&cluster, 60_000, 10_000.0).join().unwrap();
+    let assembled = read_traces(&cluster.brokers(), "tracepipe.traces", READ_TIMEOUT, all_spans_in(&truth));
+    let slow: BTreeSet<String> = assembled
+        .iter()
+        .filter(|r| r.fragment == 0 && r.root_duration_nanos.is_some_and(|d| d >= 150_000_000))
+        .map(|r| hex_id(&r.trace_id))
+        .collect();
+    let errors: BTreeSet<String> = truth.error_traces.keys().cloned().collect();
+    let wanted: BTreeSet<String> = slow.union(&errors).cloned().collect();
+    let sampled = read_traces(&cluster.brokers(), "tracepipe.sampled", READ_TIMEOUT, |records| {
+        let kept: BTreeSet<String> = records.iter().map(|r| hex_id(&r.trace_id)).collect();
+        wanted.is_subset(&kept)
+    });
+    let kept: BTreeMap<String, &TraceRecord> = sampled.iter().filter(|r| r.fragment == 0).map(|r| (hex_id(&r.trace_id), r)).collect();
+    let kept_errors = errors.iter().filter(|id| kept.contains_key(*id)).count();
+    let kept_slow = slow.iter().filter(|id| kept.contains_key(*id)).count();
+    let baseline = kept.values().filter(|r| r.sampling_rule == "baseline").count();
+    eprintln!(
+        "sampling: {} traces; kept {kept_errors}/{} error traces, {kept_slow}/{} slow traces, {baseline} by the 1% baseline ({} kept in all)",
+        truth.trace_count,
+        errors.len(),
+        slow.len(),
+        kept.len()
+    );
+    assert!(!errors.is_empty() && !slow.is_empty(), "the scenario produces errors and slow traces");
+    assert_eq!(kept_errors, errors.len(), "every error trace is kept");
+    assert_eq!(kept_slow, slow.len(), "every trace above the threshold is kept");
+    for record in kept.values() {
+        match record.sampling_rule.as_str() {
+            "baseline" => assert!((record.adjusted_count - 100.0).abs() < 1e-9),
+            "errors" | "slow" => assert_eq!(record.adjusted_count, 1.0),
+            other => panic!("unexpected rule {other}"),
+        }
+    }
+}
