@@ -19,6 +19,7 @@ test: tansu
 ## Criterion benchmarks in process, then the end-to-end run against Tansu.
 bench: tansu
 	cargo bench --locked --bench decode -- --warm-up-time 1 --measurement-time 3
+	cargo bench --locked --bench assembly -- --warm-up-time 1 --measurement-time 3
 	cargo bench --locked --bench e2e
 
 ## Tansu, the Kafka-protocol broker the integration tests start; built from crates.io once (10-25 minutes).

@@ -21,6 +21,7 @@
 
 mod emitted;
 mod metrics;
+mod pages;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -36,6 +37,7 @@ use tracepipe_schemas::view::visit_trace_spans;
 use tracepipe_schemas::TraceId;
 
 pub use emitted::EmittedTraces;
+use pages::{PagePool, PagedBytes};
 
 #[derive(Debug, Clone)]
 pub struct AssemblerConfig {
@@ -80,7 +82,7 @@ struct OpenTrace {
     span_ids: Vec<u64>,
     span_index: Option<HashSet<u64, BuildHasherDefault<IdHasher>>>,
     /// The `resource_spans` fields of every record, verbatim.
-    body: Vec<u8>,
+    body: PagedBytes,
 }
 
 impl OpenTrace {
@@ -102,7 +104,7 @@ impl OpenTrace {
 
     fn cost(&self) -> usize {
         TRACE_OVERHEAD
-            + self.body.capacity()
+            + self.body.cost()
             + self.span_ids.capacity() * 8
             + self.span_index.as_ref().map_or(0, |i| i.capacity() * 9)
     }
@@ -119,6 +121,7 @@ pub struct TraceAssembler {
     /// Per partition: first offset of each open trace → how many open traces start there.
     watermarks: HashMap<SourcePartition, BTreeMap<i64, u32>>,
     emitted: EmittedTraces,
+    pages: PagePool,
     buffered_bytes: usize,
     buffered_spans: usize,
     ranges: Vec<Range<usize>>,
@@ -148,6 +151,7 @@ impl TraceAssembler {
             free_slots: Vec::new(),
             deadlines: BinaryHeap::new(),
             watermarks: HashMap::new(),
+            pages: PagePool::default(),
             buffered_bytes: 0,
             buffered_spans: 0,
             ranges: Vec::new(),
@@ -206,13 +210,14 @@ impl TraceAssembler {
     }
 
     fn emit(&mut self, slot: u32, completion: Completion, now: UnixNanos, out: &mut Emitter) {
-        let trace = self.remove(slot);
+        let mut trace = self.remove(slot);
         let truncated = matches!(completion, Completion::MaxDuration | Completion::MaxSpans | Completion::MemoryPressure);
         let buf = &mut self.encoded;
         buf.clear();
         buf.extend_from_slice(&[0x0a, 16]);
         buf.extend_from_slice(&trace.trace_id.0);
-        buf.extend_from_slice(&trace.body);
+        trace.body.copy_to(&self.pages, buf);
+        trace.body.release(&mut self.pages);
         write_varint_field(buf, 3, completion as u64);
         write_varint_field(buf, 4, u64::from(truncated));
         write_varint_field(buf, 5, u64::from(trace.fragment));
@@ -288,7 +293,7 @@ impl TraceAssembler {
                     first_offset: at,
                     span_ids: Vec::new(),
                     span_index: None,
-                    body: Vec::new(),
+                    body: PagedBytes::default(),
                 };
                 self.buffered_bytes += trace.cost();
                 let slot = self.slot(trace);
@@ -320,7 +325,7 @@ impl TraceAssembler {
         }
         if all_new {
             for range in &self.ranges {
-                trace.body.extend_from_slice(&payload[range.clone()]);
+                trace.body.append(&mut self.pages, &payload[range.clone()]);
             }
         } else {
             let dropped = keep.iter().filter(|k| !**k).count();
@@ -335,9 +340,11 @@ impl TraceAssembler {
                 rs.scope_spans.retain(|ss| !ss.spans.is_empty());
             }
             decoded.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+            self.encoded.clear();
             for rs in &decoded.resource_spans {
-                prost::encoding::message::encode(2, rs, &mut trace.body);
+                prost::encoding::message::encode(2, rs, &mut self.encoded);
             }
+            trace.body.append(&mut self.pages, &self.encoded);
         }
         metrics::ASSEMBLED.inc_by((trace.span_ids.len() - spans_before) as u64);
         trace.last_activity = now;
@@ -416,7 +423,8 @@ impl Processor for TraceAssembler {
             .filter_map(|(slot, t)| t.as_ref().filter(|t| sources.contains(&t.first_offset.source)).map(|_| slot as u32))
             .collect();
         for slot in slots {
-            self.remove(slot);
+            let mut trace = self.remove(slot);
+            trace.body.release(&mut self.pages);
         }
         for source in sources {
             self.watermarks.remove(source);

@@ -40,6 +40,8 @@ impl KafkaSettings {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
+            // Bounded prefetch (librdkafka's default is 64 MiB per consumer).
+            .set("queued.max.messages.kbytes", "32768")
             .set("statistics.interval.ms", "5000");
         for (key, value) in &self.consumer {
             config.set(key, value);
@@ -56,6 +58,8 @@ impl KafkaSettings {
             // The Java client's key hashing, so tracepipe and JVM producers agree on partitions.
             .set("partitioner", "murmur2_random")
             .set("queue.buffering.max.messages", "200000")
+            // Bounded outputs in memory (librdkafka's default is 1 GiB); full means backpressure.
+            .set("queue.buffering.max.kbytes", "65536")
             .set("message.timeout.ms", "120000");
         for (key, value) in &self.producer {
             config.set(key, value);

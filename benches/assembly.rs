@@ -1,0 +1,110 @@
+//! The assembler in spans per second and bytes of memory per buffered span, and the sampler in
+//! traces per second, on traffic from the 30-service scenario split as the router splits it.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use prost::Message;
+use tracepipe::loadgen::{MessageEncoder, Scenario, TraceGenerator};
+use tracepipe::topology::{Topology, DEFAULT_TOPOLOGY};
+use tracepipe_assembler::{AssemblerConfig, TraceAssembler};
+use tracepipe_runtime::{Emitter, InputRecord, OutputId, Processor, SourcePartition};
+use tracepipe_sampler::TailSampler;
+use tracepipe_schemas::split::SplitBatch;
+use tracepipe_schemas::{Encoding, SpanSplitter};
+
+const SCENARIO: &str = include_str!("../tests/scenarios/large.yaml");
+const SECOND: u64 = 1_000_000_000;
+
+/// `tracepipe.spans` records (one trace's spans from one input message each) for ~`spans` spans.
+fn span_records(spans: u64) -> (Vec<Vec<u8>>, u64) {
+    let scenario = Scenario::from_yaml(SCENARIO).unwrap();
+    let mut generator = TraceGenerator::new(scenario.clone());
+    let encoder = MessageEncoder::new(Encoding::OtlpProto, &scenario, generator.services());
+    let mut splitter = SpanSplitter::new(0);
+    let mut batch = SplitBatch::default();
+    let (mut records, mut total, mut pending) = (Vec::new(), 0u64, Vec::new());
+    while total < spans {
+        let trace = generator.generate(1_764_000_000_000_000_000 + total * 1_000, 0.0);
+        total += trace.spans.len() as u64;
+        pending.extend(trace.spans);
+        if pending.len() >= 200 || total >= spans {
+            for (_, message) in encoder.encode(std::mem::take(&mut pending)) {
+                splitter.split(Encoding::OtlpProto, &message, &mut batch).unwrap();
+                records.extend(batch.chunks.iter().map(|c| batch.payload(c).to_vec()));
+            }
+        }
+    }
+    (records, total)
+}
+
+fn input(payload: &[u8], offset: i64) -> InputRecord<'_> {
+    InputRecord { source: SourcePartition { input: 0, partition: 0 }, topic: "tracepipe.spans", offset, key: None, payload, timestamp_ms: None }
+}
+
+/// Feeds every record 1 ms apart and ticks every 100 ms; returns the assembled traces.
+fn assemble(records: &[Vec<u8>], out: &mut Emitter) -> Vec<Vec<u8>> {
+    let mut assembler = TraceAssembler::new(AssemblerConfig::default(), OutputId(0));
+    let mut traces = Vec::new();
+    let mut now = 0;
+    for (offset, record) in records.iter().enumerate() {
+        now += 1_000_000;
+        assembler.on_input(&input(record, offset as i64), now, out).unwrap();
+        if offset % 100 == 0 {
+            assembler.on_tick(now, out);
+            traces.extend(out.records().map(|(_, _, v)| v.to_vec()));
+            out.clear();
+        }
+    }
+    assembler.on_tick(now + 3600 * SECOND, out);
+    traces.extend(out.records().map(|(_, _, v)| v.to_vec()));
+    out.clear();
+    traces
+}
+
+fn memory_per_span() {
+    let (records, spans) = span_records(200_000);
+    let encoded: usize = records.iter().map(Vec::len).sum();
+    let mut assembler = TraceAssembler::new(AssemblerConfig { memory_budget_bytes: usize::MAX, ..Default::default() }, OutputId(0));
+    let mut out = Emitter::default();
+    for (offset, record) in records.iter().enumerate() {
+        assembler.on_input(&input(record, offset as i64), 0, &mut out).unwrap();
+    }
+    eprintln!(
+        "assembler memory: {spans} spans buffered in {} traces; {} bytes per span held vs {} encoded ({:.2}x)",
+        assembler.open_traces(),
+        assembler.buffered_bytes() as u64 / spans,
+        encoded as u64 / spans,
+        assembler.buffered_bytes() as f64 / encoded as f64
+    );
+}
+
+fn assembler_and_sampler(c: &mut Criterion) {
+    memory_per_span();
+    let (records, spans) = span_records(50_000);
+    let mut group = c.benchmark_group("assembler");
+    group.throughput(Throughput::Elements(spans));
+    let mut out = Emitter::default();
+    group.bench_function("spans", |b| b.iter(|| assemble(&records, &mut out)));
+    group.finish();
+
+    let traces = assemble(&records, &mut out);
+    let topology = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap();
+    let config = topology.sampler.unwrap().config;
+    let mut group = c.benchmark_group("sampler");
+    group.throughput(Throughput::Elements(traces.len() as u64));
+    group.bench_function("traces", |b| {
+        b.iter(|| {
+            let mut sampler = TailSampler::new(config.clone(), OutputId(0));
+            let mut out = Emitter::default();
+            for (i, trace) in traces.iter().enumerate() {
+                sampler.on_input(&input(trace, i as i64), i as u64 * 1_000_000, &mut out).unwrap();
+                out.clear();
+            }
+        })
+    });
+    group.finish();
+    let decoded = tracepipe_schemas::v1::AssembledTrace::decode(traces[0].as_slice()).unwrap();
+    assert!(decoded.span_count > 0);
+}
+
+criterion_group!(benches, assembler_and_sampler);
+criterion_main!(benches);
