@@ -325,6 +325,35 @@ impl RoutedSpans {
     }
 }
 
+/// Reads `topic` from the beginning, handing each record to `on_record`, until `done` holds and
+/// nothing new came for 2 s, or `timeout`.
+fn consume_until<S>(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    state: &mut S,
+    mut on_record: impl FnMut(&mut S, &rdkafka::message::BorrowedMessage<'_>),
+    done: impl Fn(&S) -> bool,
+) {
+    let (consumer, _) = reader(brokers, topic);
+    let deadline = Instant::now() + timeout;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                quiet_since = Instant::now();
+                on_record(state, &message);
+            }
+            Some(Err(error)) => eprintln!("reader: {error}"),
+            None => {
+                if done(state) && quiet_since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Reads `tracepipe.spans` from the beginning until `expected` distinct spans were seen and no
 /// more arrive, or `timeout`.
 pub fn read_routed(brokers: &str, expected: u64, timeout: Duration) -> RoutedSpans {
@@ -333,36 +362,23 @@ pub fn read_routed(brokers: &str, expected: u64, timeout: Duration) -> RoutedSpa
 
 /// Reads the spans of any topic whose values start like `TraceSpans` (spans, traces, sampled).
 pub fn read_spans(brokers: &str, topic: &str, expected: u64, timeout: Duration) -> RoutedSpans {
-    let (consumer, _) = reader(brokers, topic);
     let mut out = RoutedSpans::default();
-    let deadline = Instant::now() + timeout;
-    let mut quiet_since = Instant::now();
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => {
-                quiet_since = Instant::now();
-                out.records += 1;
-                if !message.headers().is_some_and(|h| h.iter().any(|h| h.key == "traceparent")) {
-                    out.missing_traceparent += 1;
-                }
-                let trace = TraceSpans::decode(message.payload().unwrap()).expect("tracepipe.spans holds TraceSpans");
-                let id: [u8; 16] = trace.trace_id.clone().try_into().unwrap();
-                assert_eq!(message.key(), Some(&id[..]), "keyed by the trace id");
-                out.partitions.entry(id).or_default().insert(message.partition());
-                let spans = out.spans.entry(id).or_default();
-                for span in trace.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
-                    assert_eq!(span.trace_id, trace.trace_id);
-                    *spans.entry(span.span_id.clone()).or_default() += 1;
-                }
-            }
-            Some(Err(error)) => eprintln!("reader: {error}"),
-            None => {
-                if out.distinct_spans() >= expected && quiet_since.elapsed() > Duration::from_secs(2) {
-                    break;
-                }
-            }
+    let on_record = |out: &mut RoutedSpans, message: &rdkafka::message::BorrowedMessage<'_>| {
+        out.records += 1;
+        if !message.headers().is_some_and(|h| h.iter().any(|h| h.key == "traceparent")) {
+            out.missing_traceparent += 1;
         }
-    }
+        let trace = TraceSpans::decode(message.payload().unwrap()).expect("the topic holds TraceSpans-shaped values");
+        let id: [u8; 16] = trace.trace_id.clone().try_into().unwrap();
+        assert_eq!(message.key(), Some(&id[..]), "keyed by the trace id");
+        out.partitions.entry(id).or_default().insert(message.partition());
+        let spans = out.spans.entry(id).or_default();
+        for span in trace.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
+            assert_eq!(span.trace_id, trace.trace_id);
+            *spans.entry(span.span_id.clone()).or_default() += 1;
+        }
+    };
+    consume_until(brokers, topic, timeout, &mut out, on_record, |out| out.distinct_spans() >= expected);
     out
 }
 
@@ -421,35 +437,22 @@ pub struct TraceRecord {
 /// `timeout`.
 pub fn read_traces(brokers: &str, topic: &str, timeout: Duration, done: impl Fn(&[TraceRecord]) -> bool) -> Vec<TraceRecord> {
     use tracepipe_schemas::v1::AssembledTrace;
-    let (consumer, _) = reader(brokers, topic);
     let mut out: Vec<TraceRecord> = Vec::new();
-    let deadline = Instant::now() + timeout;
-    let mut quiet_since = Instant::now();
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => {
-                quiet_since = Instant::now();
-                let trace = AssembledTrace::decode(message.payload().unwrap()).expect("assembled trace");
-                let root = trace.spans().find(|s| s.parent_span_id.is_empty());
-                out.push(TraceRecord {
-                    trace_id: trace.trace_id.clone().try_into().unwrap(),
-                    fragment: trace.fragment,
-                    completion: trace.completion,
-                    truncated: trace.truncated,
-                    span_ids: trace.spans().map(|s| s.span_id.clone()).collect(),
-                    root_duration_nanos: root.map(|r| r.end_time_unix_nano.saturating_sub(r.start_time_unix_nano)),
-                    sampling_rule: trace.sampling_rule.clone(),
-                    adjusted_count: trace.adjusted_count,
-                });
-            }
-            Some(Err(error)) => eprintln!("reader: {error}"),
-            None => {
-                if done(&out) && quiet_since.elapsed() > Duration::from_secs(2) {
-                    break;
-                }
-            }
-        }
-    }
+    let on_record = |out: &mut Vec<TraceRecord>, message: &rdkafka::message::BorrowedMessage<'_>| {
+        let trace = AssembledTrace::decode(message.payload().unwrap()).expect("assembled trace");
+        let root = trace.spans().find(|s| s.parent_span_id.is_empty());
+        out.push(TraceRecord {
+            trace_id: trace.trace_id.clone().try_into().unwrap(),
+            fragment: trace.fragment,
+            completion: trace.completion,
+            truncated: trace.truncated,
+            span_ids: trace.spans().map(|s| s.span_id.clone()).collect(),
+            root_duration_nanos: root.map(|r| r.end_time_unix_nano.saturating_sub(r.start_time_unix_nano)),
+            sampling_rule: trace.sampling_rule.clone(),
+            adjusted_count: trace.adjusted_count,
+        });
+    };
+    consume_until(brokers, topic, timeout, &mut out, on_record, |out| done(out));
     out
 }
 

@@ -194,6 +194,16 @@ fn evaluate_stateless(kind: &RuleKind, facts: &TraceFacts<'_>) -> Verdict {
     }
 }
 
+/// The trace's (root service, root operation), or one shared overflow key once `keys` holds
+/// `limit` others, so per-key state stays bounded whatever the operation names.
+fn capped_key<V>(facts: &TraceFacts<'_>, keys: &HashMap<(String, String), V>, limit: usize) -> (String, String) {
+    let key = facts.root_key();
+    if keys.len() >= limit && !keys.contains_key(&key) {
+        return ("(overflow)".into(), "(overflow)".into());
+    }
+    key
+}
+
 /// Per root operation, root durations of the current and the previous window.
 pub struct PercentileState {
     percentile: f64,
@@ -214,10 +224,7 @@ const MAX_PERCENTILE_KEYS: usize = 10_000;
 
 impl PercentileState {
     fn evaluate(&mut self, facts: &TraceFacts<'_>, now: UnixNanos) -> Verdict {
-        let mut key = facts.root_key();
-        if !self.keys.contains_key(&key) && self.keys.len() >= MAX_PERCENTILE_KEYS {
-            key = ("(overflow)".into(), "(overflow)".into());
-        }
+        let key = capped_key(facts, &self.keys, MAX_PERCENTILE_KEYS);
         let windows = self.keys.entry(key).or_insert_with(|| PercentileWindows {
             started: now,
             current: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds"),
@@ -303,10 +310,7 @@ const MAX_RATE_KEYS: usize = 100_000;
 
 impl RateLimitState {
     fn evaluate(&mut self, facts: &TraceFacts<'_>, now: UnixNanos) -> Verdict {
-        let mut key = facts.root_key();
-        if !self.keys.contains_key(&key) && self.keys.len() >= MAX_RATE_KEYS {
-            key = ("(overflow)".into(), "(overflow)".into());
-        }
+        let key = capped_key(facts, &self.keys, MAX_RATE_KEYS);
         let second = now / SECOND;
         let window = self.keys.entry(key).or_insert(RateWindow { second, seen: 0, kept: 0, previous_ratio: 1.0 });
         if window.second != second {
