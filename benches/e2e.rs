@@ -1,5 +1,6 @@
 //! End-to-end benchmark against a real Kafka-protocol broker (Tansu), in one run on the same
-//! broker and topic: raw consume of otlp_spans (nothing decoded) beside the router's throughput.
+//! broker and topic: raw consume of otlp_spans (nothing decoded) beside the router's throughput,
+//! then the assembler and sampler on what the router produced.
 //! `TRACEPIPE_BENCH_SPANS` sets the load (default 1 000 000 spans).
 
 #[path = "../tests/support/mod.rs"]
@@ -59,26 +60,51 @@ fn main() {
     let admin = free_port();
     let router = cluster.spawn_with_admin("router", admin);
     let routed_series = "tracepipe_router_routed_spans_total{encoding=\"otlp_proto\"}";
-    let consumed_series = "tracepipe_consumed_messages_total{processor=\"router\",topic=\"otlp_spans\"}";
-    let in_flight_series = "tracepipe_in_flight_outputs{processor=\"router\"}";
+    let routed = measure(&router, admin, "tracepipe_consumed_messages_total{processor=\"router\",topic=\"otlp_spans\"}", |m| {
+        metric_value(m, routed_series) >= truth.span_count as f64 && metric_value(m, "tracepipe_in_flight_outputs{processor=\"router\"}") == 0.0
+    });
+    let router_rate = truth.span_count as f64 / routed.as_secs_f64();
+    println!("router      {:>9} spans, acknowledged       {:>7.2}s  {:>10.0} spans/s", truth.span_count, routed.as_secs_f64(), router_rate);
+    println!("router / raw consume: {:.0}%", 100.0 * router_rate / raw_rate);
+
+    // The assembler and sampler then take the routed backlog; the assembler's rate is measured
+    // on its input side (completion waits a grace period by design), the sampler's by decisions.
+    let assembler_admin = free_port();
+    let assembler = cluster.spawn_with_admin("assembler", assembler_admin);
+    let sampler_admin = free_port();
+    let sampler = cluster.spawn_with_admin("sampler", sampler_admin);
+    let assembled = measure(&assembler, assembler_admin, "tracepipe_assembler_spans_total", |m| {
+        metric_value(m, "tracepipe_assembler_spans_total") >= truth.span_count as f64
+    });
+    let assembler_rate = truth.span_count as f64 / assembled.as_secs_f64();
+    println!("assembler   {:>9} spans taken              {:>7.2}s  {:>10.0} spans/s  ({:.0}% of raw consume)", truth.span_count, assembled.as_secs_f64(), assembler_rate, 100.0 * assembler_rate / raw_rate);
+    let sampled = measure(&sampler, sampler_admin, "tracepipe_consumed_messages_total{processor=\"sampler\",topic=\"tracepipe.traces\"}", |m| {
+        let decided: f64 = m.lines().filter(|l| l.starts_with("tracepipe_sampler_decisions_total{")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+        decided >= truth.trace_count as f64
+    });
+    let sampler_rate = truth.trace_count as f64 / sampled.as_secs_f64();
+    println!(
+        "sampler     {:>9} traces decided            {:>7.2}s  {:>10.0} traces/s ({:.0} spans/s)",
+        truth.trace_count,
+        sampled.as_secs_f64(),
+        sampler_rate,
+        sampler_rate * truth.span_count as f64 / truth.trace_count as f64
+    );
+}
+
+/// Polls a processor's /metrics from the first time `started` is non-zero until `done`.
+fn measure(process: &support::Process, admin: u16, started: &str, done: impl Fn(&str) -> bool) -> Duration {
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut first = None;
     loop {
         let text = metrics(admin);
-        if first.is_none() && metric_value(&text, consumed_series) > 0.0 {
+        if first.is_none() && metric_value(&text, started) > 0.0 {
             first = Some(Instant::now());
         }
-        if metric_value(&text, routed_series) >= truth.span_count as f64 && metric_value(&text, in_flight_series) == 0.0 {
-            break;
+        if first.is_some() && done(&text) {
+            return first.unwrap().elapsed();
         }
-        assert!(Instant::now() < deadline, "router did not finish:\n{}", router.log_text());
+        assert!(Instant::now() < deadline, "did not finish:\n{}", process.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
-    let routed = first.unwrap().elapsed();
-    let router_rate = truth.span_count as f64 / routed.as_secs_f64();
-    println!(
-        "router      {:>9} spans, acknowledged       {:>7.2}s  {:>10.0} spans/s",
-        truth.span_count, routed.as_secs_f64(), router_rate
-    );
-    println!("router / raw consume: {:.0}%", 100.0 * router_rate / raw_rate);
 }
