@@ -17,6 +17,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, 
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
+use prometheus::{IntCounter, IntGauge};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -78,10 +79,16 @@ impl<P: Processor> Pipeline<P> {
             .create_with_context(DeliveryContext::default())
             .map_err(RuntimeError::Config)?;
         let tick_interval = self.processor.tick_interval();
+        let consumed = settings
+            .inputs
+            .iter()
+            .map(|topic| (metrics::CONSUMED.with_label_values(&[name, topic]), metrics::CONSUMED_SIZE.with_label_values(&[name, topic])))
+            .collect();
         let engine = Arc::new(Mutex::new(Engine {
             name,
             processor: self.processor,
             emitter: Emitter::default(),
+            consumed,
             outputs: OutputSender::new(name, producer, settings.clone()),
         }));
         let consumer: BaseConsumer<RebalanceContext<P>> = settings
@@ -145,6 +152,8 @@ struct Engine<P: Processor> {
     name: &'static str,
     processor: P,
     emitter: Emitter,
+    /// Per input topic: records and bytes consumed.
+    consumed: Vec<(IntCounter, IntCounter)>,
     outputs: OutputSender,
 }
 
@@ -155,8 +164,9 @@ impl<P: Processor> Engine<P> {
         let at = SourceOffset { source: SourcePartition { input, partition: message.partition() }, offset: message.offset() };
         let payload = message.payload().unwrap_or(&[]);
         self.outputs.progress.consumed(at);
-        metrics::CONSUMED.with_label_values(&[self.name, topic]).inc();
-        metrics::CONSUMED_SIZE.with_label_values(&[self.name, topic]).inc_by(payload.len() as u64);
+        let (records, bytes) = &self.consumed[input as usize];
+        records.inc();
+        bytes.inc_by(payload.len() as u64);
 
         let parent = message
             .headers()
@@ -271,10 +281,32 @@ impl<P: Processor> Engine<P> {
 /// An output in flight, found again by the slot number passed as delivery opaque.
 struct Slot {
     hold: Option<SourceOffset>,
-    /// Index into the outputs, or `None` for the dead-letter topic.
-    output: Option<u16>,
+    /// Index into [`OutputSender::targets`].
+    target: usize,
     attempts: u32,
     bytes: usize,
+}
+
+/// A topic the pipeline writes to, with its counters resolved once.
+struct Target {
+    topic: Arc<str>,
+    produced: IntCounter,
+    produced_bytes: IntCounter,
+    delivery_failed: IntCounter,
+    dropped: IntCounter,
+}
+
+impl Target {
+    fn new(processor: &str, topic: &str) -> Self {
+        let labels = [processor, topic];
+        Target {
+            topic: topic.into(),
+            produced: metrics::PRODUCED.with_label_values(&labels),
+            produced_bytes: metrics::PRODUCED_SIZE.with_label_values(&labels),
+            delivery_failed: metrics::DELIVERY_FAILED.with_label_values(&labels),
+            dropped: metrics::DROPPED.with_label_values(&labels),
+        }
+    }
 }
 
 /// The producer side: sends outputs, tracks them until acknowledged, retries failed deliveries.
@@ -282,6 +314,9 @@ struct OutputSender {
     name: &'static str,
     producer: BaseProducer<DeliveryContext>,
     settings: PipelineSettings,
+    /// The output topics in order, then the dead-letter topic.
+    targets: Vec<Target>,
+    in_flight: IntGauge,
     progress: Progress,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<usize>,
@@ -289,21 +324,28 @@ struct OutputSender {
 
 impl OutputSender {
     fn new(name: &'static str, producer: BaseProducer<DeliveryContext>, settings: PipelineSettings) -> Self {
-        OutputSender { name, producer, settings, progress: Progress::default(), slots: Vec::new(), free_slots: Vec::new() }
+        let targets = settings.outputs.iter().chain([&settings.dlq_topic]).map(|topic| Target::new(name, topic)).collect();
+        OutputSender {
+            name,
+            producer,
+            targets,
+            in_flight: metrics::IN_FLIGHT_OUTPUTS.with_label_values(&[name]),
+            settings,
+            progress: Progress::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+        }
     }
 
-    fn topic(&self, output: Option<u16>) -> &str {
-        match output {
-            Some(index) => &self.settings.outputs[index as usize],
-            None => &self.settings.dlq_topic,
-        }
+    fn dlq_target(&self) -> usize {
+        self.targets.len() - 1
     }
 
     fn allocate(&mut self, slot: Slot) -> usize {
         if let Some(hold) = slot.hold {
             self.progress.hold(hold);
         }
-        metrics::IN_FLIGHT_OUTPUTS.with_label_values(&[self.name]).inc();
+        self.in_flight.inc();
         match self.free_slots.pop() {
             Some(index) => {
                 self.slots[index] = Some(slot);
@@ -322,7 +364,7 @@ impl OutputSender {
         if let Some(hold) = slot.hold {
             self.progress.release(hold);
         }
-        metrics::IN_FLIGHT_OUTPUTS.with_label_values(&[self.name]).dec();
+        self.in_flight.dec();
         Some(slot)
     }
 
@@ -342,13 +384,15 @@ impl OutputSender {
 
     fn send_record(&mut self, emitter: &Emitter, record: &EmittedRecord) -> Result<(), Poison> {
         let value = emitter.value(record);
-        let slot = self.allocate(Slot { hold: record.hold, output: Some(record.output.0), attempts: 1, bytes: value.len() });
+        let target = record.output.0 as usize;
+        assert!(target < self.dlq_target(), "processor emitted to output {target}, which the pipeline does not declare");
+        let slot = self.allocate(Slot { hold: record.hold, target, attempts: 1, bytes: value.len() });
         let headers = OwnedHeaders::new_with_capacity(1)
             .insert(Header { key: TRACEPARENT, value: Some(&record.context.to_header()) });
-        let topic = self.settings.outputs[record.output.0 as usize].clone();
+        let topic = self.targets[target].topic.clone();
         let base = BaseRecord::with_opaque_to(&topic, slot).key(emitter.key(record)).payload(value).headers(headers);
         self.enqueue(base, slot).map_err(|error| {
-            metrics::DROPPED.with_label_values(&[self.name, &topic]).inc();
+            self.targets[target].dropped.inc();
             Poison::new("output_rejected", format!("producer refused an output of {} bytes to {topic}: {error}", value.len()))
         })
     }
@@ -372,15 +416,16 @@ impl OutputSender {
             .insert(Header { key: dlq::HEADER_SOURCE_TOPIC, value: Some(message.topic()) })
             .insert(Header { key: dlq::HEADER_SOURCE_PARTITION, value: Some(&partition) })
             .insert(Header { key: dlq::HEADER_SOURCE_OFFSET, value: Some(&offset) });
-        let slot = self.allocate(Slot { hold: Some(at), output: None, attempts: 1, bytes: payload.len() });
-        let topic = self.settings.dlq_topic.clone();
+        let target = self.dlq_target();
+        let slot = self.allocate(Slot { hold: Some(at), target, attempts: 1, bytes: payload.len() });
+        let topic = self.targets[target].topic.clone();
         let mut base = BaseRecord::with_opaque_to(&topic, slot).payload(payload).headers(headers);
         if let Some(key) = message.key() {
             base = base.key(key);
         }
         if let Err(error) = self.enqueue(base, slot) {
             // Not even the DLQ takes it (larger than message.max.bytes): nothing else can be done.
-            metrics::DROPPED.with_label_values(&[self.name, &topic]).inc();
+            self.targets[target].dropped.inc();
             error!(processor = self.name, topic = message.topic(), partition = at.source.partition, offset = at.offset, %error, "dlq refused the record; it is dropped");
         }
         Ok(())
@@ -428,9 +473,9 @@ impl OutputSender {
             match report {
                 DeliveryReport::Delivered(index) => {
                     if let Some(slot) = self.free(index) {
-                        let topic = self.topic(slot.output).to_string();
-                        metrics::PRODUCED.with_label_values(&[self.name, &topic]).inc();
-                        metrics::PRODUCED_SIZE.with_label_values(&[self.name, &topic]).inc_by(slot.bytes as u64);
+                        let target = &self.targets[slot.target];
+                        target.produced.inc();
+                        target.produced_bytes.inc_by(slot.bytes as u64);
                     }
                 }
                 DeliveryReport::Failed { slot: index, error, message } => self.retry(index, error, message)?,
@@ -441,14 +486,12 @@ impl OutputSender {
 
     fn retry(&mut self, index: usize, error: KafkaError, message: OwnedMessage) -> Result<(), RuntimeError> {
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Ok(()) };
-        let topic = match slot.output {
-            Some(i) => self.settings.outputs[i as usize].clone(),
-            None => self.settings.dlq_topic.clone(),
-        };
-        metrics::DELIVERY_FAILED.with_label_values(&[self.name, &topic]).inc();
+        let target = &self.targets[slot.target];
+        let topic = target.topic.clone();
+        target.delivery_failed.inc();
         slot.attempts += 1;
         if slot.attempts > self.settings.delivery_attempts {
-            return Err(RuntimeError::Delivery { topic, attempts: slot.attempts - 1, source: error });
+            return Err(RuntimeError::Delivery { topic: topic.to_string(), attempts: slot.attempts - 1, source: error });
         }
         warn!(processor = self.name, %topic, attempt = slot.attempts, %error, "delivery failed, retrying");
         std::thread::sleep(Duration::from_millis(100 * u64::from(slot.attempts)));
@@ -459,7 +502,7 @@ impl OutputSender {
         if let Some(headers) = message.headers() {
             record = record.headers(headers.clone());
         }
-        self.enqueue(record, index).map_err(|source| RuntimeError::Delivery { topic, attempts: 1, source })
+        self.enqueue(record, index).map_err(|source| RuntimeError::Delivery { topic: topic.to_string(), attempts: 1, source })
     }
 }
 
