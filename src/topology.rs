@@ -393,22 +393,18 @@ impl Topology {
     }
 
     pub fn router_pipeline(&self, spec: &RouterSpec) -> PipelineSettings {
-        let mut settings = PipelineSettings::new(
-            self.kafka.clone(),
-            &spec.group,
-            spec.inputs.iter().map(|(topic, _)| topic.clone()).collect(),
-            vec![spec.output.clone()],
-            &spec.dlq,
-        );
-        settings.commit_interval = spec.commit_interval;
-        settings.max_in_flight = spec.max_in_flight;
-        settings
+        let inputs = spec.inputs.iter().map(|(topic, _)| topic.clone()).collect();
+        self.pipeline(&spec.group, inputs, &spec.output, &spec.dlq, spec.commit_interval, spec.max_in_flight)
     }
 
     pub fn stage_pipeline<C>(&self, spec: &StageSpec<C>) -> PipelineSettings {
-        let mut settings = PipelineSettings::new(self.kafka.clone(), &spec.group, vec![spec.input.clone()], vec![spec.output.clone()], &spec.dlq);
-        settings.commit_interval = spec.commit_interval;
-        settings.max_in_flight = spec.max_in_flight;
+        self.pipeline(&spec.group, vec![spec.input.clone()], &spec.output, &spec.dlq, spec.commit_interval, spec.max_in_flight)
+    }
+
+    fn pipeline(&self, group: &str, inputs: Vec<String>, output: &str, dlq: &str, commit_interval: Duration, max_in_flight: usize) -> PipelineSettings {
+        let mut settings = PipelineSettings::new(self.kafka.clone(), group, inputs, vec![output.to_string()], dlq);
+        settings.commit_interval = commit_interval;
+        settings.max_in_flight = max_in_flight;
         settings
     }
 }
@@ -678,23 +674,16 @@ fn validate_router(path: &str, raw: RawRouter, topics: &BTreeMap<String, TopicSp
             0
         }
     };
-    let commit_interval = raw
-        .commit_interval
-        .as_deref()
-        .map(|d| parse_duration(format!("{path}.commit_interval"), d, problems))
-        .unwrap_or(Some(Duration::from_secs(1)));
-    let max_in_flight = raw.max_in_flight.unwrap_or(50_000);
-    if !(1..=10_000_000).contains(&max_in_flight) {
-        problems.add(format!("{path}.max_in_flight"), format!("must be between 1 and 10000000, got {max_in_flight}"));
-    }
+    let commit_interval = optional_duration(format!("{path}.commit_interval"), &raw.commit_interval, Duration::from_secs(1), problems);
+    let max_in_flight = bounded(format!("{path}.max_in_flight"), raw.max_in_flight, 50_000, 1..=10_000_000, problems) as usize;
     Some(RouterSpec {
         group: group?,
         inputs,
         output: output?,
         dlq: dlq?,
         max_message_bytes,
-        commit_interval: commit_interval?,
-        max_in_flight: max_in_flight.max(1) as usize,
+        commit_interval,
+        max_in_flight,
     })
 }
 
