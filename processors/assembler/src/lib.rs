@@ -126,6 +126,8 @@ pub struct TraceAssembler {
     buffered_spans: usize,
     ranges: Vec<Range<usize>>,
     incoming: Vec<(u64, bool)>,
+    /// Per incoming span: not a duplicate.
+    keep: Vec<bool>,
     encoded: Vec<u8>,
 }
 
@@ -156,6 +158,7 @@ impl TraceAssembler {
             buffered_spans: 0,
             ranges: Vec::new(),
             incoming: Vec::new(),
+            keep: Vec::new(),
             encoded: Vec::new(),
         }
     }
@@ -310,7 +313,8 @@ impl TraceAssembler {
         }
 
         // Which incoming spans are new (not in the trace, nor earlier in this record).
-        let mut keep = Vec::new();
+        let keep = &mut self.keep;
+        keep.clear();
         let mut all_new = true;
         for &(id, is_root) in &self.incoming {
             let new = !trace.contains(id);

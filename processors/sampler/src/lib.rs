@@ -128,7 +128,10 @@ impl Processor for TailSampler {
         if decision.keep {
             self.encoded.clear();
             self.encoded.extend_from_slice(input.payload);
-            prost::encoding::string::encode(20, &decision.rule.to_string(), &mut self.encoded);
+            // A string field, written from the shared rule name without copying it into a String.
+            prost::encoding::encode_key(20, prost::encoding::WireType::LengthDelimited, &mut self.encoded);
+            prost::encoding::encode_varint(decision.rule.len() as u64, &mut self.encoded);
+            self.encoded.extend_from_slice(decision.rule.as_bytes());
             prost::encoding::double::encode(21, &decision.adjusted_count, &mut self.encoded);
             out.emit(self.output, &trace_id, &self.encoded);
         }
