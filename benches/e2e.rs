@@ -41,7 +41,7 @@ fn main() {
         return;
     }
     let spans: u64 = std::env::var("TRACEPIPE_BENCH_SPANS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_batched();
     let started = Instant::now();
     let truth = cluster.loadgen(Encoding::OtlpProto, spans, 0.0);
     let produce = started.elapsed();

@@ -234,7 +234,7 @@ impl<P: Processor> Engine<P> {
             }
         }
         match consumer.commit(&list, mode) {
-            Ok(()) => debug!(processor = self.name, partitions = advanced.len(), "committed"),
+            Ok(()) => debug!(processor = self.name, positions = ?advanced.iter().map(|(s, p)| (s.partition, *p)).collect::<Vec<_>>(), "committed"),
             Err(error) => {
                 metrics::COMMITTED.with_label_values(&[self.name, "error"]).inc();
                 warn!(processor = self.name, %error, "commit failed; the next commit retries");
@@ -531,6 +531,13 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// (input, partition) pairs, sorted, for logs.
+fn partition_numbers(sources: &[SourcePartition]) -> Vec<(u16, i32)> {
+    let mut numbers: Vec<(u16, i32)> = sources.iter().map(|s| (s.input, s.partition)).collect();
+    numbers.sort_unstable();
+    numbers
+}
+
 struct RebalanceContext<P: Processor> {
     engine: Arc<Mutex<Engine<P>>>,
     name: &'static str,
@@ -567,7 +574,7 @@ impl<P: Processor> ConsumerContext for RebalanceContext<P> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let sources = self.sources(list);
-            info!(processor = self.name, partitions = sources.len(), "partitions revoked");
+            info!(processor = self.name, partitions = ?partition_numbers(&sources), "partitions revoked");
             metrics::REBALANCED.with_label_values(&[self.name, "revoke"]).inc();
             self.engine.lock().unwrap().revoke(consumer, &sources);
         }
@@ -577,7 +584,7 @@ impl<P: Processor> ConsumerContext for RebalanceContext<P> {
         match rebalance {
             Rebalance::Assign(list) => {
                 let sources = self.sources(list);
-                info!(processor = self.name, partitions = sources.len(), "partitions assigned");
+                info!(processor = self.name, partitions = ?partition_numbers(&sources), "partitions assigned");
                 metrics::REBALANCED.with_label_values(&[self.name, "assign"]).inc();
                 let mut engine = self.engine.lock().unwrap();
                 for source in sources {
