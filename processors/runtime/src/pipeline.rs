@@ -281,6 +281,8 @@ impl<P: Processor> Engine<P> {
 /// An output in flight, found again by the slot number passed as delivery opaque.
 struct Slot {
     hold: Option<SourceOffset>,
+    /// Empty (and unallocated) but for windowed aggregates.
+    more_holds: Vec<SourceOffset>,
     /// Index into [`OutputSender::targets`].
     target: usize,
     attempts: u32,
@@ -342,7 +344,7 @@ impl OutputSender {
     }
 
     fn allocate(&mut self, slot: Slot) -> usize {
-        if let Some(hold) = slot.hold {
+        for &hold in slot.hold.iter().chain(&slot.more_holds) {
             self.progress.hold(hold);
         }
         self.in_flight.inc();
@@ -361,7 +363,7 @@ impl OutputSender {
     fn free(&mut self, index: usize) -> Option<Slot> {
         let slot = self.slots.get_mut(index)?.take()?;
         self.free_slots.push(index);
-        if let Some(hold) = slot.hold {
+        for &hold in slot.hold.iter().chain(&slot.more_holds) {
             self.progress.release(hold);
         }
         self.in_flight.dec();
@@ -386,7 +388,7 @@ impl OutputSender {
         let value = emitter.value(record);
         let target = record.output.0 as usize;
         assert!(target < self.dlq_target(), "processor emitted to output {target}, which the pipeline does not declare");
-        let slot = self.allocate(Slot { hold: record.hold, target, attempts: 1, bytes: value.len() });
+        let slot = self.allocate(Slot { hold: record.hold, more_holds: emitter.more_holds(record).to_vec(), target, attempts: 1, bytes: value.len() });
         let headers = OwnedHeaders::new_with_capacity(1)
             .insert(Header { key: TRACEPARENT, value: Some(&record.context.to_header()) });
         let topic = self.targets[target].topic.clone();
@@ -417,7 +419,7 @@ impl OutputSender {
             .insert(Header { key: dlq::HEADER_SOURCE_PARTITION, value: Some(&partition) })
             .insert(Header { key: dlq::HEADER_SOURCE_OFFSET, value: Some(&offset) });
         let target = self.dlq_target();
-        let slot = self.allocate(Slot { hold: Some(at), target, attempts: 1, bytes: payload.len() });
+        let slot = self.allocate(Slot { hold: Some(at), more_holds: Vec::new(), target, attempts: 1, bytes: payload.len() });
         let topic = self.targets[target].topic.clone();
         let mut base = BaseRecord::with_opaque_to(&topic, slot).payload(payload).headers(headers);
         if let Some(key) = message.key() {

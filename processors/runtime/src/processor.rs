@@ -91,6 +91,8 @@ pub(crate) struct EmittedRecord {
     pub key: Range<usize>,
     pub value: Range<usize>,
     pub hold: Option<SourceOffset>,
+    /// Further offsets held, in [`Emitter::holds`] (a windowed aggregate covers many partitions).
+    pub more_holds: Range<usize>,
     pub context: TraceContext,
 }
 
@@ -100,6 +102,7 @@ pub(crate) struct EmittedRecord {
 pub struct Emitter {
     pub(crate) data: Vec<u8>,
     pub(crate) records: Vec<EmittedRecord>,
+    pub(crate) holds: Vec<SourceOffset>,
     pub(crate) current: Option<SourceOffset>,
     pub(crate) context: TraceContext,
     pub(crate) dead_letter: Option<Poison>,
@@ -110,6 +113,7 @@ impl Default for Emitter {
         Emitter {
             data: Vec::new(),
             records: Vec::new(),
+            holds: Vec::new(),
             current: None,
             context: TraceContext::child_of(None),
             dead_letter: None,
@@ -135,8 +139,22 @@ impl Emitter {
             key: key_start..value_start,
             value: value_start..self.data.len(),
             hold,
+            more_holds: self.holds.len()..self.holds.len(),
             context: self.context,
         });
+    }
+
+    /// Emits a record that keeps every offset in `holds` uncommitted until the broker acknowledges
+    /// it: an aggregate over a window holds the first offset of each partition it covers.
+    pub fn emit_holding_all(&mut self, output: OutputId, key: &[u8], value: &[u8], holds: &[SourceOffset]) {
+        let (first, rest) = match holds.split_first() {
+            Some((first, rest)) => (Some(*first), rest),
+            None => (None, &[][..]),
+        };
+        self.emit_holding(output, key, value, first);
+        let start = self.holds.len();
+        self.holds.extend_from_slice(rest);
+        self.records.last_mut().expect("just emitted").more_holds = start..self.holds.len();
     }
 
     /// Sends the current input to the dead-letter topic as well (e.g. some of its spans were
@@ -166,6 +184,7 @@ impl Emitter {
     pub fn clear(&mut self) {
         self.data.clear();
         self.records.clear();
+        self.holds.clear();
         self.dead_letter = None;
     }
 
@@ -183,6 +202,10 @@ impl Emitter {
         self.dead_letter.take()
     }
 
+    pub(crate) fn more_holds(&self, record: &EmittedRecord) -> &[SourceOffset] {
+        &self.holds[record.more_holds.clone()]
+    }
+
     pub(crate) fn key(&self, record: &EmittedRecord) -> &[u8] {
         &self.data[record.key.clone()]
     }
@@ -196,6 +219,7 @@ impl Emitter {
     pub(crate) fn truncate(&mut self, first_record: usize) {
         if let Some(first) = self.records.get(first_record) {
             self.data.truncate(first.key.start);
+            self.holds.truncate(first.more_holds.start);
             self.records.truncate(first_record);
         }
     }
