@@ -8,11 +8,13 @@
 pub mod encoding;
 pub mod error;
 pub mod ids;
+pub mod analytics;
 pub mod attributes;
 pub mod jaeger;
 pub mod otlp_json;
 pub mod otlp_proto;
 pub mod split;
+pub mod trace_view;
 pub mod v1;
 pub mod view;
 mod wire;

@@ -12,8 +12,8 @@ pub(crate) const WIRE_I32: u8 = 5;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Value<'a> {
-    /// Varint and 32-bit values are skipped; nothing read so far needs them.
-    Varint,
+    Varint(u64),
+    /// 32-bit values are skipped; nothing read so far needs them.
     I64(u64),
     Len(&'a [u8]),
     I32,
@@ -22,7 +22,7 @@ pub(crate) enum Value<'a> {
 impl Value<'_> {
     pub(crate) fn wire_type(&self) -> u8 {
         match self {
-            Value::Varint => WIRE_VARINT,
+            Value::Varint(_) => WIRE_VARINT,
             Value::I64(_) => WIRE_I64,
             Value::Len(_) => WIRE_LEN,
             Value::I32 => WIRE_I32,
@@ -86,10 +86,7 @@ impl<'a> Reader<'a> {
         }
         let mut body_start = 0;
         let value = match (key & 7) as u8 {
-            WIRE_VARINT => {
-                self.varint()?;
-                Value::Varint
-            }
+            WIRE_VARINT => Value::Varint(self.varint()?),
             WIRE_I64 => Value::I64(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes"))),
             WIRE_LEN => {
                 let len = usize::try_from(self.varint()?).map_err(|_| "length overflows")?;

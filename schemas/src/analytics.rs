@@ -1,0 +1,245 @@
+//! The JSON records the analyzer and the dependencies processor publish: rollups
+//! (`tracepipe.rollups`), edge windows (`tracepipe.edges`) and alerts (`tracepipe.alerts`).
+//!
+//! Each record names its schema and version in `schema`. Windows are aligned to their length
+//! (`window_start_unix_ms` is a multiple of `window_seconds` × 1000) and hold what one processor
+//! instance saw of that window: with several instances, records of the same window and key are
+//! partial and add up (counts, sums and the sparse latency histograms all merge exactly).
+
+use serde::{Deserialize, Serialize};
+
+pub const ROLLUP_SCHEMA: &str = "tracepipe.rollup/v1";
+pub const EDGE_SCHEMA: &str = "tracepipe.edge/v1";
+pub const ALERT_SCHEMA: &str = "tracepipe.alert/v1";
+
+/// A latency histogram as (bucket value in microseconds, count) pairs, ascending; the buckets are
+/// HDR buckets with two significant digits, so recording each value `count` times rebuilds it.
+pub type SparseHistogram = Vec<(u64, u64)>;
+
+/// A record of `tracepipe.rollups`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Rollup {
+    Operation(OperationRollup),
+    Bottlenecks(BottleneckRollup),
+    ErrorGroup(ErrorGroupRollup),
+    ErrorTrace(ErrorTrace),
+}
+
+/// Latency and errors of one (service, operation, span kind) over one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationRollup {
+    pub schema: String,
+    pub window_start_unix_ms: u64,
+    pub window_seconds: u64,
+    pub service: String,
+    pub operation: String,
+    /// `SPAN_KIND_SERVER`, `SPAN_KIND_CLIENT`, ... as the OpenTelemetry span-metrics connector names them.
+    pub span_kind: String,
+    pub count: u64,
+    pub errors: u64,
+    pub sum_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub histogram_us: SparseHistogram,
+}
+
+/// What makes one endpoint slow: its critical path time split by (service, operation), ranked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BottleneckRollup {
+    pub schema: String,
+    pub window_start_unix_ms: u64,
+    pub window_seconds: u64,
+    /// The endpoint: the service and operation of a trace's root, or of a messaging consumer span
+    /// (which starts its own asynchronous part of the trace).
+    pub service: String,
+    pub operation: String,
+    pub traces: u64,
+    /// Sum of the endpoint's durations; the contributors' `critical_path_ms` add up to it.
+    pub total_ms: f64,
+    pub contributors: Vec<Contributor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contributor {
+    pub service: String,
+    pub operation: String,
+    /// Self time on the critical path, summed over the window's traces.
+    pub critical_path_ms: f64,
+    /// `critical_path_ms` / the endpoint's `total_ms`.
+    pub share: f64,
+}
+
+/// Error traces whose root cause falls in one group, over one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorGroupRollup {
+    pub schema: String,
+    pub window_start_unix_ms: u64,
+    pub window_seconds: u64,
+    /// Stable id of the group: hex of a hash of the four fields below.
+    pub group: String,
+    pub service: String,
+    pub operation: String,
+    pub exception_type: String,
+    /// The message with numbers, ids and quoted values replaced by placeholders.
+    pub message: String,
+    pub count: u64,
+    pub exemplar_trace_ids: Vec<String>,
+}
+
+/// The root cause of one failed trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorTrace {
+    pub schema: String,
+    pub trace_id: String,
+    /// The deepest error span not explained by an erroring child.
+    pub root_cause_span_id: String,
+    pub service: String,
+    pub operation: String,
+    pub group: String,
+    pub end_unix_ms: u64,
+}
+
+/// A record of `tracepipe.edges`: calls from one service (or node) to another over one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeWindow {
+    pub schema: String,
+    pub window_start_unix_ms: u64,
+    pub window_seconds: u64,
+    pub client: String,
+    pub server: String,
+    /// Empty for a call between two instrumented services; `messaging_system`, `database` or
+    /// `virtual_node` as the OpenTelemetry service-graph connector labels them.
+    pub connection_type: String,
+    pub calls: u64,
+    pub errors: u64,
+    pub client_histogram_us: SparseHistogram,
+    /// Empty when the server side is not instrumented (virtual nodes).
+    pub server_histogram_us: SparseHistogram,
+    pub client_p50_ms: f64,
+    pub client_p99_ms: f64,
+    pub server_p50_ms: f64,
+    pub server_p99_ms: f64,
+}
+
+/// A record of `tracepipe.alerts`, keyed by [`Alert::key`]: every event of one alert goes to one
+/// partition, in order. One alert is open per key; it is `firing` once and `resolved` once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub schema: String,
+    /// `{kind}:{subject}`, e.g. `latency_anomaly:checkout:POST /checkout`.
+    pub key: String,
+    /// Unique per episode: the key and the time it opened.
+    pub id: String,
+    pub kind: AlertKind,
+    pub state: AlertState,
+    pub severity: Severity,
+    pub source: String,
+    pub opened_unix_ms: u64,
+    pub event_unix_ms: u64,
+    pub summary: String,
+    pub subject: AlertSubject,
+    pub details: AlertDetails,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    LatencyAnomaly,
+    ErrorSpike,
+    EdgeAppeared,
+    EdgeVanished,
+}
+
+impl AlertKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AlertKind::LatencyAnomaly => "latency_anomaly",
+            AlertKind::ErrorSpike => "error_spike",
+            AlertKind::EdgeAppeared => "edge_appeared",
+            AlertKind::EdgeVanished => "edge_vanished",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+/// What the alert is about: an operation, or an edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AlertSubject {
+    Operation { service: String, operation: String },
+    Edge { client: String, server: String, connection_type: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AlertDetails {
+    Latency(LatencyDetails),
+    Errors(ErrorDetails),
+    Edge(EdgeDetails),
+}
+
+/// Percentiles of an endpoint's duration over some traces.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub samples: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyDetails {
+    /// The baseline: medians over the learned past windows.
+    pub baseline: LatencySummary,
+    /// The windows that were anomalous (the latest one when resolved).
+    pub current: LatencySummary,
+    /// The (service, operation) whose self time on the endpoint's critical path grew most.
+    pub root_cause: Option<RootCause>,
+    pub exemplar_trace_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RootCause {
+    pub service: String,
+    pub operation: String,
+    /// Mean self time on the critical path per trace, before and now.
+    pub baseline_ms: f64,
+    pub current_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetails {
+    pub group: String,
+    pub exception_type: String,
+    pub message: String,
+    /// Errors of the group per detection window: the baseline's mean, and now.
+    pub baseline_per_window: f64,
+    pub current_per_window: u64,
+    pub window_seconds: u64,
+    pub exemplar_trace_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeDetails {
+    /// Calls seen over the last window.
+    pub calls: u64,
+    pub first_seen_unix_ms: u64,
+    pub last_seen_unix_ms: u64,
+}
