@@ -1,0 +1,52 @@
+//! The analyzer's metrics: the OpenTelemetry span-metrics connector's series (so Grafana
+//! dashboards and Jaeger's monitor tab read them unchanged), and the analyzer's own health.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec,
+};
+
+/// The span-metrics connector's default buckets, in milliseconds.
+pub const DURATION_BUCKETS_MS: [f64; 16] = [2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1000.0, 1400.0, 2000.0, 5000.0, 10000.0, 15000.0];
+
+const SPAN_LABELS: &[&str] = &["service_name", "span_name", "span_kind", "status_code"];
+
+pub static CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("traces_span_metrics_calls_total", "Spans, by service, span name, kind and status", SPAN_LABELS).unwrap()
+});
+pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "traces_span_metrics_duration_milliseconds",
+        "Span durations in milliseconds, by service, span name, kind and status",
+        SPAN_LABELS,
+        DURATION_BUCKETS_MS.to_vec()
+    )
+    .unwrap()
+});
+pub static TRACES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("tracepipe_analyzer_traces_total", "Assembled traces analyzed: `trace` for first emissions, `fragment` for late fragments", &["part"]).unwrap()
+});
+pub static SPANS: LazyLock<IntCounter> = LazyLock::new(|| register_int_counter!("tracepipe_analyzer_spans_total", "Spans analyzed").unwrap());
+pub static STRUCTURE_PROBLEMS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tracepipe_analyzer_structure_problems_total",
+        "Spans with a repaired structure problem: missing_parent, cycle, duplicate_span_id, negative_duration, clock_skew",
+        &["problem"]
+    )
+    .unwrap()
+});
+pub static OVERFLOW_SPANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("tracepipe_analyzer_overflow_total", "New series or error groups folded into the `__overflow__` one, by the limit that was reached", &["limit"]).unwrap()
+});
+pub static SERIES: LazyLock<IntGauge> = LazyLock::new(|| register_int_gauge!("tracepipe_analyzer_series", "(service, operation, span kind) series tracked").unwrap());
+pub static ERROR_TRACES: LazyLock<IntCounter> = LazyLock::new(|| register_int_counter!("tracepipe_analyzer_error_traces_total", "Traces with at least one error span, each attributed to a root-cause span").unwrap());
+pub static DISPLACED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("tracepipe_analyzer_displaced_traces_total", "Traces counted in another window than their start's: older than every open window, or from the future").unwrap()
+});
+pub static ROLLUPS: LazyLock<IntCounterVec> = LazyLock::new(|| register_int_counter_vec!("tracepipe_analyzer_rollups_total", "Rollup records emitted, by kind", &["kind"]).unwrap());
+pub static ALERTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("tracepipe_alerts_total", "Alert events emitted, by source processor, kind and state", &["source", "kind", "state"]).unwrap()
+});
+pub static OPEN_ALERTS: LazyLock<IntGaugeVec> = LazyLock::new(|| register_int_gauge_vec!("tracepipe_alerts_open", "Alerts firing now, by source processor and kind", &["source", "kind"]).unwrap());
