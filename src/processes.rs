@@ -4,7 +4,9 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tracepipe_analyzer::{Analyzer, AnalyzerOutputs};
 use tracepipe_assembler::TraceAssembler;
+use tracepipe_dependencies::{Dependencies, DependenciesOutputs};
 use tracepipe_router::Router;
 use tracepipe_sampler::TailSampler;
 use tracepipe_runtime::{Health, OutputId, Pipeline, PipelineExit, RuntimeError};
@@ -31,6 +33,16 @@ pub fn spawn(topology: &Topology, name: &str, shutdown: &CancellationToken, heal
             let sampler = TailSampler::new(spec.config.clone(), OutputId(0));
             Ok(Pipeline::new(topology.stage_pipeline(spec), sampler).spawn(shutdown.clone(), health.clone()))
         }
+        "analyzer" => {
+            let spec = topology.analyzer.as_ref().context("topology has no processors.analyzer section")?;
+            let analyzer = Analyzer::new(spec.stage.config.clone(), AnalyzerOutputs { rollups: OutputId(0), alerts: OutputId(1) });
+            Ok(Pipeline::new(topology.analysis_pipeline(spec), analyzer).spawn(shutdown.clone(), health.clone()))
+        }
+        "dependencies" => {
+            let spec = topology.dependencies.as_ref().context("topology has no processors.dependencies section")?;
+            let dependencies = Dependencies::new(spec.stage.config.clone(), DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) });
+            Ok(Pipeline::new(topology.analysis_pipeline(spec), dependencies).spawn(shutdown.clone(), health.clone()))
+        }
         other => anyhow::bail!("unknown processor `{other}` (this build has: {})", crate::topology::PROCESSORS.join(", ")),
     }
 }
@@ -46,6 +58,12 @@ pub fn configured(topology: &Topology) -> Vec<&'static str> {
     }
     if topology.sampler.is_some() {
         names.push("sampler");
+    }
+    if topology.analyzer.is_some() {
+        names.push("analyzer");
+    }
+    if topology.dependencies.is_some() {
+        names.push("dependencies");
     }
     names
 }

@@ -10,6 +10,8 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 use tracepipe_assembler::AssemblerConfig;
 use tracepipe_runtime::{KafkaSettings, PipelineSettings};
+use tracepipe_analyzer::{AnalyzerConfig, DetectionConfig};
+use tracepipe_dependencies::DependenciesConfig;
 use tracepipe_sampler::{AttributeScope, Matcher, RuleKind, SamplerConfig, SamplingRule};
 use tracepipe_schemas::Encoding;
 
@@ -17,7 +19,7 @@ use tracepipe_schemas::Encoding;
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../topology.yaml");
 
 /// The processors this build has.
-pub const PROCESSORS: &[&str] = &["router", "assembler", "sampler"];
+pub const PROCESSORS: &[&str] = &["router", "assembler", "sampler", "analyzer", "dependencies"];
 
 // ---- raw file ---------------------------------------------------------------------------------
 // Unknown keys are collected (`unknown`) rather than refused by serde, so that all of them are
@@ -119,6 +121,62 @@ struct RawSampler {
 }
 
 #[derive(Debug, Deserialize, Default)]
+struct RawAnalyzer {
+    group: Option<String>,
+    input: Option<String>,
+    output: Option<String>,
+    alerts: Option<String>,
+    dlq: Option<String>,
+    window: Option<String>,
+    lateness: Option<String>,
+    max_series: Option<i64>,
+    max_operations_per_service: Option<i64>,
+    max_error_groups: Option<i64>,
+    error_traces: Option<bool>,
+    #[serde(default)]
+    detection: RawDetection,
+    commit_interval: Option<String>,
+    max_in_flight: Option<i64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawDetection {
+    slice: Option<String>,
+    baseline_slices: Option<i64>,
+    min_baseline_slices: Option<i64>,
+    min_samples: Option<i64>,
+    sensitivity: Option<f64>,
+    min_ratio: Option<f64>,
+    min_delta: Option<String>,
+    consecutive: Option<i64>,
+    resolve_after: Option<i64>,
+    error_min_count: Option<i64>,
+    error_ratio: Option<f64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawDependencies {
+    group: Option<String>,
+    input: Option<String>,
+    output: Option<String>,
+    alerts: Option<String>,
+    dlq: Option<String>,
+    window: Option<String>,
+    lateness: Option<String>,
+    max_edges: Option<i64>,
+    learning: Option<String>,
+    vanish_after: Option<String>,
+    commit_interval: Option<String>,
+    max_in_flight: Option<i64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
 struct RawRule {
     name: Option<String>,
     #[serde(rename = "type")]
@@ -163,6 +221,15 @@ pub struct Topology {
     pub router: Option<RouterSpec>,
     pub assembler: Option<StageSpec<AssemblerConfig>>,
     pub sampler: Option<StageSpec<SamplerConfig>>,
+    pub analyzer: Option<AnalysisSpec<AnalyzerConfig>>,
+    pub dependencies: Option<AnalysisSpec<DependenciesConfig>>,
+}
+
+/// A processor that writes its results to `stage.output` and its alerts to `alerts`.
+#[derive(Debug, Clone)]
+pub struct AnalysisSpec<C> {
+    pub stage: StageSpec<C>,
+    pub alerts: String,
 }
 
 /// A processor with one input and one output topic and its own configuration.
@@ -361,27 +428,22 @@ impl Topology {
         let mut router = None;
         let mut assembler = None;
         let mut sampler = None;
+        let mut analyzer = None;
+        let mut dependencies = None;
         for (name, section) in &raw.processors {
             let path = format!("processors.{name}");
             match name.as_str() {
-                "router" => match serde_yaml_ng::from_value::<RawRouter>(section.clone()) {
-                    Ok(raw_router) => router = validate_router(&path, raw_router, &topics, &mut problems),
-                    Err(e) => problems.add(path, e.to_string()),
-                },
-                "assembler" => match serde_yaml_ng::from_value::<RawAssembler>(section.clone()) {
-                    Ok(raw) => assembler = validate_assembler(&path, raw, &topics, &mut problems),
-                    Err(e) => problems.add(path, e.to_string()),
-                },
-                "sampler" => match serde_yaml_ng::from_value::<RawSampler>(section.clone()) {
-                    Ok(raw) => sampler = validate_sampler(&path, raw, &topics, &mut problems),
-                    Err(e) => problems.add(path, e.to_string()),
-                },
+                "router" => router = parse_section(&path, section, &mut problems, |raw, p| validate_router(&path, raw, &topics, p)),
+                "assembler" => assembler = parse_section(&path, section, &mut problems, |raw, p| validate_assembler(&path, raw, &topics, p)),
+                "sampler" => sampler = parse_section(&path, section, &mut problems, |raw, p| validate_sampler(&path, raw, &topics, p)),
+                "analyzer" => analyzer = parse_section(&path, section, &mut problems, |raw, p| validate_analyzer(&path, raw, &topics, p)),
+                "dependencies" => dependencies = parse_section(&path, section, &mut problems, |raw, p| validate_dependencies(&path, raw, &topics, p)),
                 other => problems.add(path, format!("unknown processor `{other}` (this build has: {})", PROCESSORS.join(", "))),
             }
         }
 
         if problems.0.is_empty() {
-            Ok(Topology { kafka, admin_listen, topics, router, assembler, sampler })
+            Ok(Topology { kafka, admin_listen, topics, router, assembler, sampler, analyzer, dependencies })
         } else {
             Err(Problems(problems.0))
         }
@@ -401,11 +463,33 @@ impl Topology {
         self.pipeline(&spec.group, vec![spec.input.clone()], &spec.output, &spec.dlq, spec.commit_interval, spec.max_in_flight)
     }
 
+    pub fn analysis_pipeline<C>(&self, spec: &AnalysisSpec<C>) -> PipelineSettings {
+        let mut settings = self.stage_pipeline(&spec.stage);
+        settings.outputs.push(spec.alerts.clone());
+        settings
+    }
+
     fn pipeline(&self, group: &str, inputs: Vec<String>, output: &str, dlq: &str, commit_interval: Duration, max_in_flight: usize) -> PipelineSettings {
         let mut settings = PipelineSettings::new(self.kafka.clone(), group, inputs, vec![output.to_string()], dlq);
         settings.commit_interval = commit_interval;
         settings.max_in_flight = max_in_flight;
         settings
+    }
+}
+
+/// Reads one processor's section as `R` and validates it; a section serde cannot read is one problem.
+fn parse_section<R: serde::de::DeserializeOwned, S>(
+    path: &str,
+    section: &Value,
+    problems: &mut Collector,
+    validate: impl FnOnce(R, &mut Collector) -> Option<S>,
+) -> Option<S> {
+    match serde_yaml_ng::from_value::<R>(section.clone()) {
+        Ok(raw) => validate(raw, problems),
+        Err(e) => {
+            problems.add(path, e.to_string());
+            None
+        }
     }
 }
 
@@ -524,6 +608,104 @@ fn validate_sampler(path: &str, raw: RawSampler, topics: &BTreeMap<String, Topic
     }
     let decision_cache = bounded(format!("{path}.decision_cache"), raw.decision_cache, 200_000, 1..=100_000_000, problems) as u64;
     stage.with(SamplerConfig { rules, decision_cache })
+}
+
+fn positive_duration(path: String, value: &Option<String>, default: Duration, problems: &mut Collector) -> Duration {
+    let duration = optional_duration(path.clone(), value, default, problems);
+    if duration.is_zero() {
+        problems.add(path, "must be longer than zero");
+        return default;
+    }
+    duration
+}
+
+fn bounded_f64(path: String, value: Option<f64>, default: f64, range: std::ops::RangeInclusive<f64>, problems: &mut Collector) -> f64 {
+    let value = value.unwrap_or(default);
+    if !range.contains(&value) {
+        problems.add(path, format!("must be between {} and {}, got {value}", range.start(), range.end()));
+        return default;
+    }
+    value
+}
+
+/// Windows are aligned to whole seconds, as the records that carry them say (`window_seconds`).
+fn whole_seconds(path: String, window: Duration, problems: &mut Collector) {
+    if window.as_secs() == 0 || window.subsec_nanos() != 0 {
+        problems.add(path, "must be a whole number of seconds");
+    }
+}
+
+fn validate_analyzer(path: &str, raw: RawAnalyzer, topics: &BTreeMap<String, TopicSpec>, problems: &mut Collector) -> Option<AnalysisSpec<AnalyzerConfig>> {
+    problems.unknown(
+        path,
+        &raw.unknown,
+        &[
+            "group", "input", "output", "alerts", "dlq", "window", "lateness", "max_series", "max_operations_per_service", "max_error_groups", "error_traces",
+            "detection", "commit_interval", "max_in_flight",
+        ],
+    );
+    let stage = validate_stage(path, &raw.group, &raw.input, &raw.output, &raw.dlq, &raw.commit_interval, raw.max_in_flight, topics, problems);
+    let alerts = topic_ref(format!("{path}.alerts"), &raw.alerts, topics, problems);
+    let defaults = AnalyzerConfig::default();
+    let d = &raw.detection;
+    let at = format!("{path}.detection");
+    problems.unknown(
+        &at,
+        &d.unknown,
+        &[
+            "slice", "baseline_slices", "min_baseline_slices", "min_samples", "sensitivity", "min_ratio", "min_delta", "consecutive", "resolve_after",
+            "error_min_count", "error_ratio",
+        ],
+    );
+    let dd = &defaults.detection;
+    let detection = DetectionConfig {
+        slice: positive_duration(format!("{at}.slice"), &d.slice, dd.slice, problems),
+        baseline_slices: bounded(format!("{at}.baseline_slices"), d.baseline_slices, dd.baseline_slices as i64, 2..=10_000, problems) as usize,
+        min_baseline_slices: bounded(format!("{at}.min_baseline_slices"), d.min_baseline_slices, dd.min_baseline_slices as i64, 1..=10_000, problems) as usize,
+        min_samples: bounded(format!("{at}.min_samples"), d.min_samples, dd.min_samples as i64, 1..=1_000_000, problems) as u64,
+        sensitivity: bounded_f64(format!("{at}.sensitivity"), d.sensitivity, dd.sensitivity, 0.0..=100.0, problems),
+        min_ratio: bounded_f64(format!("{at}.min_ratio"), d.min_ratio, dd.min_ratio, 1.0..=100.0, problems),
+        min_delta: optional_duration(format!("{at}.min_delta"), &d.min_delta, dd.min_delta, problems),
+        consecutive: bounded(format!("{at}.consecutive"), d.consecutive, i64::from(dd.consecutive), 1..=100, problems) as u32,
+        resolve_after: bounded(format!("{at}.resolve_after"), d.resolve_after, i64::from(dd.resolve_after), 1..=10_000, problems) as u32,
+        error_min_count: bounded(format!("{at}.error_min_count"), d.error_min_count, dd.error_min_count as i64, 1..=1_000_000, problems) as u64,
+        error_ratio: bounded_f64(format!("{at}.error_ratio"), d.error_ratio, dd.error_ratio, 1.0..=1000.0, problems),
+    };
+    if detection.min_baseline_slices > detection.baseline_slices {
+        problems.add(format!("{at}.min_baseline_slices"), "must not exceed baseline_slices");
+    }
+    let config = AnalyzerConfig {
+        window: positive_duration(format!("{path}.window"), &raw.window, defaults.window, problems),
+        lateness: optional_duration(format!("{path}.lateness"), &raw.lateness, defaults.lateness, problems),
+        max_series: bounded(format!("{path}.max_series"), raw.max_series, defaults.max_series as i64, 1..=1_000_000, problems) as usize,
+        max_operations_per_service: bounded(format!("{path}.max_operations_per_service"), raw.max_operations_per_service, defaults.max_operations_per_service as i64, 1..=1_000_000, problems)
+            as usize,
+        max_error_groups: bounded(format!("{path}.max_error_groups"), raw.max_error_groups, defaults.max_error_groups as i64, 1..=1_000_000, problems) as usize,
+        error_traces: raw.error_traces.unwrap_or(defaults.error_traces),
+        detection,
+    };
+    whole_seconds(format!("{path}.window"), config.window, problems);
+    Some(AnalysisSpec { stage: stage.with(config)?, alerts: alerts? })
+}
+
+fn validate_dependencies(path: &str, raw: RawDependencies, topics: &BTreeMap<String, TopicSpec>, problems: &mut Collector) -> Option<AnalysisSpec<DependenciesConfig>> {
+    problems.unknown(
+        path,
+        &raw.unknown,
+        &["group", "input", "output", "alerts", "dlq", "window", "lateness", "max_edges", "learning", "vanish_after", "commit_interval", "max_in_flight"],
+    );
+    let stage = validate_stage(path, &raw.group, &raw.input, &raw.output, &raw.dlq, &raw.commit_interval, raw.max_in_flight, topics, problems);
+    let alerts = topic_ref(format!("{path}.alerts"), &raw.alerts, topics, problems);
+    let defaults = DependenciesConfig::default();
+    let config = DependenciesConfig {
+        window: positive_duration(format!("{path}.window"), &raw.window, defaults.window, problems),
+        lateness: optional_duration(format!("{path}.lateness"), &raw.lateness, defaults.lateness, problems),
+        max_edges: bounded(format!("{path}.max_edges"), raw.max_edges, defaults.max_edges as i64, 1..=1_000_000, problems) as usize,
+        learning: optional_duration(format!("{path}.learning"), &raw.learning, defaults.learning, problems),
+        vanish_after: positive_duration(format!("{path}.vanish_after"), &raw.vanish_after, defaults.vanish_after, problems),
+    };
+    whole_seconds(format!("{path}.window"), config.window, problems);
+    Some(AnalysisSpec { stage: stage.with(config)?, alerts: alerts? })
 }
 
 const RULE_TYPES: &str = "always, drop, errors, latency, attribute, span_count, rare_structure, probabilistic, rate_limit, dynamic, and";
@@ -722,7 +904,24 @@ mod tests {
         let problems = Topology::from_yaml("kafka: [1, 2\n").unwrap_err().0;
         assert_eq!(problems.len(), 1);
         assert!(problems[0].message.contains("line"), "{}", problems[0].message);
-        assert!(Topology::from_yaml("processors:\n  analyzer: {}\n").unwrap_err().0.iter().any(|p| p.message.contains("unknown processor")));
+        assert!(Topology::from_yaml("processors:\n  indexer: {}\n").unwrap_err().0.iter().any(|p| p.message.contains("unknown processor")));
+    }
+
+    #[test]
+    fn analysis_settings_are_checked() {
+        let text = DEFAULT_TOPOLOGY
+            .replace("      min_ratio: 1.5\n", "      min_ratio: 0.5\n      sensitivty: 3\n")
+            .replace("    output: tracepipe.edges\n    alerts: tracepipe.alerts\n    dlq: tracepipe.dlq\n    window: 1m\n", "    output: tracepipe.edges\n    alerts: tracepipe.alerts\n    dlq: tracepipe.dlq\n    window: 1500ms\n")
+            .replace("    output: tracepipe.rollups\n    alerts: tracepipe.alerts\n", "    output: tracepipe.rollups\n    alerts: tracepipe.alarms\n");
+        let messages: Vec<String> = Topology::from_yaml(&text).unwrap_err().0.iter().map(|p| p.to_string()).collect();
+        for expected in [
+            "processors.analyzer.alerts: ",
+            "processors.analyzer.detection.min_ratio: must be between 1 and 100, got 0.5",
+            "processors.analyzer.detection.sensitivty: unknown key",
+            "processors.dependencies.window: must be a whole number of seconds",
+        ] {
+            assert!(messages.iter().any(|m| m.starts_with(expected)), "{expected} not in {messages:#?}");
+        }
     }
 
     #[test]

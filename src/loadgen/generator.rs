@@ -107,7 +107,7 @@ impl TraceGenerator {
         self.scenario
             .faults
             .iter()
-            .filter(|f| f.service == service && f.operation == operation && self.elapsed_s >= f.after_s)
+            .filter(|f| f.service == service && f.operation == operation && self.elapsed_s >= f.after_s && f.for_s.is_none_or(|d| self.elapsed_s < f.after_s + d))
             .fold((0.0, 0.0), |(latency, errors), f| (latency + f.latency_ms, (errors + f.error_rate).min(1.0)))
     }
 

@@ -21,9 +21,10 @@ use tracepipe_runtime::KafkaSettings;
 use tracepipe_schemas::otlp_common::InstrumentationScope;
 use tracepipe_schemas::otlp_resource::Resource;
 use tracepipe_schemas::otlp_trace::{ResourceSpans, ScopeSpans, Span};
+use tracepipe_schemas::v1::AssembledTrace;
 use tracepipe_schemas::{attributes, jaeger, otlp_json, zipkin, Encoding, ExportTraceServiceRequest};
 
-pub use generator::{Edge, TraceGenerator};
+pub use generator::{Edge, GeneratedTrace, TraceGenerator};
 pub use scenario::Scenario;
 
 /// What the run really generated, written as JSON.
@@ -143,6 +144,13 @@ impl MessageEncoder {
                 })
                 .collect(),
         }
+    }
+
+    /// One generated trace as the assembler would emit it (`tracepipe.traces`), for driving the
+    /// processors after assembly without Kafka.
+    pub fn assembled(&self, trace: &GeneratedTrace) -> Vec<u8> {
+        let request = self.request(trace.spans.clone());
+        AssembledTrace { trace_id: trace.trace_id.to_vec(), resource_spans: request.resource_spans, ..Default::default() }.encode_to_vec()
     }
 
     pub fn encode(&self, spans: Vec<(usize, Span)>) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {

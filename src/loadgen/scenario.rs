@@ -129,13 +129,16 @@ pub struct Call {
     pub probability: f64,
 }
 
-/// From `after_s` seconds into the run, `operation` of `service` gains latency and/or errors.
+/// From `after_s` seconds into the run (for `for_s` seconds, or to the end), `operation` of
+/// `service` gains latency and/or errors.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
     pub service: String,
     pub operation: String,
     pub after_s: f64,
+    #[serde(default)]
+    pub for_s: Option<f64>,
     #[serde(default)]
     pub latency_ms: f64,
     #[serde(default)]
