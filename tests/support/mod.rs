@@ -109,6 +109,12 @@ impl Drop for Tansu {
     }
 }
 
+/// How long after a SIGKILL a replacement should wait before joining: past the processors'
+/// session timeout (10 s), as a supervisor's restart would be. Tansu's group coordinator evicts an
+/// expired member when the next member joins; a member that joins while the dead one still counts
+/// is given no partitions, and Tansu does not rebalance when the dead one expires afterwards.
+pub const SESSION_EXPIRY: Duration = Duration::from_secs(11);
+
 /// Producer settings for everything the tests write to Tansu. Tansu 0.6.0 answers a fetch from
 /// an offset inside a record batch with the batches after it, skipping the rest of that batch
 /// (Kafka returns the whole batch and the client drops what precedes the offset). A consumer that
@@ -206,6 +212,13 @@ pub fn loadgen(brokers: &str, scenario: &str, encoding: Encoding, limits: Limits
     loadgen_with(test_kafka(brokers), scenario, encoding, limits, rate)
 }
 
+/// Runs the load generator on a scenario given as YAML text.
+pub fn loadgen_yaml(brokers: &str, scenario_yaml: &str, limits: Limits, rate: f64) -> GroundTruth {
+    let scenario = Scenario::from_yaml(scenario_yaml).unwrap();
+    let options = LoadgenOptions { kafka: test_kafka(brokers), topic: None, encoding: Some(Encoding::OtlpProto), rate: Some(rate), limits, truth: None };
+    loadgen::run(scenario, options, &CancellationToken::new()).unwrap()
+}
+
 fn loadgen_with(kafka: KafkaSettings, scenario: &str, encoding: Encoding, limits: Limits, rate: f64) -> GroundTruth {
     let scenario = Scenario::from_yaml(&std::fs::read_to_string(repo_path(scenario)).unwrap()).unwrap();
     let options = LoadgenOptions { kafka, topic: None, encoding: Some(encoding), rate: Some(rate), limits, truth: None };
@@ -220,9 +233,14 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(args: &[&str], dir: &Path, name: &str) -> Process {
+        Self::spawn_program(env!("CARGO_BIN_EXE_tracepipe"), args, dir, name)
+    }
+
+    /// Any program, its output in a log file in `dir`, killed on drop.
+    pub fn spawn_program(program: &str, args: &[&str], dir: &Path, name: &str) -> Process {
         let log = dir.join(format!("{name}-{}.log", free_port()));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tracepipe"))
+        let child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info,librdkafka=warn")
             .env("TRACEPIPE_ADMIN", "127.0.0.1:0")
@@ -288,12 +306,33 @@ impl Drop for Process {
 
 /// The admin server's /metrics text, or empty if it is not up.
 pub fn metrics(admin_port: u16) -> String {
+    http_get(admin_port, "/metrics")
+}
+
+/// The response (status line, headers and body) to `GET path` on a loopback port, or empty if
+/// nothing listens there.
+pub fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", admin_port)) else { return String::new() };
-    let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes());
     let mut body = String::new();
     let _ = stream.read_to_string(&mut body);
     body
+}
+
+/// The body of an HTTP response.
+pub fn http_body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
+/// Reads JSON records until `done` says enough and nothing new came for 2 s, or `timeout`.
+pub fn read_json(brokers: &str, topic: &str, timeout: Duration, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    let on_record = |out: &mut Vec<serde_json::Value>, message: &rdkafka::message::BorrowedMessage<'_>| {
+        out.push(serde_json::from_slice(message.payload().unwrap_or_default()).expect("a JSON record"));
+    };
+    consume_until(brokers, topic, timeout, &mut out, on_record, |out| done(out));
+    out
 }
 
 /// The value of one series (name with labels, exactly as exposed), 0 if absent.

@@ -1,0 +1,351 @@
+//! The analyzer and the dependencies processor in process, on traces from the 30-service
+//! scenario's generator with simulated time: edges and root causes against the generator's truth,
+//! anomaly and error-spike detection with driven time, and bad structure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use prost::Message;
+use tracepipe::loadgen::{GeneratedTrace, MessageEncoder, Scenario, TraceGenerator};
+use tracepipe_analyzer::{Analyzer, AnalyzerConfig, AnalyzerOutputs};
+use tracepipe_dependencies::{Dependencies, DependenciesConfig, DependenciesOutputs};
+use tracepipe_runtime::{Emitter, OutputId, Processor};
+use tracepipe_schemas::attributes;
+use tracepipe_schemas::otlp_resource::Resource;
+use tracepipe_schemas::otlp_trace::{ResourceSpans, ScopeSpans, Span, Status};
+use tracepipe_schemas::v1::AssembledTrace;
+use tracepipe_schemas::Encoding;
+
+const SCENARIO: &str = include_str!("scenarios/large.yaml");
+const SECOND: u64 = 1_000_000_000;
+const START: u64 = 1_764_000_000 * SECOND;
+const ROLLUPS: OutputId = OutputId(0);
+const ALERTS: OutputId = OutputId(1);
+
+fn scenario(edit: impl FnOnce(&mut Scenario)) -> Scenario {
+    let mut scenario = Scenario::from_yaml(SCENARIO).unwrap();
+    edit(&mut scenario);
+    scenario
+}
+
+/// Hand-made spans as an assembled trace, grouped by service as an SDK exports them.
+fn assembled(trace_id: [u8; 16], spans: Vec<(String, Span)>) -> Vec<u8> {
+    let mut by_service: BTreeMap<String, Vec<Span>> = BTreeMap::new();
+    for (service, span) in spans {
+        by_service.entry(service).or_default().push(span);
+    }
+    AssembledTrace {
+        trace_id: trace_id.to_vec(),
+        resource_spans: by_service
+            .into_iter()
+            .map(|(service, spans)| ResourceSpans {
+                resource: Some(Resource { attributes: vec![attributes::string("service.name", service)], ..Default::default() }),
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn payload(generator: &TraceGenerator, trace: &GeneratedTrace) -> Vec<u8> {
+    MessageEncoder::new(Encoding::OtlpProto, generator.scenario(), generator.services()).assembled(trace)
+}
+
+fn analyzer(edit: impl FnOnce(&mut AnalyzerConfig)) -> Analyzer {
+    let mut config = AnalyzerConfig::default();
+    edit(&mut config);
+    Analyzer::new(config, AnalyzerOutputs { rollups: ROLLUPS, alerts: ALERTS })
+}
+
+fn json_records(out: &Emitter, output: OutputId) -> Vec<serde_json::Value> {
+    out.records().filter(|(o, _, _)| *o == output).map(|(_, _, v)| serde_json::from_slice(v).unwrap()).collect()
+}
+
+/// Plays `seconds` of traffic at `traces_per_second` through the analyzer in simulated time,
+/// ticking every half second; returns every record it emitted.
+fn play(analyzer: &mut Analyzer, generator: &mut TraceGenerator, seconds: u64, traces_per_second: u64) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let mut out = Emitter::default();
+    let (mut rollups, mut alerts) = (Vec::new(), Vec::new());
+    let step = SECOND / traces_per_second;
+    let mut now = START;
+    let mut next_tick = START;
+    while now < START + seconds * SECOND {
+        let elapsed = (now - START) as f64 / SECOND as f64;
+        let trace = generator.generate(now, elapsed);
+        tracepipe_analyzer::testing::analyze(analyzer, &payload(generator, &trace), now + 3 * SECOND, &mut out).unwrap();
+        now += step;
+        if now >= next_tick {
+            analyzer.on_tick(now + 3 * SECOND, &mut out);
+            next_tick += SECOND / 2;
+        }
+        rollups.extend(json_records(&out, ROLLUPS));
+        alerts.extend(json_records(&out, ALERTS));
+        out.clear();
+    }
+    analyzer.drain(now, &mut out);
+    rollups.extend(json_records(&out, ROLLUPS));
+    alerts.extend(json_records(&out, ALERTS));
+    (rollups, alerts)
+}
+
+#[test]
+fn dependency_edges_are_exactly_the_generators() {
+    let mut generator = TraceGenerator::new(scenario(|_| {}));
+    let mut dependencies = Dependencies::new(DependenciesConfig::default(), DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) });
+    for i in 0..5_000 {
+        let trace = generator.generate(START + i * 1_000_000, 0.0);
+        tracepipe_dependencies::testing::analyze(&mut dependencies, &payload(&generator, &trace), START).unwrap();
+    }
+    let connection_type = |kind: &str| match kind {
+        "messaging" => "messaging_system",
+        "database" => "database",
+        "external" => "virtual_node",
+        _ => "",
+    };
+    let truth: BTreeSet<(String, String, String)> = generator.edges.iter().map(|e| (e.client.clone(), e.server.clone(), connection_type(&e.kind).to_string())).collect();
+    let found: BTreeSet<(String, String, String)> = tracepipe_dependencies::testing::edges(&dependencies).into_iter().map(|(c, s, t, _)| (c, s, t)).collect();
+    assert_eq!(found, truth);
+    let mut out = Emitter::default();
+    dependencies.drain(START, &mut out);
+    let windows = json_records(&out, OutputId(0));
+    assert_eq!(windows.len(), truth.len(), "one window per edge");
+    assert!(windows.iter().all(|w| w["schema"] == "tracepipe.edge/v1" && w["calls"].as_u64().unwrap() > 0));
+}
+
+#[test]
+fn root_causes_are_the_generators() {
+    // Every operation fails now and then, so many traces have several error spans.
+    let mut generator = TraceGenerator::new(scenario(|s| {
+        for service in s.services.values_mut() {
+            for operation in service.operations.values_mut() {
+                operation.error_rate = operation.error_rate.max(0.02);
+            }
+        }
+    }));
+    let mut analyzer = analyzer(|_| {});
+    let mut out = Emitter::default();
+    let mut truth = BTreeMap::new();
+    for i in 0..5_000 {
+        let trace = generator.generate(START + i * 1_000_000, 0.0);
+        if let Some(cause) = trace.root_cause {
+            truth.insert(hex::encode(trace.trace_id), hex::encode(cause));
+        }
+        tracepipe_analyzer::testing::analyze(&mut analyzer, &payload(&generator, &trace), START, &mut out).unwrap();
+    }
+    let found: BTreeMap<String, String> = json_records(&out, ROLLUPS)
+        .into_iter()
+        .filter(|r| r["kind"] == "error_trace")
+        .map(|r| (r["trace_id"].as_str().unwrap().to_string(), r["root_cause_span_id"].as_str().unwrap().to_string()))
+        .collect();
+    let right = truth.iter().filter(|(t, s)| found.get(*t) == Some(s)).count();
+    let accuracy = right as f64 / truth.len() as f64;
+    eprintln!("root cause: {right} of {} failed traces attributed to the true span ({:.2}%)", truth.len(), accuracy * 100.0);
+    assert!(truth.len() > 500);
+    assert!(accuracy >= 0.99);
+    assert_eq!(found.len(), truth.len(), "every failed trace and only those");
+}
+
+#[test]
+fn a_latency_fault_raises_one_alert_naming_the_faulted_operation() {
+    let mut generator = TraceGenerator::new(scenario(|s| {
+        s.faults[0].after_s = 90.0;
+        s.faults[0].latency_ms = 150.0;
+    }));
+    let mut analyzer = analyzer(|_| {});
+    let (_, alerts) = play(&mut analyzer, &mut generator, 150, 100);
+    let firing: Vec<_> = alerts.iter().filter(|a| a["state"] == "firing").collect();
+    assert!(!firing.is_empty(), "no alert");
+    eprintln!("{:#}", firing[0]);
+    for alert in &firing {
+        eprintln!("{}", alert["summary"]);
+        assert_eq!(alert["kind"], "latency_anomaly");
+        assert_eq!(alert["details"]["root_cause"]["service"], "inventory");
+        assert_eq!(alert["details"]["root_cause"]["operation"], "GET /stock");
+        let opened_s = (alert["opened_unix_ms"].as_u64().unwrap() * 1_000_000 - START) as f64 / SECOND as f64;
+        assert!((90.0..=120.0).contains(&opened_s), "opened {opened_s} s in, fault at 90 s");
+    }
+    let keys: BTreeSet<&str> = firing.iter().map(|a| a["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), firing.len(), "one open alert per key");
+}
+
+#[test]
+fn a_fault_free_run_raises_no_alert() {
+    let mut generator = TraceGenerator::new(scenario(|s| s.faults.clear()));
+    let mut analyzer = analyzer(|_| {});
+    let (rollups, alerts) = play(&mut analyzer, &mut generator, 150, 100);
+    assert!(alerts.is_empty(), "{alerts:#?}");
+    let bottlenecks: Vec<_> = rollups.iter().filter(|r| r["kind"] == "bottlenecks").collect();
+    assert!(!bottlenecks.is_empty());
+    for record in bottlenecks {
+        let shares: f64 = record["contributors"].as_array().unwrap().iter().map(|c| c["share"].as_f64().unwrap()).sum();
+        assert!((shares - 1.0).abs() < 1e-6, "critical-path shares add up to the endpoint's time: {shares}");
+        let ranked: Vec<f64> = record["contributors"].as_array().unwrap().iter().map(|c| c["critical_path_ms"].as_f64().unwrap()).collect();
+        assert!(ranked.windows(2).all(|w| w[0] >= w[1]), "ranked");
+    }
+    let operations: Vec<_> = rollups.iter().filter(|r| r["kind"] == "operation").collect();
+    assert!(operations.iter().all(|r| r["p50_ms"].as_f64() <= r["p99_ms"].as_f64() && r["count"].as_u64().unwrap() > 0));
+}
+
+#[test]
+fn an_error_spike_fires_once_and_resolves() {
+    let mut generator = TraceGenerator::new(scenario(|s| {
+        s.faults.clear();
+        let mut fault = Scenario::from_yaml(SCENARIO).unwrap().faults[0].clone();
+        fault.latency_ms = 0.0;
+        fault.error_rate = 0.5;
+        fault.after_s = 60.0;
+        s.faults.push(fault);
+    }));
+    let mut analyzer = analyzer(|_| {});
+    let (_, alerts) = play(&mut analyzer, &mut generator, 90, 100);
+    let spikes: Vec<_> = alerts.iter().filter(|a| a["kind"] == "error_spike").collect();
+    assert_eq!(spikes.iter().filter(|a| a["state"] == "firing").count(), 1, "{spikes:#?}");
+    let spike = spikes[0];
+    assert_eq!(spike["subject"]["service"], "inventory");
+    assert_eq!(spike["subject"]["operation"], "GET /stock");
+    assert_eq!(spike["details"]["exception_type"], "InternalError");
+    let opened_s = (spike["opened_unix_ms"].as_u64().unwrap() * 1_000_000 - START) as f64 / SECOND as f64;
+    assert!((60.0..=75.0).contains(&opened_s), "{opened_s}");
+}
+
+fn span(id: u64, parent: Option<u64>, start: u64, end: u64) -> Span {
+    Span {
+        trace_id: vec![1; 16],
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+        name: format!("op-{id}"),
+        kind: 2,
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn bad_structure_is_repaired_counted_and_bounded() {
+    let mut analyzer = analyzer(|c| {
+        c.max_series = 1_000;
+        c.max_operations_per_service = 100;
+    });
+    let mut dependencies = Dependencies::new(DependenciesConfig::default(), DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) });
+    let mut out = Emitter::default();
+    let mut error = span(9, Some(1), START + 50, START + 60);
+    error.status = Some(Status { code: 2, message: "boom 42".into() });
+    let traces = [
+        // A cycle, a self-parent, a missing parent, an end before start, a child outside its parent.
+        vec![span(1, Some(2), START, START + 100), span(2, Some(1), START, START + 100)],
+        vec![span(3, Some(3), START, START + 10)],
+        vec![span(4, Some(99), START, START + 10), span(5, None, START, START + 100), span(6, Some(5), START + 20, START + 10)],
+        vec![span(7, None, START, START + 100), span(8, Some(7), START + 50, START + 500), error],
+    ];
+    for spans in traces {
+        let bytes = assembled([1; 16], spans.into_iter().map(|s| ("svc".to_string(), s)).collect());
+        tracepipe_analyzer::testing::analyze(&mut analyzer, &bytes, START, &mut out).unwrap();
+        tracepipe_dependencies::testing::analyze(&mut dependencies, &bytes, START).unwrap();
+    }
+    // Garbage is a decode error (dead-lettered by the runtime), not a panic.
+    assert!(tracepipe_analyzer::testing::analyze(&mut analyzer, b"\x0a\x10garbage", START, &mut out).is_err());
+    assert!(tracepipe_dependencies::testing::analyze(&mut dependencies, b"\x0a\x10garbage", START).is_err());
+
+    // A million distinct operation names: the series stay capped.
+    for batch in 0..10_000u64 {
+        let spans = (0..100u64).map(|i| {
+            let mut s = span(batch * 100 + i + 1, None, START, START + 1_000);
+            s.name = format!("GET /users/{}", batch * 100 + i);
+            ("svc".to_string(), s)
+        });
+        let bytes = assembled([2; 16], spans.collect());
+        tracepipe_analyzer::testing::analyze(&mut analyzer, &bytes, START, &mut out).unwrap();
+        out.clear();
+    }
+    assert!(analyzer.series_count() <= 1_000 + 6, "{} series", analyzer.series_count());
+    analyzer.drain(START, &mut out);
+    let rollups = json_records(&out, ROLLUPS);
+    let overflow = rollups.iter().find(|r| r["kind"] == "operation" && r["operation"] == "__overflow__").expect("an overflow series");
+    assert!(overflow["count"].as_u64().unwrap() > 990_000);
+}
+
+/// Checks `value` against the subset of JSON Schema the alert schema uses: type, enum, required,
+/// properties, items, anyOf and local $ref.
+fn conforms(root: &serde_json::Value, schema: &serde_json::Value, value: &serde_json::Value, at: &str) -> Result<(), String> {
+    use serde_json::Value;
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.strip_prefix("#/$defs/").expect("local reference");
+        return conforms(root, &root["$defs"][name], value, at);
+    }
+    if let Some(options) = schema["anyOf"].as_array() {
+        let errors: Vec<String> = options.iter().filter_map(|o| conforms(root, o, value, at).err()).collect();
+        return if errors.len() < options.len() { Ok(()) } else { Err(format!("{at}: matches no option ({})", errors.join("; "))) };
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            return Err(format!("{at}: {value} is not one of {allowed:?}"));
+        }
+    }
+    let type_ok = match schema["type"].as_str() {
+        None => true,
+        Some("object") => value.is_object(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_u64() || value.is_i64(),
+        Some("number") => value.is_number(),
+        Some("array") => value.is_array(),
+        Some("null") => value.is_null(),
+        Some(other) => panic!("type {other}"),
+    };
+    if !type_ok {
+        return Err(format!("{at}: {value} is not of type {}", schema["type"]));
+    }
+    for key in schema["required"].as_array().into_iter().flatten() {
+        if value.get(key.as_str().unwrap()).is_none() {
+            return Err(format!("{at}: missing {key}"));
+        }
+    }
+    if let (Some(properties), Value::Object(fields)) = (schema["properties"].as_object(), value) {
+        for (name, field) in fields {
+            if let Some(property) = properties.get(name) {
+                conforms(root, property, field, &format!("{at}.{name}"))?;
+            }
+        }
+    }
+    if let (Some(items), Value::Array(elements)) = (schema.get("items"), value) {
+        for (i, element) in elements.iter().enumerate() {
+            conforms(root, items, element, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_alert_conforms_to_the_published_schema() {
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../schemas/json/alert.v1.schema.json")).unwrap();
+    let mut alerts = Vec::new();
+    let mut generator = TraceGenerator::new(scenario(|s| {
+        s.faults[0].after_s = 90.0;
+        let mut errors = s.faults[0].clone();
+        errors.latency_ms = 0.0;
+        errors.error_rate = 0.5;
+        errors.after_s = 100.0;
+        errors.for_s = Some(10.0);
+        s.faults.push(errors);
+    }));
+    alerts.extend(play(&mut analyzer(|_| {}), &mut generator, 150, 100).1);
+    let mut dependencies = Dependencies::new(
+        DependenciesConfig { learning: std::time::Duration::from_secs(1), vanish_after: std::time::Duration::from_secs(2), ..Default::default() },
+        DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) },
+    );
+    let mut out = Emitter::default();
+    for (i, second) in [0u64, 5, 6].into_iter().enumerate() {
+        let trace = TraceGenerator::new(scenario(|_| {})).generate(START, 0.0);
+        let bytes = payload(&generator, &trace);
+        let now = START + second * SECOND + i as u64;
+        tracepipe_dependencies::testing::analyze(&mut dependencies, &bytes, now).unwrap();
+        dependencies.on_tick(now + 3 * SECOND, &mut out);
+    }
+    alerts.extend(json_records(&out, OutputId(1)));
+    let kinds: BTreeSet<&str> = alerts.iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains("latency_anomaly") && kinds.contains("error_spike") && kinds.contains("edge_vanished"), "{kinds:?}");
+    for alert in &alerts {
+        conforms(&schema, &schema, alert, "alert").unwrap_or_else(|e| panic!("{e}\n{alert:#}"));
+    }
+}
