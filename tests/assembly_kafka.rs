@@ -83,6 +83,7 @@ fn disrupted_run(disrupt: impl FnOnce(&Cluster, &mut support::Process) -> Option
 fn sigkill_of_the_assembler_loses_no_span() {
     disrupted_run(|cluster, assembler| {
         assembler.kill();
+        std::thread::sleep(support::SESSION_EXPIRY);
         Some(cluster.spawn("assembler"))
     });
 }

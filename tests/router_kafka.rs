@@ -60,6 +60,7 @@ fn sigkill_mid_stream_loses_nothing() {
     let load = background_load(&cluster);
     std::thread::sleep(Duration::from_secs(2));
     router.kill();
+    std::thread::sleep(support::SESSION_EXPIRY);
     let restarted = cluster.spawn("router");
     let truth = load.join().unwrap();
     let routed = read_routed(&cluster.brokers(), truth.span_count, READ_TIMEOUT);
