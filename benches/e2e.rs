@@ -1,6 +1,7 @@
 //! End-to-end benchmark against a real Kafka-protocol broker (Tansu), in one run on the same
 //! broker and topic: raw consume of otlp_spans (nothing decoded) beside the router's throughput,
-//! then the assembler and sampler on what the router produced.
+//! then the assembler and sampler on what the router produced, then the analyzer and the
+//! dependencies processor on the assembled backlog.
 //! `TRACEPIPE_BENCH_SPANS` sets the load (default 1 000 000 spans).
 
 #[path = "../tests/support/mod.rs"]
@@ -89,6 +90,28 @@ fn main() {
         sampled.as_secs_f64(),
         sampler_rate,
         sampler_rate * truth.span_count as f64 / truth.trace_count as f64
+    );
+
+    // Every trace is in tracepipe.traces now: the analyzer and the dependencies processor read
+    // that backlog at their own speed.
+    let analyzer_admin = free_port();
+    let analyzer = cluster.spawn_with_admin("analyzer", analyzer_admin);
+    let analyzed = measure(&analyzer, analyzer_admin, "tracepipe_analyzer_spans_total", |m| metric_value(m, "tracepipe_analyzer_spans_total") >= truth.span_count as f64);
+    let analyzer_rate = truth.span_count as f64 / analyzed.as_secs_f64();
+    println!("analyzer    {:>9} spans analyzed           {:>7.2}s  {:>10.0} spans/s  ({:.0}% of raw consume)", truth.span_count, analyzed.as_secs_f64(), analyzer_rate, 100.0 * analyzer_rate / raw_rate);
+    drop(analyzer);
+    let dependencies_admin = free_port();
+    let dependencies = cluster.spawn_with_admin("dependencies", dependencies_admin);
+    let mapped = measure(&dependencies, dependencies_admin, "tracepipe_dependencies_traces_total", |m| {
+        metric_value(m, "tracepipe_dependencies_traces_total") >= truth.trace_count as f64
+    });
+    let dependencies_rate = truth.span_count as f64 / mapped.as_secs_f64();
+    println!(
+        "dependencies{:>9} spans mapped             {:>7.2}s  {:>10.0} spans/s  ({:.0}% of raw consume)",
+        truth.span_count,
+        mapped.as_secs_f64(),
+        dependencies_rate,
+        100.0 * dependencies_rate / raw_rate
     );
 }
 
