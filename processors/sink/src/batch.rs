@@ -1,0 +1,272 @@
+//! Rows waiting to be written, decoded from the sink's four inputs, and how one batch is written.
+//!
+//! Every table has a natural key, so writing a batch twice changes nothing: spans by
+//! (trace id, span id), traces by trace id, alert events by (alert id, state), and edge windows and
+//! rollups by the Kafka position they were read from (`topic/partition/offset`), because a window's
+//! content has no identity of its own (partial windows of one key from several instances add up).
+
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use tracepipe_schemas::analytics::{Alert, EdgeWindow, Rollup};
+use tracepipe_schemas::v1::AssembledTrace;
+
+use crate::jaeger::{self, is_valid_span_id};
+use crate::store::{Param, StoreError, Transaction};
+
+pub struct SpanRow {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: String,
+    pub service: String,
+    pub operation: String,
+    pub span_kind: &'static str,
+    pub start_us: i64,
+    pub duration_us: i64,
+    pub error: bool,
+    pub tags: String,
+    pub body: String,
+}
+
+pub struct TraceRow {
+    pub trace_id: String,
+    pub start_us: i64,
+    pub sampling_rule: String,
+    pub adjusted_count: f64,
+    pub truncated: bool,
+}
+
+pub struct WindowRow {
+    pub source: String,
+    pub window_start_ms: i64,
+    /// Edges: client, server, connection type. Rollups: kind, service, operation.
+    pub labels: [String; 3],
+    pub body: String,
+}
+
+pub struct AlertRow {
+    pub id: String,
+    pub state: &'static str,
+    pub key: String,
+    pub kind: &'static str,
+    pub event_ms: i64,
+    pub body: String,
+}
+
+/// Rows written per table by one flush: (attempted, inserted).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub spans: (u64, u64),
+    pub traces: (u64, u64),
+    pub edges: (u64, u64),
+    pub rollups: (u64, u64),
+    pub alerts: (u64, u64),
+}
+
+#[derive(Default)]
+pub struct Batch {
+    pub spans: Vec<SpanRow>,
+    pub traces: Vec<TraceRow>,
+    /// (service, operation, kind) → latest start seen; deduplicated here because one upsert
+    /// statement may not touch a row twice on PostgreSQL.
+    pub operations: HashMap<(String, String, &'static str), i64>,
+    pub edges: Vec<WindowRow>,
+    pub rollups: Vec<WindowRow>,
+    pub alerts: Vec<AlertRow>,
+}
+
+/// Why an input record could not be read (the record goes to the dead-letter topic).
+#[derive(Debug)]
+pub struct Unreadable(pub String);
+
+impl Batch {
+    pub fn rows(&self) -> usize {
+        self.spans.len() + self.traces.len() + self.edges.len() + self.rollups.len() + self.alerts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows() == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.spans.clear();
+        self.traces.clear();
+        self.operations.clear();
+        self.edges.clear();
+        self.rollups.clear();
+        self.alerts.clear();
+    }
+
+    /// Adds a sampled trace (an `AssembledTrace`); returns the spans skipped for invalid ids.
+    pub fn add_trace(&mut self, payload: &[u8]) -> Result<u64, Unreadable> {
+        let trace = AssembledTrace::decode(payload).map_err(|e| Unreadable(format!("not an AssembledTrace: {e}")))?;
+        if trace.trace_id.len() != 16 || trace.trace_id.iter().all(|&b| b == 0) {
+            return Err(Unreadable(format!("trace id of {} bytes{}", trace.trace_id.len(), if trace.trace_id.len() == 16 { ", all zero" } else { "" })));
+        }
+        let trace_id = hex::encode(&trace.trace_id);
+        let mut skipped = 0;
+        let mut trace_start = i64::MAX;
+        for resource_spans in &trace.resource_spans {
+            let process = jaeger::process(resource_spans.resource.as_ref().map_or(&[][..], |r| &r.attributes));
+            for scope_spans in &resource_spans.scope_spans {
+                for span in &scope_spans.spans {
+                    if !is_valid_span_id(&span.span_id) {
+                        skipped += 1;
+                        continue;
+                    }
+                    let row = self.span_row(span, &trace_id, &process, scope_spans.scope.as_ref().map(|s| (s.name.as_str(), s.version.as_str())));
+                    trace_start = trace_start.min(row.start_us);
+                    let key = (row.service.clone(), row.operation.clone(), row.span_kind);
+                    let seen = self.operations.entry(key).or_insert(row.start_us);
+                    *seen = (*seen).max(row.start_us);
+                    self.spans.push(row);
+                }
+            }
+        }
+        if trace_start != i64::MAX {
+            self.traces.push(TraceRow {
+                trace_id,
+                start_us: trace_start,
+                sampling_rule: trace.sampling_rule,
+                adjusted_count: if trace.adjusted_count > 0.0 { trace.adjusted_count } else { 1.0 },
+                truncated: trace.truncated,
+            });
+        }
+        Ok(skipped)
+    }
+
+    fn span_row(&self, span: &Span, trace_id: &str, process: &jaeger::Process, scope: Option<(&str, &str)>) -> SpanRow {
+        let mut body = jaeger::span_body(span, trace_id, process);
+        if let Some((name, version)) = scope.filter(|(name, _)| !name.is_empty()) {
+            body.tags.push(jaeger::KeyValue::string("otel.scope.name", name));
+            if !version.is_empty() {
+                body.tags.push(jaeger::KeyValue::string("otel.scope.version", version));
+            }
+        }
+        let start_us = (span.start_time_unix_nano / 1_000) as i64;
+        SpanRow {
+            trace_id: trace_id.to_string(),
+            span_id: hex::encode(&span.span_id),
+            parent_span_id: if is_valid_span_id(&span.parent_span_id) { hex::encode(&span.parent_span_id) } else { String::new() },
+            service: process.service_name.clone(),
+            operation: span.name.clone(),
+            span_kind: jaeger::span_kind_name(span.kind),
+            start_us,
+            duration_us: (span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) / 1_000) as i64,
+            error: jaeger::is_error(span),
+            tags: jaeger::search_text(&body),
+            body: serde_json::to_string(&body).expect("span bodies serialize"),
+        }
+    }
+
+    pub fn add_edge(&mut self, source: String, payload: &[u8]) -> Result<(), Unreadable> {
+        let edge: EdgeWindow = serde_json::from_slice(payload).map_err(|e| Unreadable(format!("not an edge window: {e}")))?;
+        self.edges.push(WindowRow {
+            source,
+            window_start_ms: edge.window_start_unix_ms as i64,
+            labels: [edge.client, edge.server, edge.connection_type],
+            body: String::from_utf8_lossy(payload).into_owned(),
+        });
+        Ok(())
+    }
+
+    pub fn add_rollup(&mut self, source: String, payload: &[u8]) -> Result<(), Unreadable> {
+        let rollup: Rollup = serde_json::from_slice(payload).map_err(|e| Unreadable(format!("not a rollup: {e}")))?;
+        let (kind, at_ms, service, operation) = match rollup {
+            Rollup::Operation(r) => ("operation", r.window_start_unix_ms, r.service, r.operation),
+            Rollup::Bottlenecks(r) => ("bottlenecks", r.window_start_unix_ms, r.service, r.operation),
+            Rollup::ErrorGroup(r) => ("error_group", r.window_start_unix_ms, r.service, r.operation),
+            Rollup::ErrorTrace(r) => ("error_trace", r.end_unix_ms, r.service, r.operation),
+        };
+        self.rollups.push(WindowRow {
+            source,
+            window_start_ms: at_ms as i64,
+            labels: [kind.to_string(), service, operation],
+            body: String::from_utf8_lossy(payload).into_owned(),
+        });
+        Ok(())
+    }
+
+    pub fn add_alert(&mut self, payload: &[u8]) -> Result<(), Unreadable> {
+        let alert: Alert = serde_json::from_slice(payload).map_err(|e| Unreadable(format!("not an alert: {e}")))?;
+        self.alerts.push(AlertRow {
+            id: alert.id,
+            state: match alert.state {
+                tracepipe_schemas::analytics::AlertState::Firing => "firing",
+                tracepipe_schemas::analytics::AlertState::Resolved => "resolved",
+            },
+            key: alert.key,
+            kind: alert.kind.as_str(),
+            event_ms: alert.event_unix_ms as i64,
+            body: String::from_utf8_lossy(payload).into_owned(),
+        });
+        Ok(())
+    }
+
+    /// Writes every row in one transaction.
+    pub fn write(&self, tx: &mut Transaction<'_>) -> Result<Written, StoreError> {
+        let mut written = Written::default();
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(self.spans.len() * 11);
+        for s in &self.spans {
+            params.extend([
+                Param::Text(&s.trace_id),
+                Param::Text(&s.span_id),
+                Param::Text(&s.parent_span_id),
+                Param::Text(&s.service),
+                Param::Text(&s.operation),
+                Param::Text(s.span_kind),
+                Param::Int(s.start_us),
+                Param::Int(s.duration_us),
+                Param::Int(i64::from(s.error)),
+                Param::Text(&s.tags),
+                Param::Text(&s.body),
+            ]);
+        }
+        let inserted = tx.insert(
+            "spans",
+            &["trace_id", "span_id", "parent_span_id", "service", "operation", "span_kind", "start_us", "duration_us", "error", "tags", "body"],
+            "ON CONFLICT (trace_id, span_id) DO NOTHING",
+            &params,
+        )?;
+        written.spans = (self.spans.len() as u64, inserted);
+
+        params.clear();
+        for t in &self.traces {
+            params.extend([Param::Text(&t.trace_id), Param::Int(t.start_us), Param::Text(&t.sampling_rule), Param::Real(t.adjusted_count), Param::Int(i64::from(t.truncated))]);
+        }
+        let inserted = tx.insert("traces", &["trace_id", "start_us", "sampling_rule", "adjusted_count", "truncated"], "ON CONFLICT (trace_id) DO NOTHING", &params)?;
+        written.traces = (self.traces.len() as u64, inserted);
+
+        params.clear();
+        for ((service, operation, kind), last_seen) in &self.operations {
+            params.extend([Param::Text(service), Param::Text(operation), Param::Text(kind), Param::Int(*last_seen)]);
+        }
+        tx.insert(
+            "operations",
+            &["service", "operation", "span_kind", "last_seen_us"],
+            "ON CONFLICT (service, operation, span_kind) DO UPDATE SET last_seen_us = excluded.last_seen_us WHERE excluded.last_seen_us > operations.last_seen_us",
+            &params,
+        )?;
+
+        written.edges = write_windows(tx, "edges", ["client", "server", "connection_type"], &self.edges)?;
+        written.rollups = write_windows(tx, "rollups", ["kind", "service", "operation"], &self.rollups)?;
+
+        params.clear();
+        for a in &self.alerts {
+            params.extend([Param::Text(&a.id), Param::Text(a.state), Param::Text(&a.key), Param::Text(a.kind), Param::Int(a.event_ms), Param::Text(&a.body)]);
+        }
+        let inserted = tx.insert("alerts", &["id", "state", "alert_key", "kind", "event_ms", "body"], "ON CONFLICT (id, state) DO NOTHING", &params)?;
+        written.alerts = (self.alerts.len() as u64, inserted);
+        Ok(written)
+    }
+}
+
+fn write_windows(tx: &mut Transaction<'_>, table: &str, labels: [&str; 3], rows: &[WindowRow]) -> Result<(u64, u64), StoreError> {
+    let mut params: Vec<Param<'_>> = Vec::with_capacity(rows.len() * 6);
+    for r in rows {
+        params.extend([Param::Text(&r.source), Param::Int(r.window_start_ms), Param::Text(&r.labels[0]), Param::Text(&r.labels[1]), Param::Text(&r.labels[2]), Param::Text(&r.body)]);
+    }
+    let inserted = tx.insert(table, &["source", "window_start_ms", labels[0], labels[1], labels[2], "body"], "ON CONFLICT (source) DO NOTHING", &params)?;
+    Ok((rows.len() as u64, inserted))
+}
