@@ -1,0 +1,80 @@
+//! The query server: one port (16686, Jaeger's) for the Jaeger-compatible API, tracepipe's own
+//! API and the web UI, over the store the sink writes.
+//!
+//! Bound to loopback unless configured otherwise. With a bearer token configured, every /api
+//! request must carry `Authorization: Bearer TOKEN`; the UI's static files need none (they hold no
+//! data) and the UI asks for the token when the API answers 401.
+
+pub mod api;
+pub mod critical_path;
+pub mod params;
+pub mod reader;
+mod ui;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use tracepipe_sink::Store;
+
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    pub listen: SocketAddr,
+    /// Required on every API request when set.
+    pub bearer_token: Option<String>,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig { listen: SocketAddr::from(([127, 0, 0, 1], 16686)), bearer_token: None }
+    }
+}
+
+/// The whole HTTP surface over `store`.
+pub fn router(store: Store, bearer_token: Option<String>) -> Router {
+    let state = api::ApiState { store: Arc::new(Mutex::new(store)) };
+    let api = Router::new()
+        .route("/api/services", get(api::services))
+        .route("/api/services/{service}/operations", get(api::service_operations))
+        .route("/api/operations", get(api::operations))
+        .route("/api/traces", get(api::find_traces))
+        .route("/api/traces/{id}", get(api::trace))
+        .route("/api/dependencies", get(api::dependencies))
+        .route("/api/v1/traces/{id}", get(api::trace_detail))
+        .route("/api/v1/edges", get(api::edges))
+        .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/bottlenecks", get(api::bottlenecks))
+        .route("/api/v1/errors", get(api::errors))
+        .route("/api/v1/operations", get(api::operation_stats))
+        .route("/api/{*rest}", get(api::not_found))
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(Arc::new(bearer_token), require_token));
+    api.merge(ui::router())
+}
+
+async fn require_token(State(token): State<Arc<Option<String>>>, request: Request, next: Next) -> Response {
+    if let Some(token) = token.as_deref() {
+        let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token) {
+            let mut response = api::ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer TOKEN)").into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+/// Serves until `shutdown` is cancelled. Binding happens before this returns, so a port in use
+/// is an error here, not later.
+pub async fn serve(config: QueryConfig, store: Store, shutdown: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let app = router(store, config.bearer_token);
+    tracing::info!(listen = %listener.local_addr()?, "query server and ui listening");
+    Ok(tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await }))
+}

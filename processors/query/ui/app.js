@@ -1,0 +1,271 @@
+// tracepipe's UI: plain JavaScript over the query API, one view per hash route
+// (#/search, #/trace/ID, #/map, #/alerts, #/bottlenecks, #/errors).
+"use strict";
+
+const view = document.getElementById("view");
+const lookback = document.getElementById("lookback");
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+async function api(path) {
+  const headers = {};
+  const token = localStorage.getItem("tracepipe.token");
+  if (token) headers.Authorization = "Bearer " + token;
+  const response = await fetch(path, { headers });
+  if (response.status === 401) {
+    const entered = prompt("This tracepipe requires a bearer token:");
+    if (entered) { localStorage.setItem("tracepipe.token", entered); return api(path); }
+  }
+  const body = await response.json();
+  if (!response.ok) throw new Error((body.errors && body.errors[0] && body.errors[0].msg) || response.statusText);
+  return body.data;
+}
+
+function range() {
+  const end = Date.now() * 1000;
+  return { start: end - Number(lookback.value), end };
+}
+
+function ms(us) {
+  if (us >= 1e6) return (us / 1e6).toFixed(2) + " s";
+  if (us >= 1e3) return (us / 1e3).toFixed(1) + " ms";
+  return us + " µs";
+}
+
+function when(us) { return new Date(us / 1000).toLocaleString(); }
+
+function fail(error) { view.replaceChildren(h("div", { class: "card" }, h("b", {}, "Could not load: "), error.message)); }
+
+function traceLink(id, text) { return h("a", { class: "trace-link", href: "#/trace/" + id, "data-trace-id": id }, text || id.slice(0, 12)); }
+
+// ---- search ----------------------------------------------------------------------------------
+
+async function searchView(query) {
+  const services = await api("/api/services");
+  const service = query.get("service") || services[0] || "";
+  const form = h("form", { class: "search card" });
+  const serviceSelect = h("select", { name: "service" }, services.map((s) => h("option", { value: s, selected: s === service }, s)));
+  const operationSelect = h("select", { name: "operation" }, h("option", { value: "" }, "all"));
+  const fillOperations = async () => {
+    const ops = serviceSelect.value ? await api("/api/services/" + encodeURIComponent(serviceSelect.value) + "/operations") : [];
+    operationSelect.replaceChildren(h("option", { value: "" }, "all"), ...ops.map((o) => h("option", { value: o, selected: o === query.get("operation") }, o)));
+  };
+  serviceSelect.addEventListener("change", fillOperations);
+  await fillOperations();
+  form.append(
+    h("label", {}, "Service", serviceSelect),
+    h("label", {}, "Operation", operationSelect),
+    h("label", {}, "Tags (logfmt)", h("input", { name: "tags", placeholder: "error=true http.response.status_code=500", value: query.get("tags") || "", size: 34 })),
+    h("label", {}, "Min duration", h("input", { name: "minDuration", placeholder: "100ms", value: query.get("minDuration") || "", size: 8 })),
+    h("label", {}, "Limit", h("input", { name: "limit", value: query.get("limit") || "20", size: 4 })),
+    h("button", { type: "submit" }, "Find traces"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const params = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (v) params.set(k, v);
+    location.hash = "#/search?" + params;
+  });
+  const results = h("div", { id: "results" }, service ? h("p", { class: "muted" }, "searching…") : h("p", { class: "muted" }, "No traces stored yet."));
+  view.replaceChildren(h("h2", {}, "Find traces"), form, results);
+  if (!service) return;
+  const { start, end } = range();
+  const params = new URLSearchParams({ service, start, end, limit: query.get("limit") || "20" });
+  for (const k of ["operation", "tags", "minDuration"]) if (query.get(k)) params.set(k, query.get(k));
+  const traces = await api("/api/traces?" + params);
+  if (!traces.length) { results.replaceChildren(h("p", { class: "muted" }, "No trace matches.")); return; }
+  const rows = traces.map((t) => {
+    const root = t.spans.find((s) => !s.references.some((r) => r.refType === "CHILD_OF")) || t.spans[0];
+    const first = Math.min(...t.spans.map((s) => s.startTime));
+    const last = Math.max(...t.spans.map((s) => s.startTime + s.duration));
+    const errors = t.spans.filter((s) => s.tags.some((tag) => tag.key === "error" && tag.value === true)).length;
+    const services = new Set(Object.values(t.processes).map((p) => p.serviceName));
+    return { t, root, first, duration: last - first, errors, services };
+  }).sort((a, b) => b.first - a.first);
+  results.replaceChildren(h("table", { class: "traces" },
+    h("tr", {}, h("th", {}, "Trace"), h("th", {}, "Root"), h("th", {}, "Duration"), h("th", {}, "Spans"), h("th", {}, "Services"), h("th", {}, "Errors"), h("th", {}, "Started")),
+    rows.map((r) => h("tr", { class: "trace-row" },
+      h("td", {}, traceLink(r.t.traceID)),
+      h("td", {}, h("b", {}, r.t.processes[r.root.processID].serviceName), ": ", r.root.operationName),
+      h("td", {}, ms(r.duration)),
+      h("td", {}, r.t.spans.length),
+      h("td", {}, r.services.size),
+      h("td", {}, r.errors ? h("span", { class: "badge error" }, r.errors + " error" + (r.errors > 1 ? "s" : "")) : ""),
+      h("td", { class: "muted" }, when(r.first)),
+    ))));
+}
+
+// ---- trace waterfall -------------------------------------------------------------------------
+
+async function traceView(id) {
+  const [trace] = await api("/api/v1/traces/" + encodeURIComponent(id));
+  const spans = trace.spans;
+  const byId = new Map(spans.map((s) => [s.spanID, s]));
+  const children = new Map();
+  const roots = [];
+  for (const s of spans) {
+    const parent = s.references.find((r) => r.refType === "CHILD_OF" && byId.has(r.spanID));
+    if (parent) { if (!children.has(parent.spanID)) children.set(parent.spanID, []); children.get(parent.spanID).push(s); } else roots.push(s);
+  }
+  const ordered = [];
+  const walk = (s, depth) => { ordered.push([s, depth]); (children.get(s.spanID) || []).sort((a, b) => a.startTime - b.startTime).forEach((c) => walk(c, depth + 1)); };
+  roots.sort((a, b) => a.startTime - b.startTime).forEach((r) => walk(r, 0));
+  const t0 = Math.min(...spans.map((s) => s.startTime));
+  const t1 = Math.max(...spans.map((s) => s.startTime + s.duration));
+  const total = Math.max(1, t1 - t0);
+  const critical = trace.criticalPath || {};
+  const isError = (s) => s.tags.some((t) => t.key === "error" && t.value === true);
+  const service = (s) => trace.processes[s.processID].serviceName;
+  const root = roots[0];
+  const rows = ordered.map(([s, depth]) => {
+    const onPath = Object.prototype.hasOwnProperty.call(critical, s.spanID);
+    const row = h("div", { class: "wf-row" + (onPath ? " critical" : "") + (isError(s) ? " error" : ""), "data-span-id": s.spanID },
+      h("div", { class: "wf-label", style: "padding-left:" + (6 + depth * 14) + "px", title: service(s) + " " + s.operationName },
+        isError(s) ? h("span", { class: "wf-mark", title: "error" }, "⚠ ") : "",
+        h("span", { class: "service" }, service(s)), " ", s.operationName,
+        s.spanID === trace.rootCause ? h("span", { class: "badge error" }, " root cause") : ""),
+      h("div", { class: "wf-track" },
+        h("div", { class: "wf-bar", style: `left:${((s.startTime - t0) / total) * 100}%;width:${(s.duration / total) * 100}%` }),
+        h("span", { class: "wf-dur", style: `left:${Math.min(88, ((s.startTime - t0 + s.duration) / total) * 100 + 0.5)}%` },
+          ms(s.duration) + (onPath ? " · " + ms(critical[s.spanID]) + " on critical path" : ""))));
+    row.addEventListener("click", () => {
+      const open = row.nextSibling && row.nextSibling.classList && row.nextSibling.classList.contains("wf-detail");
+      if (open) { row.nextSibling.remove(); return; }
+      const kv = (list) => h("table", {}, list.map((t) => h("tr", {}, h("td", { class: "muted" }, t.key), h("td", {}, typeof t.value === "string" ? t.value : JSON.stringify(t.value)))));
+      row.after(h("div", { class: "wf-detail" },
+        h("div", {}, h("b", {}, "span "), s.spanID, " · start +", ms(s.startTime - t0), " · ", ms(s.duration)),
+        h("h4", {}, "Tags"), kv(s.tags),
+        s.logs.length ? [h("h4", {}, "Events"), s.logs.map((l) => h("div", {}, "+" + ms(l.timestamp - t0), kv(l.fields)))] : "",
+        h("h4", {}, "Process"), kv([{ key: "service.name", value: service(s) }, ...trace.processes[s.processID].tags]),
+        s.warnings ? h("p", { class: "muted" }, s.warnings.join("; ")) : ""));
+    });
+    return row;
+  });
+  const errors = spans.filter(isError).length;
+  view.replaceChildren(
+    h("h2", {}, root ? service(root) + ": " + root.operationName : "trace " + id),
+    h("div", { class: "card" },
+      h("div", {}, h("b", {}, "Trace "), trace.traceID, " · ", ms(total), " · ", spans.length, " spans · ", new Set(spans.map(service)).size, " services · started ", when(t0)),
+      h("div", {}, "Kept by rule ", h("b", {}, trace.sampling.rule || "—"), " (adjusted count ", trace.sampling.adjustedCount, ")",
+        trace.sampling.truncated ? h("span", { class: "badge error" }, "truncated") : "",
+        errors ? [" · ", h("span", { class: "badge error" }, errors + " error span" + (errors > 1 ? "s" : ""))] : "")),
+    h("div", { class: "legend" }, h("span", {}, h("i", { style: "background:var(--critical)" }), "critical path"), h("span", {}, h("i", { style: "background:var(--error)" }), "error"), h("span", {}, h("i", { style: "background:#9fb4dc" }), "other spans"), h("span", {}, "click a span for its tags and events")),
+    h("div", { class: "waterfall", id: "waterfall" }, rows));
+}
+
+// ---- service map -----------------------------------------------------------------------------
+
+async function mapView() {
+  const { start, end } = range();
+  const edges = await api(`/api/v1/edges?start=${start}&end=${end}`);
+  if (!edges.length) { view.replaceChildren(h("h2", {}, "Service map"), h("p", { class: "muted" }, "No edges in this range yet.")); return; }
+  const nodes = new Map();
+  const node = (name) => { if (!nodes.has(name)) nodes.set(name, { name, layer: 0, virtual: false, errors: 0, calls: 0 }); return nodes.get(name); };
+  for (const e of edges) { node(e.client); const server = node(e.server); if (e.connection_type === "database" || e.connection_type === "virtual_node") server.virtual = true; server.calls += e.calls; server.errors += e.errors; }
+  // Layers by longest path from the callers nobody calls (cycles stop after |nodes| rounds).
+  for (let round = 0; round < nodes.size; round++) {
+    let changed = false;
+    for (const e of edges) { if (e.client === e.server) continue; const next = nodes.get(e.client).layer + 1; if (next > nodes.get(e.server).layer && next < nodes.size) { nodes.get(e.server).layer = next; changed = true; } }
+    if (!changed) break;
+  }
+  const layers = [];
+  for (const n of nodes.values()) (layers[n.layer] = layers[n.layer] || []).push(n);
+  const W = 180, H = 34, GX = 80, GY = 22;
+  layers.forEach((layer, x) => layer.sort((a, b) => a.name.localeCompare(b.name)).forEach((n, y) => { n.x = 20 + x * (W + GX); n.y = 20 + y * (H + GY); }));
+  const width = 40 + layers.length * (W + GX), height = 40 + Math.max(...layers.map((l) => l.length)) * (H + GY);
+  const ns = "http://www.w3.org/2000/svg";
+  const s = (tag, attrs, ...kids) => { const el = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v); kids.forEach((k) => el.append(k)); return el; };
+  const svg = s("svg", { class: "map", viewBox: `0 0 ${width} ${height}`, height: Math.min(height, 900) });
+  svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto" }, s("path", { d: "M0,0 L10,5 L0,10 z", fill: "#8da2c8" }))));
+  for (const e of edges) {
+    const a = nodes.get(e.client), b = nodes.get(e.server);
+    const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
+    const cls = "edge" + (e.errors / Math.max(1, e.calls) > 0.05 ? " failing" : "") + (e.connection_type === "messaging_system" ? " messaging" : "");
+    const path = s("path", { class: cls, d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, "marker-end": "url(#arrow)", "stroke-width": String(1 + Math.min(4, Math.log10(1 + e.calls))) });
+    path.append(s("title", {}, `${e.client} → ${e.server}${e.connection_type ? " (" + e.connection_type + ")" : ""}: ${e.calls} calls, ${e.errors} errors, p99 ${e.client_p99_ms ?? e.server_p99_ms ?? "?"} ms`));
+    svg.append(path);
+  }
+  for (const n of nodes.values()) {
+    const failing = n.calls && n.errors / n.calls > 0.05;
+    const g = s("g", { class: "node" + (n.virtual ? " virtual" : "") + (failing ? " failing" : ""), transform: `translate(${n.x},${n.y})` });
+    g.append(s("rect", { width: W, height: H, rx: n.virtual ? 14 : 4 }), s("text", { x: 8, y: 21 }, n.name.length > 24 ? n.name.slice(0, 23) + "…" : n.name), s("title", {}, `${n.name}: ${n.calls} calls in, ${n.errors} errors`));
+    svg.append(g);
+  }
+  view.replaceChildren(h("h2", {}, "Service map"), h("p", { class: "muted" }, `${nodes.size} nodes, ${edges.length} edges; dashed edges are Kafka hops, rounded grey nodes databases and uninstrumented peers, red more than 5% errors.`), svg);
+}
+
+// ---- alerts, bottlenecks, errors -------------------------------------------------------------
+
+async function alertsView(query) {
+  const state = query.get("state") || "all";
+  const { start, end } = range();
+  const alerts = await api(`/api/v1/alerts?state=${state}&start=${start}&end=${end}`);
+  const select = h("select", { onchange: (e) => { location.hash = "#/alerts?state=" + e.target.value; } }, ["all", "open", "firing", "resolved"].map((s) => h("option", { value: s, selected: s === state }, s)));
+  const exemplars = (a) => ((a.details && a.details.exemplar_trace_ids) || []).slice(0, 3).map((id) => [traceLink(id), " "]);
+  view.replaceChildren(h("h2", {}, "Alerts"), h("div", { class: "card" }, "Show ", select),
+    alerts.length ? h("table", {},
+      h("tr", {}, h("th", {}, "State"), h("th", {}, "Kind"), h("th", {}, "Severity"), h("th", {}, "Summary"), h("th", {}, "Opened"), h("th", {}, "Last event"), h("th", {}, "Exemplars")),
+      alerts.map((a) => h("tr", { class: "alert-row" }, h("td", {}, h("span", { class: "badge " + a.state }, a.state)), h("td", {}, a.kind), h("td", {}, a.severity), h("td", {}, a.summary), h("td", { class: "muted" }, when(a.opened_unix_ms * 1000)), h("td", { class: "muted" }, when(a.event_unix_ms * 1000)), h("td", {}, exemplars(a)))))
+      : h("p", { class: "muted" }, "No alerts in this range."));
+}
+
+async function bottlenecksView() {
+  const { start, end } = range();
+  const endpoints = await api(`/api/v1/bottlenecks?start=${start}&end=${end}&limit=20`);
+  view.replaceChildren(h("h2", {}, "Bottlenecks"), h("p", { class: "muted" }, "Per endpoint, where its time goes on the critical path (self time, summed over traces)."),
+    endpoints.length ? endpoints.map((e) => h("div", { class: "card endpoint" },
+      h("div", {}, h("b", {}, e.service + ": " + e.operation), h("span", { class: "muted" }, ` · ${e.traces} traces · mean ${e.mean_ms.toFixed(1)} ms`)),
+      h("table", {}, e.contributors.slice(0, 8).map((c) => h("tr", {},
+        h("td", { style: "width:35%" }, h("b", {}, c.service), " ", c.operation),
+        h("td", { style: "width:45%" }, h("div", { class: "bar", style: `width:${(c.share * 100).toFixed(1)}%` })),
+        h("td", {}, (c.share * 100).toFixed(1) + "%"),
+        h("td", { class: "muted" }, c.mean_ms.toFixed(2) + " ms/trace"))))))
+      : h("p", { class: "muted" }, "No bottleneck rollups in this range yet (they are written once a window closes)."));
+}
+
+async function errorsView() {
+  const { start, end } = range();
+  const groups = await api(`/api/v1/errors?start=${start}&end=${end}`);
+  view.replaceChildren(h("h2", {}, "Error groups"),
+    groups.length ? h("table", {},
+      h("tr", {}, h("th", {}, "Count"), h("th", {}, "Where"), h("th", {}, "Exception"), h("th", {}, "Message"), h("th", {}, "Exemplars")),
+      groups.map((g) => h("tr", {}, h("td", {}, h("b", {}, g.count)), h("td", {}, h("b", {}, g.service), " ", g.operation), h("td", {}, g.exception_type || "—"), h("td", {}, g.message), h("td", {}, g.exemplar_trace_ids.slice(0, 3).map((id) => [traceLink(id), " "])))))
+      : h("p", { class: "muted" }, "No errors in this range."));
+}
+
+// ---- routing ---------------------------------------------------------------------------------
+
+async function route() {
+  const hash = location.hash.slice(1) || "/search";
+  const [path, queryText] = hash.split("?");
+  const query = new URLSearchParams(queryText || "");
+  const parts = path.split("/").filter(Boolean);
+  document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === (parts[0] === "trace" ? "search" : parts[0])));
+  try {
+    switch (parts[0]) {
+      case "trace": await traceView(parts[1]); break;
+      case "map": await mapView(); break;
+      case "alerts": await alertsView(query); break;
+      case "bottlenecks": await bottlenecksView(); break;
+      case "errors": await errorsView(); break;
+      default: await searchView(query);
+    }
+    document.body.dataset.ready = parts[0] || "search";
+  } catch (error) { fail(error); }
+}
+
+lookback.addEventListener("change", route);
+window.addEventListener("hashchange", route);
+route();
