@@ -41,6 +41,12 @@ struct TopologyArgs {
     /// Admin server address (/metrics, /healthz, /ready), overriding admin.listen.
     #[arg(long, env = "TRACEPIPE_ADMIN")]
     admin: Option<SocketAddr>,
+    /// Storage URL (sqlite://PATH or postgres://…), overriding storage.url.
+    #[arg(long, env = "TRACEPIPE_STORAGE_URL")]
+    storage: Option<String>,
+    /// Query server and UI address, overriding processors.query.listen.
+    #[arg(long, env = "TRACEPIPE_QUERY_LISTEN")]
+    query_listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +141,18 @@ fn load_topology(args: &TopologyArgs) -> Result<Topology, ExitCode> {
             }
             if let Some(admin) = args.admin {
                 topology.admin_listen = admin;
+            }
+            if let Some(url) = &args.storage {
+                match tracepipe_sink::StoreUrl::parse(url) {
+                    Ok(url) => topology.storage.url = url,
+                    Err(error) => {
+                        eprintln!("--storage: {error}");
+                        return Err(ExitCode::from(EXIT_INVALID_CONFIG));
+                    }
+                }
+            }
+            if let (Some(listen), Some(query)) = (args.query_listen, topology.query.as_mut()) {
+                query.listen = listen;
             }
             Ok(topology)
         }
@@ -305,8 +323,22 @@ async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<Cancella
         Err(error) => return fail(anyhow::anyhow!("admin server on {}: {error}", topology.admin_listen)),
     };
     println!("metrics: http://{}/metrics", admin.local_addr);
+    let mut query_server = None;
+    if names.iter().any(|n| n == "query") {
+        match processes::start_query(&topology, shutdown.clone()).await {
+            Ok((addr, server)) => {
+                println!("ui:      http://{addr}/");
+                query_server = Some(server);
+            }
+            Err(error) => {
+                shutdown.cancel();
+                eprintln!("error: {error:#}");
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        }
+    }
     let mut handles: Vec<(String, PipelineHandle)> = Vec::new();
-    for name in &names {
+    for name in names.iter().filter(|n| *n != "query") {
         match processes::spawn(&topology, name, &shutdown, &health) {
             Ok(handle) => handles.push((name.clone(), handle)),
             Err(error) => {
@@ -320,6 +352,7 @@ async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<Cancella
     tokio::select! {
         _ = terminated() => info!("shutting down"),
         _ = wait_for_any_exit(&handles) => warn!("a pipeline stopped; shutting down"),
+        _ = async { if let Some(server) = query_server.as_mut() { let _ = server.await; } else { std::future::pending::<()>().await } } => warn!("the query server stopped; shutting down"),
     }
     shutdown.cancel();
     let mut code = ExitCode::SUCCESS;

@@ -9,6 +9,7 @@ use tracepipe_assembler::TraceAssembler;
 use tracepipe_dependencies::{Dependencies, DependenciesOutputs};
 use tracepipe_router::Router;
 use tracepipe_sampler::TailSampler;
+use tracepipe_sink::{Sink, Store, StoreUrl};
 use tracepipe_runtime::{Health, OutputId, Pipeline, PipelineExit, RuntimeError};
 
 use crate::topology::Topology;
@@ -43,8 +44,39 @@ pub fn spawn(topology: &Topology, name: &str, shutdown: &CancellationToken, heal
             let dependencies = Dependencies::new(spec.stage.config.clone(), DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) });
             Ok(Pipeline::new(topology.analysis_pipeline(spec), dependencies).spawn(shutdown.clone(), health.clone()))
         }
+        "sink" => {
+            let spec = topology.sink.as_ref().context("topology has no processors.sink section")?;
+            let store = open_store(&topology.storage.url)?;
+            let sink = Sink::new(spec.config.clone(), store, spec.inputs.iter().map(|(_, kind)| *kind).collect());
+            Ok(Pipeline::new(topology.sink_pipeline(spec), sink).spawn(shutdown.clone(), health.clone()))
+        }
         other => anyhow::bail!("unknown processor `{other}` (this build has: {})", crate::topology::PROCESSORS.join(", ")),
     }
+}
+
+/// Opens (and migrates) the store on a thread of its own: PostgreSQL's blocking client runs its
+/// own runtime, which may not start inside the caller's.
+pub fn open_store(url: &StoreUrl) -> anyhow::Result<Store> {
+    let url = url.clone();
+    let described = match &url {
+        StoreUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+        StoreUrl::Postgres(_) => "postgres".to_string(),
+    };
+    std::thread::spawn(move || Store::open(&url)).join().map_err(|_| anyhow::anyhow!("opening the store panicked"))?.with_context(|| format!("open store {described}"))
+}
+
+/// Starts the query server and UI; returns the address it listens on.
+pub async fn start_query(topology: &Topology, shutdown: CancellationToken) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let spec = topology.query.as_ref().context("topology has no processors.query section")?;
+    let url = topology.storage.url.clone();
+    let store = tokio::task::spawn_blocking(move || open_store(&url)).await??;
+    let bearer_token = spec.bearer_token_env.as_deref().and_then(|name| std::env::var(name).ok()).filter(|t| !t.is_empty());
+    let listener = tokio::net::TcpListener::bind(spec.listen).await.with_context(|| format!("query server on {}", spec.listen))?;
+    let addr = listener.local_addr()?;
+    if bearer_token.is_some() {
+        tracing::info!("api requests need the bearer token");
+    }
+    Ok((addr, tracepipe_query::serve_on(listener, store, bearer_token, shutdown)))
 }
 
 /// Every processor the topology configures.
@@ -64,6 +96,12 @@ pub fn configured(topology: &Topology) -> Vec<&'static str> {
     }
     if topology.dependencies.is_some() {
         names.push("dependencies");
+    }
+    if topology.sink.is_some() {
+        names.push("sink");
+    }
+    if topology.query.is_some() {
+        names.push("query");
     }
     names
 }

@@ -13,13 +13,14 @@ use tracepipe_runtime::{KafkaSettings, PipelineSettings};
 use tracepipe_analyzer::{AnalyzerConfig, DetectionConfig};
 use tracepipe_dependencies::DependenciesConfig;
 use tracepipe_sampler::{AttributeScope, Matcher, RuleKind, SamplerConfig, SamplingRule};
+use tracepipe_sink::{Retention, SinkConfig, SinkInput, StoreUrl};
 use tracepipe_schemas::Encoding;
 
 /// The topology tracepipe ships with; `tracepipe up` uses it unless given another file.
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../topology.yaml");
 
 /// The processors this build has.
-pub const PROCESSORS: &[&str] = &["router", "assembler", "sampler", "analyzer", "dependencies"];
+pub const PROCESSORS: &[&str] = &["router", "assembler", "sampler", "analyzer", "dependencies", "sink", "query"];
 
 // ---- raw file ---------------------------------------------------------------------------------
 // Unknown keys are collected (`unknown`) rather than refused by serde, so that all of them are
@@ -36,6 +37,8 @@ struct RawTopology {
     admin: RawAdmin,
     #[serde(default)]
     topics: BTreeMap<String, RawTopic>,
+    #[serde(default)]
+    storage: RawStorage,
     #[serde(default)]
     processors: BTreeMap<String, Value>,
     #[serde(flatten)]
@@ -58,6 +61,48 @@ struct RawKafka {
 #[derive(Debug, Deserialize, Default)]
 struct RawAdmin {
     listen: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawStorage {
+    url: Option<String>,
+    #[serde(default)]
+    retention: RawRetention,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawRetention {
+    traces: Option<String>,
+    edges: Option<String>,
+    rollups: Option<String>,
+    alerts: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawSink {
+    group: Option<String>,
+    #[serde(default)]
+    inputs: BTreeMap<String, String>,
+    dlq: Option<String>,
+    batch_rows: Option<i64>,
+    flush_interval: Option<String>,
+    retention_check: Option<String>,
+    commit_interval: Option<String>,
+    max_in_flight: Option<i64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawQuery {
+    listen: Option<String>,
+    bearer_token_env: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -223,6 +268,34 @@ pub struct Topology {
     pub sampler: Option<StageSpec<SamplerConfig>>,
     pub analyzer: Option<AnalysisSpec<AnalyzerConfig>>,
     pub dependencies: Option<AnalysisSpec<DependenciesConfig>>,
+    pub storage: StorageSpec,
+    pub sink: Option<SinkSpec>,
+    pub query: Option<QuerySpec>,
+}
+
+/// Where the sink writes and the query server reads.
+#[derive(Debug, Clone)]
+pub struct StorageSpec {
+    pub url: StoreUrl,
+    pub retention: Retention,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkSpec {
+    pub group: String,
+    /// Input topics and what each carries, in the pipeline's input order.
+    pub inputs: Vec<(String, SinkInput)>,
+    pub dlq: String,
+    pub commit_interval: Duration,
+    pub max_in_flight: usize,
+    pub config: SinkConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct QuerySpec {
+    pub listen: SocketAddr,
+    /// The environment variable holding the bearer token API requests must carry, if set.
+    pub bearer_token_env: Option<String>,
 }
 
 /// A processor that writes its results to `stage.output` and its alerts to `alerts`.
@@ -382,7 +455,7 @@ impl Topology {
         let raw: RawTopology = serde_yaml_ng::from_str(text)
             .map_err(|e| Problems(vec![Problem { path: String::new(), message: e.to_string() }]))?;
         let mut problems = Collector::default();
-        problems.unknown("", &raw.unknown, &["version", "kafka", "admin", "topics", "processors"]);
+        problems.unknown("", &raw.unknown, &["version", "kafka", "admin", "topics", "storage", "processors"]);
         if let Some(version) = raw.version {
             if version != 1 {
                 problems.add("version", format!("unsupported version {version}, this build reads version 1"));
@@ -425,6 +498,9 @@ impl Topology {
             topics.insert(name.clone(), TopicSpec { partitions: partitions as i32, replication: replication as i32, retention, config });
         }
 
+        let storage = validate_storage(&raw.storage, &mut problems);
+        let mut sink = None;
+        let mut query = None;
         let mut router = None;
         let mut assembler = None;
         let mut sampler = None;
@@ -438,12 +514,14 @@ impl Topology {
                 "sampler" => sampler = parse_section(&path, section, &mut problems, |raw, p| validate_sampler(&path, raw, &topics, p)),
                 "analyzer" => analyzer = parse_section(&path, section, &mut problems, |raw, p| validate_analyzer(&path, raw, &topics, p)),
                 "dependencies" => dependencies = parse_section(&path, section, &mut problems, |raw, p| validate_dependencies(&path, raw, &topics, p)),
+                "sink" => sink = parse_section(&path, section, &mut problems, |raw, p| validate_sink(&path, raw, &topics, storage.retention, p)),
+                "query" => query = parse_section(&path, section, &mut problems, |raw, p| validate_query(&path, raw, p)),
                 other => problems.add(path, format!("unknown processor `{other}` (this build has: {})", PROCESSORS.join(", "))),
             }
         }
 
         if problems.0.is_empty() {
-            Ok(Topology { kafka, admin_listen, topics, router, assembler, sampler, analyzer, dependencies })
+            Ok(Topology { kafka, admin_listen, topics, router, assembler, sampler, analyzer, dependencies, storage, sink, query })
         } else {
             Err(Problems(problems.0))
         }
@@ -466,6 +544,13 @@ impl Topology {
     pub fn analysis_pipeline<C>(&self, spec: &AnalysisSpec<C>) -> PipelineSettings {
         let mut settings = self.stage_pipeline(&spec.stage);
         settings.outputs.push(spec.alerts.clone());
+        settings
+    }
+
+    pub fn sink_pipeline(&self, spec: &SinkSpec) -> PipelineSettings {
+        let mut settings = PipelineSettings::new(self.kafka.clone(), &spec.group, spec.inputs.iter().map(|(t, _)| t.clone()).collect(), Vec::new(), &spec.dlq);
+        settings.commit_interval = spec.commit_interval;
+        settings.max_in_flight = spec.max_in_flight;
         settings
     }
 
@@ -706,6 +791,79 @@ fn validate_dependencies(path: &str, raw: RawDependencies, topics: &BTreeMap<Str
     };
     whole_seconds(format!("{path}.window"), config.window, problems);
     Some(AnalysisSpec { stage: stage.with(config)?, alerts: alerts? })
+}
+
+fn validate_storage(raw: &RawStorage, problems: &mut Collector) -> StorageSpec {
+    problems.unknown("storage", &raw.unknown, &["url", "retention"]);
+    let text = raw.url.as_deref().unwrap_or("sqlite://tracepipe.db");
+    let url = StoreUrl::parse(text).unwrap_or_else(|e| {
+        problems.add("storage.url", e.to_string());
+        StoreUrl::Sqlite("tracepipe.db".into())
+    });
+    let r = &raw.retention;
+    problems.unknown("storage.retention", &r.unknown, &["traces", "edges", "rollups", "alerts"]);
+    let d = Retention::default();
+    let retention = Retention {
+        traces: positive_duration("storage.retention.traces".into(), &r.traces, d.traces, problems),
+        edges: positive_duration("storage.retention.edges".into(), &r.edges, d.edges, problems),
+        rollups: positive_duration("storage.retention.rollups".into(), &r.rollups, d.rollups, problems),
+        alerts: positive_duration("storage.retention.alerts".into(), &r.alerts, d.alerts, problems),
+    };
+    StorageSpec { url, retention }
+}
+
+fn validate_sink(path: &str, raw: RawSink, topics: &BTreeMap<String, TopicSpec>, retention: Retention, problems: &mut Collector) -> Option<SinkSpec> {
+    problems.unknown(path, &raw.unknown, &["group", "inputs", "dlq", "batch_rows", "flush_interval", "retention_check", "commit_interval", "max_in_flight"]);
+    let group = problems.required(format!("{path}.group"), &raw.group).map(str::to_string);
+    let mut inputs = Vec::new();
+    for (kind, topic) in &raw.inputs {
+        let at = format!("{path}.inputs.{kind}");
+        let kind = match kind.as_str() {
+            "traces" => SinkInput::Traces,
+            "edges" => SinkInput::Edges,
+            "rollups" => SinkInput::Rollups,
+            "alerts" => SinkInput::Alerts,
+            other => {
+                problems.add(at, format!("unknown input `{other}` (the sink reads traces, edges, rollups and alerts)"));
+                continue;
+            }
+        };
+        if let Some(topic) = topic_ref(at, &Some(topic.clone()), topics, problems) {
+            inputs.push((topic, kind));
+        }
+    }
+    if raw.inputs.is_empty() {
+        problems.add(format!("{path}.inputs"), "name at least one of traces, edges, rollups, alerts with its topic");
+    }
+    let dlq = topic_ref(format!("{path}.dlq"), &raw.dlq, topics, problems);
+    let defaults = SinkConfig::default();
+    let config = SinkConfig {
+        batch_rows: bounded(format!("{path}.batch_rows"), raw.batch_rows, defaults.batch_rows as i64, 1..=1_000_000, problems) as usize,
+        flush_interval: positive_duration(format!("{path}.flush_interval"), &raw.flush_interval, defaults.flush_interval, problems),
+        retention,
+        retention_check: positive_duration(format!("{path}.retention_check"), &raw.retention_check, defaults.retention_check, problems),
+    };
+    Some(SinkSpec {
+        group: group?,
+        inputs,
+        dlq: dlq?,
+        commit_interval: optional_duration(format!("{path}.commit_interval"), &raw.commit_interval, Duration::from_secs(1), problems),
+        max_in_flight: bounded(format!("{path}.max_in_flight"), raw.max_in_flight, 50_000, 1..=10_000_000, problems) as usize,
+        config,
+    })
+}
+
+fn validate_query(path: &str, raw: RawQuery, problems: &mut Collector) -> Option<QuerySpec> {
+    problems.unknown(path, &raw.unknown, &["listen", "bearer_token_env"]);
+    let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:16686");
+    let listen = match listen.parse() {
+        Ok(listen) => listen,
+        Err(_) => {
+            problems.add(format!("{path}.listen"), format!("`{listen}` is not an address like 127.0.0.1:16686"));
+            return None;
+        }
+    };
+    Some(QuerySpec { listen, bearer_token_env: raw.bearer_token_env.filter(|v| !v.is_empty()) })
 }
 
 const RULE_TYPES: &str = "always, drop, errors, latency, attribute, span_count, rare_structure, probabilistic, rate_limit, dynamic, and";

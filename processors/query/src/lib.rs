@@ -11,7 +11,6 @@ pub mod params;
 pub mod reader;
 mod ui;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
@@ -22,19 +21,6 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tracepipe_sink::Store;
-
-#[derive(Debug, Clone)]
-pub struct QueryConfig {
-    pub listen: SocketAddr,
-    /// Required on every API request when set.
-    pub bearer_token: Option<String>,
-}
-
-impl Default for QueryConfig {
-    fn default() -> Self {
-        QueryConfig { listen: SocketAddr::from(([127, 0, 0, 1], 16686)), bearer_token: None }
-    }
-}
 
 /// The whole HTTP surface over `store`.
 pub fn router(store: Store, bearer_token: Option<String>) -> Router {
@@ -70,11 +56,11 @@ async fn require_token(State(token): State<Arc<Option<String>>>, request: Reques
     next.run(request).await
 }
 
-/// Serves until `shutdown` is cancelled. Binding happens before this returns, so a port in use
-/// is an error here, not later.
-pub async fn serve(config: QueryConfig, store: Store, shutdown: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let app = router(store, config.bearer_token);
-    tracing::info!(listen = %listener.local_addr()?, "query server and ui listening");
-    Ok(tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await }))
+/// Serves on `listener` until `shutdown` is cancelled.
+pub fn serve_on(listener: tokio::net::TcpListener, store: Store, bearer_token: Option<String>, shutdown: CancellationToken) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let app = router(store, bearer_token);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(listen = %addr, "query server and ui listening");
+    }
+    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await })
 }
