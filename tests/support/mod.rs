@@ -2,6 +2,8 @@
 //! the load generator, and a reader that checks what came out against the ground truth.
 #![allow(dead_code)]
 
+pub mod stored;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

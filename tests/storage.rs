@@ -1,0 +1,124 @@
+//! The sink on both stores: a replay writes no duplicates, retention deletes what is old and keeps
+//! what is not, and the schema migrates once. PostgreSQL is the one on 127.0.0.1:5432 (database
+//! `test`), each test in a schema of its own.
+
+mod support;
+
+use std::time::Duration;
+
+use support::stored::{self, count};
+use tracepipe_sink::{Retention, SinkConfig, StoreUrl};
+
+const SMALL: &str = include_str!("scenarios/small.yaml");
+const SECOND: u64 = 1_000_000_000;
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// A PostgreSQL URL whose connections use a fresh schema.
+fn postgres_url() -> StoreUrl {
+    let schema = format!("tracepipe_test_{}_{}", std::process::id(), now_ns() % 1_000_000_000);
+    let base = "postgres://postgres@127.0.0.1:5432/test";
+    let mut client = postgres::Client::connect(base, postgres::NoTls)
+        .expect("PostgreSQL on 127.0.0.1:5432 (database test, trust auth); start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`");
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+    StoreUrl::Postgres(format!("{base}?options=-csearch_path%3D{schema}"))
+}
+
+fn replay_writes_nothing_twice(url: StoreUrl) {
+    let start = now_ns() - 60 * SECOND;
+    let (records, _) = stored::records(SMALL, 300, start);
+    let mut sink = stored::sink(&url, SinkConfig::default());
+    stored::feed(&mut sink, &records, 0, now_ns());
+    let tables = ["spans", "traces", "operations", "edges", "rollups", "alerts"];
+    let first: Vec<i64> = tables.iter().map(|t| count(sink.store(), t)).collect();
+    eprintln!("{} stored: {:?}", url.kind(), tables.iter().zip(&first).collect::<Vec<_>>());
+    assert!(first.iter().all(|&n| n > 0), "every table has rows: {first:?}");
+    assert_eq!(first[1], 300, "one row per trace");
+    assert_eq!(first[5], 2, "the alert fired and resolved");
+    // A crash before the commit: the same records, at the same offsets, come again; and a fresh
+    // sink (a restarted process) sees them too.
+    stored::feed(&mut sink, &records, 0, now_ns());
+    drop(sink);
+    let mut restarted = stored::sink(&url, SinkConfig::default());
+    stored::feed(&mut restarted, &records, 0, now_ns());
+    let again: Vec<i64> = tables.iter().map(|t| count(restarted.store(), t)).collect();
+    assert_eq!(first, again, "a replay adds no row");
+    // Upstream re-emission of the same trace (the assembler replayed) is the same spans too.
+    let traces_only: Vec<_> = records.iter().filter(|(input, _)| *input == 0).cloned().collect();
+    stored::feed(&mut restarted, &traces_only, 1_000_000, now_ns());
+    assert_eq!(count(restarted.store(), "spans"), first[0]);
+    assert_eq!(restarted.store().schema_version().unwrap(), 1);
+}
+
+fn retention_deletes_only_old_rows(url: StoreUrl) {
+    let now = now_ns();
+    let (old, _) = stored::records(SMALL, 100, now - 3 * 86_400 * SECOND);
+    let (fresh, fresh_ids) = stored::records(SMALL, 100, now - 60 * SECOND);
+    let day = Duration::from_secs(86_400);
+    let config = SinkConfig { retention: Retention { traces: day, edges: day, rollups: day, alerts: day }, ..SinkConfig::default() };
+    let mut sink = stored::sink(&url, config);
+    stored::feed(&mut sink, &old, 0, now);
+    stored::feed(&mut sink, &fresh, 10_000, now);
+    let before = count(sink.store(), "traces");
+    let deleted = sink.enforce_retention(now).unwrap();
+    eprintln!("{} retention deleted {deleted:?}", url.kind());
+    let after = count(sink.store(), "traces");
+    assert_eq!(before, 200);
+    assert_eq!(after, 100, "the three-day-old traces are gone, the fresh ones stay");
+    let kept: Vec<String> = sink.store().query("SELECT trace_id FROM traces", &[]).unwrap().into_iter().map(|r| r[0].text().to_string()).collect();
+    for id in fresh_ids {
+        assert!(kept.contains(&hex::encode(id)));
+    }
+    for (table, n) in deleted {
+        if ["spans", "traces", "edges", "rollups"].contains(&table) {
+            assert!(n > 0, "{table}: old rows deleted");
+        }
+    }
+    assert_eq!(count(sink.store(), "alerts"), 2, "the fresh alert events stay (the old ones are gone)");
+}
+
+#[test]
+fn sqlite_replay_writes_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    replay_writes_nothing_twice(StoreUrl::Sqlite(dir.path().join("tracepipe.db")));
+}
+
+#[test]
+fn postgres_replay_writes_nothing_twice() {
+    replay_writes_nothing_twice(postgres_url());
+}
+
+#[test]
+fn sqlite_retention_deletes_only_old_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    retention_deletes_only_old_rows(StoreUrl::Sqlite(dir.path().join("tracepipe.db")));
+}
+
+#[test]
+fn postgres_retention_deletes_only_old_rows() {
+    retention_deletes_only_old_rows(postgres_url());
+}
+
+#[test]
+fn unreadable_records_are_poison_and_bad_span_ids_are_skipped() {
+    use tracepipe_runtime::{Emitter, InputRecord, Processor, SourcePartition};
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = stored::sink(&StoreUrl::Sqlite(dir.path().join("t.db")), SinkConfig::default());
+    let mut out = Emitter::default();
+    for (input, payload, why) in [
+        (0u16, &b"\x0a\x05abc"[..], "AssembledTrace"),
+        (0, &[0x0a, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], "all zero"),
+        (1, &b"{\"calls\": 1"[..], "edge window"),
+        (2, &b"[]"[..], "rollup"),
+        (3, &b"\xff\xfe"[..], "alert"),
+    ] {
+        let record = InputRecord { source: SourcePartition { input, partition: 0 }, topic: "t", offset: 1, key: None, payload, timestamp_ms: None };
+        let poison = sink.on_input(&record, now_ns(), &mut out).unwrap_err();
+        assert_eq!(poison.kind, "decode");
+        assert!(poison.reason.contains(why), "{why}: {}", poison.reason);
+    }
+    assert_eq!(sink.pending_rows(), 0);
+    assert_eq!(sink.low_watermark(SourcePartition { input: 0, partition: 0 }), None, "poison holds no offset");
+}

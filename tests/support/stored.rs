@@ -1,0 +1,101 @@
+//! A store filled the way the pipeline fills it, without Kafka: generated traces from a scenario
+//! go through the analyzer and the dependencies processor (for rollups, edges and alerts) and
+//! then, with every record, through the sink.
+
+use prost::Message as _;
+use tracepipe::loadgen::{MessageEncoder, Scenario, TraceGenerator};
+use tracepipe_analyzer::{Analyzer, AnalyzerConfig, AnalyzerOutputs};
+use tracepipe_dependencies::{Dependencies, DependenciesConfig, DependenciesOutputs};
+use tracepipe_runtime::{Emitter, InputRecord, OutputId, Processor, SourcePartition, UnixNanos};
+use tracepipe_schemas::analytics::{Alert, AlertDetails, AlertKind, AlertState, AlertSubject, EdgeDetails, Severity, ALERT_SCHEMA};
+use tracepipe_schemas::v1::AssembledTrace;
+use tracepipe_schemas::Encoding;
+use tracepipe_sink::{Sink, SinkConfig, SinkInput, Store, StoreUrl};
+
+pub const INPUTS: [SinkInput; 4] = [SinkInput::Traces, SinkInput::Edges, SinkInput::Rollups, SinkInput::Alerts];
+const TOPICS: [&str; 4] = ["tracepipe.sampled", "tracepipe.edges", "tracepipe.rollups", "tracepipe.alerts"];
+
+/// One record for the sink: (input index, payload).
+pub type SinkRecord = (u16, Vec<u8>);
+
+/// `traces` generated traces of `scenario` (the same ones for the same start) starting at `start_ns`, 20 ms apart, as the sink's
+/// input records: every trace (sampled by rule `test`), then the rollups and edge windows the
+/// analyzer and the dependencies processor made of them, then one alert that fired and resolved.
+pub fn records(scenario: &str, traces: usize, start_ns: u64) -> (Vec<SinkRecord>, Vec<[u8; 16]>) {
+    let mut scenario = Scenario::from_yaml(scenario).unwrap();
+    // Other times, other traces (the generator is seeded).
+    scenario.seed ^= start_ns;
+    let mut generator = TraceGenerator::new(scenario);
+    let encoder = MessageEncoder::new(Encoding::OtlpProto, generator.scenario(), generator.services());
+    let mut analyzer = Analyzer::new(AnalyzerConfig::default(), AnalyzerOutputs { rollups: OutputId(0), alerts: OutputId(1) });
+    let mut dependencies = Dependencies::new(DependenciesConfig::default(), DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) });
+    let mut out = Emitter::default();
+    let mut records = Vec::new();
+    let mut ids = Vec::new();
+    let mut now = start_ns;
+    for i in 0..traces {
+        now = start_ns + i as u64 * 20_000_000;
+        let trace = generator.generate(now, i as f64 * 0.02);
+        let payload = encoder.assembled(&trace);
+        tracepipe_analyzer::testing::analyze(&mut analyzer, &payload, now, &mut out).unwrap();
+        tracepipe_dependencies::testing::analyze(&mut dependencies, &payload, now).unwrap();
+        let mut sampled = AssembledTrace::decode(payload.as_slice()).unwrap();
+        sampled.sampling_rule = "test".into();
+        sampled.adjusted_count = 1.0;
+        records.push((0, sampled.encode_to_vec()));
+        ids.push(trace.trace_id);
+    }
+    analyzer.drain(now, &mut out);
+    let mut edges_out = Emitter::default();
+    dependencies.drain(now, &mut edges_out);
+    for (output, _, value) in out.records() {
+        records.push((if output == OutputId(0) { 2 } else { 3 }, value.to_vec()));
+    }
+    for (output, _, value) in edges_out.records() {
+        records.push((if output == OutputId(0) { 1 } else { 3 }, value.to_vec()));
+    }
+    let (first_ms, last_ms) = (start_ns / 1_000_000, now / 1_000_000);
+    for (state, at) in [(AlertState::Firing, first_ms), (AlertState::Resolved, last_ms)] {
+        let alert = Alert {
+            schema: ALERT_SCHEMA.into(),
+            key: "edge_appeared/frontend/cart".into(),
+            id: format!("test-alert-{start_ns}"),
+            kind: AlertKind::EdgeAppeared,
+            state,
+            severity: Severity::Info,
+            source: "dependencies".into(),
+            opened_unix_ms: first_ms,
+            event_unix_ms: at,
+            summary: "new edge frontend → cart".into(),
+            subject: AlertSubject::Edge { client: "frontend".into(), server: "cart".into(), connection_type: String::new() },
+            details: AlertDetails::Edge(EdgeDetails { calls: 5, first_seen_unix_ms: first_ms, last_seen_unix_ms: first_ms }),
+        };
+        records.push((3, serde_json::to_vec(&alert).unwrap()));
+    }
+    (records, ids)
+}
+
+/// Feeds `records` to `sink` as if read from partition 0 of each input, offsets from `first_offset`.
+pub fn feed(sink: &mut Sink, records: &[SinkRecord], first_offset: i64, now: UnixNanos) {
+    let mut out = Emitter::default();
+    for (i, (input, payload)) in records.iter().enumerate() {
+        let record = InputRecord {
+            source: SourcePartition { input: *input, partition: 0 },
+            topic: TOPICS[usize::from(*input)],
+            offset: first_offset + i as i64,
+            key: None,
+            payload,
+            timestamp_ms: None,
+        };
+        sink.on_input(&record, now, &mut out).unwrap();
+    }
+    sink.flush(now).unwrap();
+}
+
+pub fn sink(url: &StoreUrl, config: SinkConfig) -> Sink {
+    Sink::new(config, Store::open(url).unwrap(), INPUTS.to_vec())
+}
+
+pub fn count(store: &mut Store, table: &str) -> i64 {
+    store.query(&format!("SELECT COUNT(*) FROM {table}"), &[]).unwrap()[0][0].int()
+}
