@@ -5,18 +5,20 @@ CARGO_BIN ?= $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 TANSU ?= $(CARGO_BIN)/tansu
 export TANSU
 
-.PHONY: up test bench tansu prometheus
+.PHONY: up test bench tansu prometheus chromium postgres
 
 # Root installs packages directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## Everything in one process: embedded Kafka-protocol broker on 127.0.0.1:9092, every processor,
-## /metrics on 127.0.0.1:9464, demo traffic.
+## SQLite storage (./tracepipe.db), the UI and API on 127.0.0.1:16686, /metrics on
+## 127.0.0.1:9464, demo traffic.
 up:
+	@echo "tracepipe: the UI will be at http://127.0.0.1:16686/ (metrics at http://127.0.0.1:9464/metrics)"
 	cargo run --release --locked --bin tracepipe -- up --demo
 
 ## Every test, including the ones against a real Kafka-protocol broker (Tansu, installed once).
-test: tansu prometheus
+test: tansu prometheus chromium postgres
 	cargo test --workspace --locked --no-fail-fast -- --test-threads 2
 
 ## Criterion benchmarks in process, then the end-to-end run against Tansu.
@@ -24,6 +26,7 @@ bench: tansu
 	cargo bench --locked --bench decode -- --warm-up-time 1 --measurement-time 3
 	cargo bench --locked --bench assembly -- --warm-up-time 1 --measurement-time 3
 	cargo bench --locked --bench analysis -- --warm-up-time 1 --measurement-time 3
+	cargo bench --locked --bench sink
 	cargo bench --locked --bench e2e
 
 ## Tansu, the Kafka-protocol broker the integration tests start; built from crates.io once (10-25 minutes).
@@ -38,4 +41,18 @@ prometheus:
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
 		echo "installing prometheus (Debian package) for the scrape and rule tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+
+## Headless Chromium (Debian's package), for the UI test.
+chromium:
+	@if ! command -v chromium >/dev/null; then \
+		echo "installing chromium (Debian package) for the UI test"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	fi
+
+## PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth) for the store tests: started if installed and down.
+postgres:
+	@if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		echo "starting the local PostgreSQL cluster"; \
+		$(SUDO) pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
 	fi

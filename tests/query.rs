@@ -1,0 +1,278 @@
+//! The query server over a store the sink filled: the Jaeger API's shapes and parameters,
+//! tracepipe's own API, the bearer token, and the UI in a real headless Chromium.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+use support::stored;
+use tokio_util::sync::CancellationToken;
+use tracepipe_sink::{SinkConfig, Store, StoreUrl};
+
+const SMALL: &str = include_str!("scenarios/small.yaml");
+const TRACES: usize = 400;
+
+struct Server {
+    port: u16,
+    ids: Vec<[u8; 16]>,
+    shutdown: CancellationToken,
+    _runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn server(token: Option<&str>) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let url = StoreUrl::Sqlite(dir.path().join("tracepipe.db"));
+    let (records, ids) = stored::records(SMALL, TRACES, now_ns() - 60_000_000_000);
+    let mut sink = stored::sink(&url, SinkConfig::default());
+    stored::feed(&mut sink, &records, 0, now_ns());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let shutdown = CancellationToken::new();
+    let store = Store::open(&url).unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _guard = runtime.enter();
+    tracepipe_query::serve_on(listener, store, token.map(str::to_string), shutdown.clone());
+    Server { port, ids, shutdown, _runtime: runtime, _dir: dir }
+}
+
+/// (status, body) of GET `path`.
+fn get(port: u16, path: &str, headers: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{headers}\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string()))
+}
+
+fn json(port: u16, path: &str) -> (u16, Value) {
+    let (status, body) = get(port, path, "");
+    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}")))
+}
+
+fn ok(port: u16, path: &str) -> Value {
+    let (status, body) = json(port, path);
+    assert_eq!(status, 200, "{path}: {body}");
+    assert!(body["errors"].is_null(), "{path}: {body}");
+    body["data"].clone()
+}
+
+fn bad(port: u16, path: &str, status: u16, mentions: &str) {
+    let (got, body) = json(port, path);
+    assert_eq!(got, status, "{path}: {body}");
+    assert!(body["data"].is_null());
+    let msg = body["errors"][0]["msg"].as_str().unwrap();
+    assert_eq!(body["errors"][0]["code"], status);
+    assert!(msg.contains(mentions), "{path}: `{msg}` should mention `{mentions}`");
+}
+
+fn assert_jaeger_trace(trace: &Value) {
+    let id = trace["traceID"].as_str().unwrap();
+    assert_eq!(id.len(), 32);
+    let processes = trace["processes"].as_object().unwrap();
+    for span in trace["spans"].as_array().unwrap() {
+        assert_eq!(span["traceID"], id);
+        assert_eq!(span["spanID"].as_str().unwrap().len(), 16);
+        assert!(span["operationName"].is_string());
+        assert!(span["startTime"].as_i64().unwrap() > 1_600_000_000_000_000, "µs since the epoch");
+        assert!(span["duration"].is_i64());
+        assert!(span["references"].is_array() && span["logs"].is_array());
+        for tag in span["tags"].as_array().unwrap() {
+            assert!(["string", "bool", "int64", "float64", "binary"].contains(&tag["type"].as_str().unwrap()), "{tag}");
+        }
+        let process = &processes[span["processID"].as_str().unwrap()];
+        assert!(process["serviceName"].is_string());
+    }
+}
+
+#[test]
+fn jaeger_api_answers_in_jaegers_shapes() {
+    let server = server(None);
+    let port = server.port;
+    let services = ok(port, "/api/services");
+    let services: BTreeSet<&str> = services.as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert_eq!(services, BTreeSet::from(["cart", "catalog", "checkout", "frontend", "shipping"]));
+    let operations = ok(port, "/api/services/frontend/operations");
+    assert!(!operations.as_array().unwrap().is_empty());
+    let with_kinds = ok(port, "/api/operations?service=frontend&spanKind=server");
+    assert!(with_kinds.as_array().unwrap().iter().all(|o| o["spanKind"] == "server" && o["name"].is_string()));
+
+    let traces = ok(port, "/api/traces?service=frontend&limit=5");
+    assert_eq!(traces.as_array().unwrap().len(), 5);
+    traces.as_array().unwrap().iter().for_each(assert_jaeger_trace);
+
+    // One trace by id: every span the generator made of it.
+    let id = hex::encode(server.ids[7]);
+    let trace = ok(port, &format!("/api/traces/{id}"));
+    assert_eq!(trace[0]["traceID"], id.as_str());
+    assert_jaeger_trace(&trace[0]);
+    let by_query = ok(port, &format!("/api/traces?traceID={id}"));
+    assert_eq!(by_query[0]["spans"].as_array().unwrap().len(), trace[0]["spans"].as_array().unwrap().len());
+
+    // Filters: tags in logfmt and JSON, durations, operation.
+    let errors = ok(port, "/api/traces?service=checkout&tags=error%3Dtrue&limit=50");
+    for t in errors.as_array().unwrap() {
+        assert!(t["spans"].as_array().unwrap().iter().any(|s| s["tags"].as_array().unwrap().iter().any(|tag| tag["key"] == "error" && tag["value"] == true)));
+    }
+    let json_tags = ok(port, "/api/traces?service=checkout&tags=%7B%22error%22%3A%22true%22%7D&limit=50");
+    assert_eq!(json_tags.as_array().unwrap().len(), errors.as_array().unwrap().len());
+    let slow = ok(port, "/api/traces?service=frontend&minDuration=50ms&limit=100");
+    for t in slow.as_array().unwrap() {
+        assert!(t["spans"].as_array().unwrap().iter().any(|s| s["duration"].as_i64().unwrap() >= 50_000));
+    }
+    let op = operations[0].as_str().unwrap();
+    let by_op = ok(port, &format!("/api/traces?service=frontend&operation={}&limit=20", op.replace(' ', "%20").replace('/', "%2F")));
+    for t in by_op.as_array().unwrap() {
+        assert!(t["spans"].as_array().unwrap().iter().any(|s| s["operationName"] == op));
+    }
+    let range = ok(port, &format!("/api/traces?service=frontend&start=1&end={}", 1_000_000));
+    assert!(range.as_array().unwrap().is_empty(), "nothing stored in 1970");
+
+    let dependencies = ok(port, &format!("/api/dependencies?endTs={}&lookback=3600000", now_ns() / 1_000_000 + 60_000));
+    let links: BTreeSet<(String, String)> = dependencies
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|d| assert!(d["callCount"].as_u64().unwrap() > 0))
+        .map(|d| (d["parent"].as_str().unwrap().to_string(), d["child"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(links.contains(&("frontend".into(), "checkout".into())) || links.iter().any(|(p, _)| p == "frontend"), "{links:?}");
+
+    // Bad parameters and missing things.
+    bad(port, "/api/traces?limit=5", 400, "'service'");
+    bad(port, "/api/traces?service=frontend&minDuration=abc", 400, "minDuration");
+    bad(port, "/api/traces?service=frontend&maxDuration=10", 400, "missing unit");
+    bad(port, "/api/traces?service=frontend&minDuration=2s&maxDuration=1s", 400, "greater than");
+    bad(port, "/api/traces?service=frontend&limit=many", 400, "'limit'");
+    bad(port, "/api/traces?service=frontend&start=10&end=5", 400, "after");
+    bad(port, "/api/traces?service=frontend&tags=%7Bbroken", 400, "tags");
+    bad(port, "/api/operations", 400, "'service'");
+    bad(port, "/api/operations?service=frontend&spanKind=sideways", 400, "spanKind");
+    bad(port, "/api/dependencies?endTs=yesterday", 400, "endTs");
+    bad(port, "/api/traces/not-hex", 400, "trace id");
+    bad(port, &format!("/api/traces/{}", "ab".repeat(16)), 404, "not found");
+    bad(port, "/api/no/such/thing", 404, "no such");
+}
+
+#[test]
+fn tracepipes_own_api() {
+    let server = server(None);
+    let port = server.port;
+    let resolved = ok(port, "/api/v1/alerts?state=resolved");
+    assert_eq!(resolved.as_array().unwrap().len(), 1);
+    assert_eq!(resolved[0]["schema"], "tracepipe.alert/v1");
+    assert!(ok(port, "/api/v1/alerts?state=open").as_array().unwrap().is_empty(), "the alert resolved");
+    bad(port, "/api/v1/alerts?state=sideways", 400, "state");
+
+    let bottlenecks = ok(port, "/api/v1/bottlenecks");
+    assert!(!bottlenecks.as_array().unwrap().is_empty());
+    for endpoint in bottlenecks.as_array().unwrap() {
+        let share: f64 = endpoint["contributors"].as_array().unwrap().iter().map(|c| c["share"].as_f64().unwrap()).sum();
+        assert!((share - 1.0).abs() < 0.01, "shares of {} add up to {share}", endpoint["operation"]);
+    }
+    let edges = ok(port, "/api/v1/edges");
+    assert!(edges.as_array().unwrap().iter().any(|e| e["connection_type"] == "database"), "{edges}");
+    assert!(edges.as_array().unwrap().iter().all(|e| e["calls"].as_u64().unwrap() > 0));
+    let errors = ok(port, "/api/v1/errors");
+    for group in errors.as_array().unwrap() {
+        assert!(group["count"].as_u64().unwrap() > 0 && group["exemplar_trace_ids"].is_array());
+    }
+    let operations = ok(port, "/api/v1/operations?service=frontend");
+    assert!(operations.as_array().unwrap().iter().all(|o| o["p99_ms"].as_f64().unwrap() >= o["p50_ms"].as_f64().unwrap()));
+    bad(port, "/api/v1/edges?start=x", 400, "'start'");
+
+    let id = hex::encode(server.ids[3]);
+    let detail = ok(port, &format!("/api/v1/traces/{id}"));
+    let trace = &detail[0];
+    assert_jaeger_trace(trace);
+    let root = trace["spans"].as_array().unwrap().iter().find(|s| s["references"].as_array().unwrap().iter().all(|r| r["refType"] != "CHILD_OF")).unwrap();
+    let path = trace["criticalPath"].as_object().unwrap();
+    assert!(path.contains_key(root["spanID"].as_str().unwrap()), "the root is on its critical path");
+    let on_path_us: i64 = path.values().map(|v| v.as_i64().unwrap()).sum();
+    let root_us = root["duration"].as_i64().unwrap();
+    assert!((on_path_us - root_us).abs() <= path.len() as i64 + 1, "self times on the path add up to the root's duration: {on_path_us} vs {root_us}");
+    assert_eq!(trace["sampling"]["rule"], "test");
+}
+
+#[test]
+fn a_configured_bearer_token_guards_the_api() {
+    let server = server(Some("s3cret"));
+    let (status, _) = get(server.port, "/api/services", "");
+    assert_eq!(status, 401);
+    let (status, _) = get(server.port, "/api/services", "Authorization: Bearer wrong\r\n");
+    assert_eq!(status, 401);
+    let (status, body) = get(server.port, "/api/services", "Authorization: Bearer s3cret\r\n");
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = get(server.port, "/", "");
+    assert_eq!(status, 200, "the UI's files hold no data");
+}
+
+fn chromium() -> PathBuf {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            let out = Command::new("which").arg(name).output().ok()?;
+            out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        })
+        .expect("headless Chromium (apt-get install chromium; make test installs it)")
+}
+
+/// Loads `url` in headless Chromium, lets its scripts and requests run, and returns the DOM.
+fn chromium_dom(url: &str, screenshot: Option<&PathBuf>) -> String {
+    let mut command = Command::new(chromium());
+    command.args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1400,1000", "--virtual-time-budget=15000"]);
+    match screenshot {
+        Some(path) => command.arg(format!("--screenshot={}", path.display())),
+        None => command.arg("--dump-dom"),
+    };
+    let out = command.arg(url).output().unwrap();
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_ui_finds_a_trace_and_shows_its_waterfall_in_chromium() {
+    let server = server(None);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    // Search: the results list links each trace.
+    let search = chromium_dom(&format!("{base}/#/search?service=frontend&limit=10"), None);
+    assert!(search.contains(r#"data-ready="search""#), "the search view rendered: {search}");
+    let marker = r#"data-trace-id=""#;
+    let at = search.find(marker).unwrap_or_else(|| panic!("no trace in the search results: {search}")) + marker.len();
+    let id = &search[at..at + 32];
+    // The waterfall: one row per span, the critical path marked.
+    let trace = chromium_dom(&format!("{base}/#/trace/{id}"), None);
+    assert!(trace.contains(r#"data-ready="trace""#), "the trace view rendered: {trace}");
+    let rows = trace.matches(r#"class="wf-row"#).count();
+    let spans = ok(server.port, &format!("/api/traces/{id}"))[0]["spans"].as_array().unwrap().len();
+    assert_eq!(rows, spans, "one waterfall row per span");
+    assert!(trace.contains("wf-row critical"), "the critical path is highlighted");
+    let artefacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let screenshot = artefacts.join("trace-waterfall.png");
+    chromium_dom(&format!("{base}/#/trace/{id}"), Some(&screenshot));
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "a screenshot was saved");
+    eprintln!("screenshot: {}", screenshot.display());
+    // The service map and the alerts render too.
+    let map = chromium_dom(&format!("{base}/#/map"), None);
+    assert!(map.contains(r#"data-ready="map""#) && map.contains("class=\"node"), "the service map rendered");
+    chromium_dom(&format!("{base}/#/map"), Some(&artefacts.join("service-map.png")));
+    let alerts = chromium_dom(&format!("{base}/#/alerts"), None);
+    assert!(alerts.contains("alert-row"), "the alerts list rendered");
+}
