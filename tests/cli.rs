@@ -68,7 +68,14 @@ fn up_routes_a_published_otlp_file() {
     let listen = free_port();
     let admin = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let mut up = Process::spawn(&["up", "--listen", &format!("127.0.0.1:{listen}"), "--admin", &format!("127.0.0.1:{admin}")], dir.path(), "up");
+    let query = free_port();
+    let store = dir.path().join("tracepipe.db");
+    let storage = format!("sqlite://{}", store.display());
+    let mut up = Process::spawn(
+        &["up", "--listen", &format!("127.0.0.1:{listen}"), "--admin", &format!("127.0.0.1:{admin}"), "--query-listen", &format!("127.0.0.1:{query}"), "--storage", &storage],
+        dir.path(),
+        "up",
+    );
     up.wait_for_log("partitions assigned", Duration::from_secs(60));
     let sample = std::fs::read(repo_path(SAMPLE)).unwrap();
     produce_raw(&format!("127.0.0.1:{listen}"), "otlp_spans", &[(None, &sample)]);
@@ -78,6 +85,19 @@ fn up_routes_a_published_otlp_file() {
         assert!(Instant::now() < deadline, "spans not counted as routed:\n{}", up.log_text());
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Assembled, kept (a shape not seen before), stored and served by the query API.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let service = loop {
+        let body: serde_json::Value = serde_json::from_str(support::http_body(&support::http_get(query, "/api/services"))).unwrap_or_default();
+        if let Some(service) = body["data"].as_array().and_then(|s| s.first()).and_then(|s| s.as_str()) {
+            break service.to_string();
+        }
+        assert!(Instant::now() < deadline, "no service in the query api:\n{}", up.log_text());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let traces: serde_json::Value = serde_json::from_str(support::http_body(&support::http_get(query, &format!("/api/traces?service={service}&start=0")))).unwrap();
+    assert_eq!(traces["data"].as_array().map(Vec::len), Some(1), "{traces}");
+    assert!(store.exists(), "the store is the SQLite file named by --storage");
     assert_eq!(up.terminate(), Some(0), "{}", up.log_text());
 }
 

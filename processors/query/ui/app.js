@@ -109,6 +109,11 @@ async function searchView(query) {
 
 // ---- trace waterfall -------------------------------------------------------------------------
 
+// A bar's label goes after the bar, or before it when the bar reaches the right edge.
+function labelPosition(startPct, endPct) {
+  return endPct > 70 ? `right:${Math.max(0, 100 - startPct + 0.5)}%` : `left:${endPct + 0.5}%`;
+}
+
 async function traceView(id) {
   const [trace] = await api("/api/v1/traces/" + encodeURIComponent(id));
   const spans = trace.spans;
@@ -138,7 +143,7 @@ async function traceView(id) {
         s.spanID === trace.rootCause ? h("span", { class: "badge error" }, " root cause") : ""),
       h("div", { class: "wf-track" },
         h("div", { class: "wf-bar", style: `left:${((s.startTime - t0) / total) * 100}%;width:${(s.duration / total) * 100}%` }),
-        h("span", { class: "wf-dur", style: `left:${Math.min(88, ((s.startTime - t0 + s.duration) / total) * 100 + 0.5)}%` },
+        h("span", { class: "wf-dur", style: labelPosition((s.startTime - t0) / total * 100, (s.startTime - t0 + s.duration) / total * 100) },
           ms(s.duration) + (onPath ? " · " + ms(critical[s.spanID]) + " on critical path" : ""))));
     row.addEventListener("click", () => {
       const open = row.nextSibling && row.nextSibling.classList && row.nextSibling.classList.contains("wf-detail");
@@ -188,7 +193,7 @@ async function mapView() {
   const ns = "http://www.w3.org/2000/svg";
   const s = (tag, attrs, ...kids) => { const el = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v); kids.forEach((k) => el.append(k)); return el; };
   const svg = s("svg", { class: "map", viewBox: `0 0 ${width} ${height}`, height: Math.min(height, 900) });
-  svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto" }, s("path", { d: "M0,0 L10,5 L0,10 z", fill: "#8da2c8" }))));
+  svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "9", markerHeight: "9", markerUnits: "userSpaceOnUse", orient: "auto" }, s("path", { d: "M0,0 L10,5 L0,10 z", fill: "#8da2c8" }))));
   for (const e of edges) {
     const a = nodes.get(e.client), b = nodes.get(e.server);
     const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
