@@ -288,6 +288,14 @@ fn range_ms(params: &Params) -> Result<(i64, i64), BadParameter> {
     Ok((start / 1_000, end / 1_000))
 }
 
+/// The rollups of `kind` in the request's time range, of its `service` if one is named.
+async fn requested_rollups(state: &ApiState, params: &Params, kind: &'static str) -> Result<Vec<Rollup>, ApiError> {
+    let (start_ms, end_ms) = range_ms(params)?;
+    let service = params.text("service").map(str::to_string);
+    let bodies = read(state, move |s| reader::rollups(s, kind, start_ms, end_ms, service.as_deref())).await?;
+    Ok(bodies.iter().filter_map(|body| serde_json::from_str(body).ok()).collect())
+}
+
 pub async fn edges(State(state): State<ApiState>, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult {
     let params = Params::new(pairs);
     let (start_ms, end_ms) = range_ms(&params)?;
@@ -348,19 +356,17 @@ pub async fn alerts(State(state): State<ApiState>, Query(pairs): Query<Vec<(Stri
 
 pub async fn bottlenecks(State(state): State<ApiState>, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult {
     let params = Params::new(pairs);
-    let (start_ms, end_ms) = range_ms(&params)?;
-    let service = params.text("service").map(str::to_string);
     let operation = params.text("operation").map(str::to_string);
     let limit = params.limit("limit", 50, 10_000)?;
-    let bodies = read(&state, move |s| reader::rollups(s, "bottlenecks", start_ms, end_ms, service.as_deref())).await?;
+    let rollups = requested_rollups(&state, &params, "bottlenecks").await?;
     struct Endpoint {
         traces: u64,
         total_ms: f64,
         contributors: BTreeMap<(String, String), f64>,
     }
     let mut endpoints: BTreeMap<(String, String), Endpoint> = BTreeMap::new();
-    for body in bodies {
-        let Ok(Rollup::Bottlenecks(rollup)) = serde_json::from_str::<Rollup>(&body) else { continue };
+    for rollup in rollups {
+        let Rollup::Bottlenecks(rollup) = rollup else { continue };
         if operation.as_deref().is_some_and(|o| o != rollup.operation) {
             continue;
         }
@@ -399,13 +405,11 @@ pub async fn bottlenecks(State(state): State<ApiState>, Query(pairs): Query<Vec<
 
 pub async fn errors(State(state): State<ApiState>, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult {
     let params = Params::new(pairs);
-    let (start_ms, end_ms) = range_ms(&params)?;
-    let service = params.text("service").map(str::to_string);
     let limit = params.limit("limit", 50, 10_000)?;
-    let bodies = read(&state, move |s| reader::rollups(s, "error_group", start_ms, end_ms, service.as_deref())).await?;
+    let rollups = requested_rollups(&state, &params, "error_group").await?;
     let mut groups: BTreeMap<String, (ErrorGroupRollup, u64)> = BTreeMap::new();
-    for body in bodies {
-        let Ok(Rollup::ErrorGroup(rollup)) = serde_json::from_str::<Rollup>(&body) else { continue };
+    for rollup in rollups {
+        let Rollup::ErrorGroup(rollup) = rollup else { continue };
         match groups.get_mut(&rollup.group) {
             Some((first, count)) => {
                 *count += rollup.count;
@@ -444,12 +448,10 @@ pub async fn errors(State(state): State<ApiState>, Query(pairs): Query<Vec<(Stri
 /// Per-operation latency and errors over the range, from the operation rollups.
 pub async fn operation_stats(State(state): State<ApiState>, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult {
     let params = Params::new(pairs);
-    let (start_ms, end_ms) = range_ms(&params)?;
-    let service = params.text("service").map(str::to_string);
-    let bodies = read(&state, move |s| reader::rollups(s, "operation", start_ms, end_ms, service.as_deref())).await?;
+    let rollups = requested_rollups(&state, &params, "operation").await?;
     let mut totals: BTreeMap<(String, String, String), (u64, u64, BTreeMap<u64, u64>)> = BTreeMap::new();
-    for body in bodies {
-        let Ok(Rollup::Operation(rollup)) = serde_json::from_str::<Rollup>(&body) else { continue };
+    for rollup in rollups {
+        let Rollup::Operation(rollup) = rollup else { continue };
         let total = totals.entry((rollup.service, rollup.operation, rollup.span_kind)).or_default();
         total.0 += rollup.count;
         total.1 += rollup.errors;
