@@ -534,11 +534,11 @@ impl Topology {
 
     pub fn router_pipeline(&self, spec: &RouterSpec) -> PipelineSettings {
         let inputs = spec.inputs.iter().map(|(topic, _)| topic.clone()).collect();
-        self.pipeline(&spec.group, inputs, &spec.output, &spec.dlq, spec.commit_interval, spec.max_in_flight)
+        self.pipeline(&spec.group, inputs, vec![spec.output.clone()], &spec.dlq, spec.commit_interval, spec.max_in_flight)
     }
 
     pub fn stage_pipeline<C>(&self, spec: &StageSpec<C>) -> PipelineSettings {
-        self.pipeline(&spec.group, vec![spec.input.clone()], &spec.output, &spec.dlq, spec.commit_interval, spec.max_in_flight)
+        self.pipeline(&spec.group, vec![spec.input.clone()], vec![spec.output.clone()], &spec.dlq, spec.commit_interval, spec.max_in_flight)
     }
 
     pub fn analysis_pipeline<C>(&self, spec: &AnalysisSpec<C>) -> PipelineSettings {
@@ -548,14 +548,12 @@ impl Topology {
     }
 
     pub fn sink_pipeline(&self, spec: &SinkSpec) -> PipelineSettings {
-        let mut settings = PipelineSettings::new(self.kafka.clone(), &spec.group, spec.inputs.iter().map(|(t, _)| t.clone()).collect(), Vec::new(), &spec.dlq);
-        settings.commit_interval = spec.commit_interval;
-        settings.max_in_flight = spec.max_in_flight;
-        settings
+        let inputs = spec.inputs.iter().map(|(topic, _)| topic.clone()).collect();
+        self.pipeline(&spec.group, inputs, Vec::new(), &spec.dlq, spec.commit_interval, spec.max_in_flight)
     }
 
-    fn pipeline(&self, group: &str, inputs: Vec<String>, output: &str, dlq: &str, commit_interval: Duration, max_in_flight: usize) -> PipelineSettings {
-        let mut settings = PipelineSettings::new(self.kafka.clone(), group, inputs, vec![output.to_string()], dlq);
+    fn pipeline(&self, group: &str, inputs: Vec<String>, outputs: Vec<String>, dlq: &str, commit_interval: Duration, max_in_flight: usize) -> PipelineSettings {
+        let mut settings = PipelineSettings::new(self.kafka.clone(), group, inputs, outputs, dlq);
         settings.commit_interval = commit_interval;
         settings.max_in_flight = max_in_flight;
         settings
