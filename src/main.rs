@@ -47,6 +47,12 @@ struct TopologyArgs {
     /// Query server and UI address, overriding processors.query.listen.
     #[arg(long, env = "TRACEPIPE_QUERY_LISTEN")]
     query_listen: Option<SocketAddr>,
+    /// OTLP/gRPC receiver address, overriding processors.gateway.grpc_listen.
+    #[arg(long, env = "TRACEPIPE_OTLP_GRPC_LISTEN")]
+    otlp_grpc_listen: Option<SocketAddr>,
+    /// OTLP/HTTP receiver address, overriding processors.gateway.http_listen.
+    #[arg(long, env = "TRACEPIPE_OTLP_HTTP_LISTEN")]
+    otlp_http_listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -68,7 +74,7 @@ enum Command {
     },
     /// One processor against Kafka (one Deployment each in Kubernetes).
     Run {
-        /// router, assembler or sampler
+        /// gateway, router, assembler, sampler, analyzer, dependencies, sink or query
         processor: String,
         #[command(flatten)]
         topology: TopologyArgs,
@@ -153,6 +159,14 @@ fn load_topology(args: &TopologyArgs) -> Result<Topology, ExitCode> {
             }
             if let (Some(listen), Some(query)) = (args.query_listen, topology.query.as_mut()) {
                 query.listen = listen;
+            }
+            if let Some(gateway) = topology.gateway.as_mut() {
+                if let Some(listen) = args.otlp_grpc_listen {
+                    gateway.config.grpc_listen = Some(listen);
+                }
+                if let Some(listen) = args.otlp_http_listen {
+                    gateway.config.http_listen = Some(listen);
+                }
             }
             Ok(topology)
         }
@@ -337,8 +351,29 @@ async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<Cancella
             }
         }
     }
+    let mut gateway = None;
+    if names.iter().any(|n| n == "gateway") {
+        match processes::start_gateway(&topology, shutdown.clone()).await {
+            Ok((listening, server)) => {
+                if let Some(addr) = listening.grpc {
+                    println!("otlp:    grpc://{addr} (OTLP/gRPC)");
+                }
+                if let Some(addr) = listening.http {
+                    println!("otlp:    http://{addr}/v1/traces (OTLP/HTTP)");
+                }
+                health.register("gateway");
+                health.set_ready("gateway", true);
+                gateway = Some(server);
+            }
+            Err(error) => {
+                shutdown.cancel();
+                eprintln!("error: {error:#}");
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        }
+    }
     let mut handles: Vec<(String, PipelineHandle)> = Vec::new();
-    for name in names.iter().filter(|n| *n != "query") {
+    for name in names.iter().filter(|n| *n != "query" && *n != "gateway") {
         match processes::spawn(&topology, name, &shutdown, &health) {
             Ok(handle) => handles.push((name.clone(), handle)),
             Err(error) => {
@@ -353,8 +388,13 @@ async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<Cancella
         _ = terminated() => info!("shutting down"),
         _ = wait_for_any_exit(&handles) => warn!("a pipeline stopped; shutting down"),
         _ = async { if let Some(server) = query_server.as_mut() { let _ = server.await; } else { std::future::pending::<()>().await } } => warn!("the query server stopped; shutting down"),
+        _ = async { if let Some(server) = gateway.as_mut() { let _ = server.await; } else { std::future::pending::<()>().await } } => warn!("the OTLP gateway stopped; shutting down"),
     }
     shutdown.cancel();
+    // The receivers stop taking requests and flush what they queued for Kafka.
+    if let Some(server) = gateway {
+        let _ = server.await;
+    }
     let mut code = ExitCode::SUCCESS;
     for (name, handle) in handles {
         match handle.join() {

@@ -79,9 +79,18 @@ pub async fn start_query(topology: &Topology, shutdown: CancellationToken) -> an
     Ok((addr, tracepipe_query::serve_on(listener, store, bearer_token, shutdown)))
 }
 
+/// Starts the OTLP receivers; returns where they listen.
+pub async fn start_gateway(topology: &Topology, shutdown: CancellationToken) -> anyhow::Result<(tracepipe_gateway::Listening, tokio::task::JoinHandle<()>)> {
+    let spec = topology.gateway.as_ref().context("topology has no processors.gateway section")?;
+    Ok(tracepipe_gateway::start(&topology.kafka, &spec.output, spec.config.clone(), shutdown).await?)
+}
+
 /// Every processor the topology configures.
 pub fn configured(topology: &Topology) -> Vec<&'static str> {
     let mut names = Vec::new();
+    if topology.gateway.is_some() {
+        names.push("gateway");
+    }
     if topology.router.is_some() {
         names.push("router");
     }

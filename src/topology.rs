@@ -12,6 +12,7 @@ use tracepipe_assembler::AssemblerConfig;
 use tracepipe_runtime::{KafkaSettings, PipelineSettings};
 use tracepipe_analyzer::{AnalyzerConfig, DetectionConfig};
 use tracepipe_dependencies::DependenciesConfig;
+use tracepipe_gateway::GatewayConfig;
 use tracepipe_sampler::{AttributeScope, Matcher, RuleKind, SamplerConfig, SamplingRule};
 use tracepipe_sink::{Retention, SinkConfig, SinkInput, StoreUrl};
 use tracepipe_schemas::Encoding;
@@ -20,7 +21,7 @@ use tracepipe_schemas::Encoding;
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../topology.yaml");
 
 /// The processors this build has.
-pub const PROCESSORS: &[&str] = &["router", "assembler", "sampler", "analyzer", "dependencies", "sink", "query"];
+pub const PROCESSORS: &[&str] = &["gateway", "router", "assembler", "sampler", "analyzer", "dependencies", "sink", "query"];
 
 // ---- raw file ---------------------------------------------------------------------------------
 // Unknown keys are collected (`unknown`) rather than refused by serde, so that all of them are
@@ -95,6 +96,19 @@ struct RawSink {
     retention_check: Option<String>,
     commit_interval: Option<String>,
     max_in_flight: Option<i64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawGateway {
+    output: Option<String>,
+    grpc_listen: Option<String>,
+    http_listen: Option<String>,
+    max_request_bytes: Option<Value>,
+    max_in_flight_bytes: Option<Value>,
+    ack_timeout: Option<String>,
+    retry_after: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -271,6 +285,7 @@ pub struct Topology {
     pub storage: StorageSpec,
     pub sink: Option<SinkSpec>,
     pub query: Option<QuerySpec>,
+    pub gateway: Option<GatewaySpec>,
 }
 
 /// Where the sink writes and the query server reads.
@@ -289,6 +304,12 @@ pub struct SinkSpec {
     pub commit_interval: Duration,
     pub max_in_flight: usize,
     pub config: SinkConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewaySpec {
+    pub output: String,
+    pub config: GatewayConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -501,6 +522,7 @@ impl Topology {
         let storage = validate_storage(&raw.storage, &mut problems);
         let mut sink = None;
         let mut query = None;
+        let mut gateway = None;
         let mut router = None;
         let mut assembler = None;
         let mut sampler = None;
@@ -516,12 +538,13 @@ impl Topology {
                 "dependencies" => dependencies = parse_section(&path, section, &mut problems, |raw, p| validate_dependencies(&path, raw, &topics, p)),
                 "sink" => sink = parse_section(&path, section, &mut problems, |raw, p| validate_sink(&path, raw, &topics, storage.retention, p)),
                 "query" => query = parse_section(&path, section, &mut problems, |raw, p| validate_query(&path, raw, p)),
+                "gateway" => gateway = parse_section(&path, section, &mut problems, |raw, p| validate_gateway(&path, raw, &topics, p)),
                 other => problems.add(path, format!("unknown processor `{other}` (this build has: {})", PROCESSORS.join(", "))),
             }
         }
 
         if problems.0.is_empty() {
-            Ok(Topology { kafka, admin_listen, topics, router, assembler, sampler, analyzer, dependencies, storage, sink, query })
+            Ok(Topology { kafka, admin_listen, topics, router, assembler, sampler, analyzer, dependencies, storage, sink, query, gateway })
         } else {
             Err(Problems(problems.0))
         }
@@ -862,6 +885,45 @@ fn validate_query(path: &str, raw: RawQuery, problems: &mut Collector) -> Option
         }
     };
     Some(QuerySpec { listen, bearer_token_env: raw.bearer_token_env.filter(|v| !v.is_empty()) })
+}
+
+fn validate_gateway(path: &str, raw: RawGateway, topics: &BTreeMap<String, TopicSpec>, problems: &mut Collector) -> Option<GatewaySpec> {
+    problems.unknown(path, &raw.unknown, &["output", "grpc_listen", "http_listen", "max_request_bytes", "max_in_flight_bytes", "ack_timeout", "retry_after"]);
+    let defaults = GatewayConfig::default();
+    let output = topic_ref(format!("{path}.output"), &raw.output, topics, problems);
+    let mut listen = |field: &str, value: &Option<String>, default: Option<SocketAddr>| match value.as_deref() {
+        None => default,
+        Some("off") | Some("") => None,
+        Some(text) => text.parse().map(Some).unwrap_or_else(|_| {
+            problems.add(format!("{path}.{field}"), format!("`{text}` is not an address like 0.0.0.0:4317 (or `off`)"));
+            None
+        }),
+    };
+    let grpc_listen = listen("grpc_listen", &raw.grpc_listen, defaults.grpc_listen);
+    let http_listen = listen("http_listen", &raw.http_listen, defaults.http_listen);
+    let mut size = |field: &str, value: &Option<Value>, default: usize| match value.as_ref().map(|v| scalar_text(v).as_deref().and_then(parse_bytes)) {
+        None => default,
+        Some(Some(bytes)) if bytes > 0 => bytes,
+        Some(_) => {
+            problems.add(format!("{path}.{field}"), "must be a size like 16MiB or 1000000");
+            default
+        }
+    };
+    let max_request_bytes = size("max_request_bytes", &raw.max_request_bytes, defaults.max_request_bytes);
+    let max_in_flight_bytes = size("max_in_flight_bytes", &raw.max_in_flight_bytes, defaults.max_in_flight_bytes);
+    if max_in_flight_bytes < max_request_bytes {
+        problems.add(format!("{path}.max_in_flight_bytes"), format!("must be at least max_request_bytes ({max_request_bytes}), or the largest requests could never be taken"));
+    }
+    let ack_timeout = optional_duration(format!("{path}.ack_timeout"), &raw.ack_timeout, defaults.ack_timeout, problems);
+    let retry_after = optional_duration(format!("{path}.retry_after"), &raw.retry_after, defaults.retry_after, problems);
+    if ack_timeout.is_zero() {
+        problems.add(format!("{path}.ack_timeout"), "must be more than 0");
+    }
+    if grpc_listen.is_none() && http_listen.is_none() {
+        problems.add(path.to_string(), "grpc_listen and http_listen are both off; remove the section instead");
+    }
+    let config = GatewayConfig { grpc_listen, http_listen, max_request_bytes, max_in_flight_bytes, ack_timeout, retry_after };
+    Some(GatewaySpec { output: output?, config })
 }
 
 const RULE_TYPES: &str = "always, drop, errors, latency, attribute, span_count, rare_structure, probabilistic, rate_limit, dynamic, and";

@@ -27,6 +27,7 @@ pub use split::{SpanSplitter, SplitBatch, TraceChunk};
 
 /// OTLP generated types, re-exported so that every crate uses the same version.
 pub use opentelemetry_proto::tonic::{
+    collector::trace::v1 as otlp_collector,
     collector::trace::v1::ExportTraceServiceRequest,
     common::v1 as otlp_common,
     resource::v1 as otlp_resource,

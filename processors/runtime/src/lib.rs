@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod processor;
 pub mod progress;
+pub mod publish;
 pub mod settings;
 pub mod trace_context;
 
@@ -44,4 +45,5 @@ pub use admin::{AdminServer, Health};
 pub use error::RuntimeError;
 pub use pipeline::{Pipeline, PipelineExit};
 pub use processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
+pub use publish::{PublishError, Publisher};
 pub use settings::{KafkaSettings, PipelineSettings};

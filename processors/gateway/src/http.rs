@@ -1,0 +1,114 @@
+//! OTLP/HTTP: `POST /v1/traces` with `application/x-protobuf` or `application/json` bodies,
+//! optionally `Content-Encoding: gzip`. Responses come in the request's encoding; errors carry a
+//! `google.rpc.Status` as the specification asks, and retryable ones a `Retry-After`.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Ingest, IngestError, Protocol};
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// `google.rpc.Status`, the error body OTLP/HTTP specifies.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+pub(crate) async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>, shutdown: CancellationToken) {
+    // Compressed bodies are limited here, decompressed ones while inflating.
+    let limit = ingest.config().max_request_bytes;
+    let app = Router::new().route("/v1/traces", post(export)).layer(DefaultBodyLimit::max(limit)).with_state(ingest);
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        tracing::error!(%error, "OTLP/HTTP receiver stopped");
+    }
+}
+
+async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let protocol = match media_type.as_str() {
+        PROTOBUF | "application/protobuf" => Protocol::HttpProtobuf,
+        JSON => Protocol::HttpJson,
+        _ => {
+            let message = format!("Content-Type `{content_type}` is not supported; send {PROTOBUF} or {JSON}");
+            return error_response(Protocol::HttpProtobuf, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message, None);
+        }
+    };
+    let limit = ingest.config().max_request_bytes;
+    let body = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+        None => body,
+        Some(encoding) if encoding.is_empty() || encoding == "identity" => body,
+        Some(encoding) if encoding == "gzip" => match gunzip(&body, limit) {
+            Ok(body) => Bytes::from(body),
+            Err(error) => return failure(protocol, &error, &ingest),
+        },
+        Some(other) => {
+            let message = format!("Content-Encoding `{other}` is not supported; send gzip or no encoding");
+            return error_response(protocol, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message, None);
+        }
+    };
+    let traceparent = headers.get("traceparent").map(HeaderValue::as_bytes);
+    match ingest.export(protocol, &body, traceparent).await {
+        Ok(accepted) => {
+            let response = crate::grpc::response(&accepted);
+            match protocol {
+                Protocol::HttpJson => {
+                    let mut json = serde_json::json!({});
+                    if let Some(partial) = &response.partial_success {
+                        json = serde_json::json!({"partialSuccess": {"rejectedSpans": partial.rejected_spans.to_string(), "errorMessage": partial.error_message}});
+                    }
+                    ([(header::CONTENT_TYPE, JSON)], json.to_string()).into_response()
+                }
+                _ => ([(header::CONTENT_TYPE, PROTOBUF)], response.encode_to_vec()).into_response(),
+            }
+        }
+        Err(error) => failure(protocol, &error, &ingest),
+    }
+}
+
+fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
+    let mut inflated = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let read = flate2::read::GzDecoder::new(body).take(limit as u64 + 1).read_to_end(&mut inflated);
+    match read {
+        Ok(size) if size > limit => Err(IngestError::TooLarge { size, limit }),
+        Ok(_) => Ok(inflated),
+        Err(error) => Err(IngestError::Invalid(format!("gzip body: {error}"))),
+    }
+}
+
+fn failure(protocol: Protocol, error: &IngestError, ingest: &Ingest) -> Response {
+    let retry_after = Some(ingest.config().retry_after.as_secs().max(1));
+    // Codes as in google.rpc.Code.
+    let (status, code, retry_after) = match error {
+        IngestError::Invalid(_) | IngestError::Refused(_) => (StatusCode::BAD_REQUEST, 3, None),
+        IngestError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, 11, None),
+        IngestError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, 8, retry_after),
+        IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, 14, retry_after),
+    };
+    error_response(protocol, status, code, error.to_string(), retry_after)
+}
+
+fn error_response(protocol: Protocol, status: StatusCode, code: i32, message: String, retry_after: Option<u64>) -> Response {
+    let mut response = match protocol {
+        Protocol::HttpJson => (status, [(header::CONTENT_TYPE, JSON)], serde_json::json!({"code": code, "message": message}).to_string()).into_response(),
+        _ => (status, [(header::CONTENT_TYPE, PROTOBUF)], RpcStatus { code, message }.encode_to_vec()).into_response(),
+    };
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}

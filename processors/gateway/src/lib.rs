@@ -1,0 +1,260 @@
+//! The OTLP gateway: OTLP/gRPC (`TraceService/Export`, port 4317) and OTLP/HTTP (`POST
+//! /v1/traces`, port 4318, protobuf or JSON, optionally gzip) receivers that write
+//! `tracepipe.spans` keyed by trace id, exactly as the router does.
+//!
+//! A request is answered success only after Kafka acknowledged every record derived from it, so
+//! what a client was told is stored is stored. Everything else is answered with the protocol's
+//! status, retryable or not as the OTLP specification defines:
+//!
+//! | condition | gRPC | HTTP |
+//! |---|---|---|
+//! | body is not OTLP, or not in the declared encoding | INVALID_ARGUMENT | 400 |
+//! | body over `max_request_bytes` (after decompression) | RESOURCE_EXHAUSTED / OUT_OF_RANGE | 413 |
+//! | over `max_in_flight_bytes` waiting for Kafka, or the producer queue full | RESOURCE_EXHAUSTED + RetryInfo | 429 + Retry-After |
+//! | Kafka did not acknowledge within `ack_timeout` | UNAVAILABLE + RetryInfo | 503 + Retry-After |
+//!
+//! Spans with missing or malformed ids are dropped and reported in the response's
+//! `partial_success` (count and reason), the rest of the request is stored.
+
+mod grpc;
+mod http;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracepipe_runtime::{KafkaSettings, PublishError, Publisher};
+use tracepipe_schemas::{Encoding, SpanSplitter, SplitBatch};
+
+pub use metrics::{GATEWAY_REQUESTS, GATEWAY_SPANS};
+
+/// The gateway's settings, validated (see topology.yaml's `processors.gateway`).
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// OTLP/gRPC listen address; `None` disables the receiver.
+    pub grpc_listen: Option<SocketAddr>,
+    /// OTLP/HTTP listen address; `None` disables the receiver.
+    pub http_listen: Option<SocketAddr>,
+    /// Largest request body accepted, after decompression.
+    pub max_request_bytes: usize,
+    /// Request bytes that may wait for Kafka at once; past it requests are refused as overload.
+    pub max_in_flight_bytes: usize,
+    /// How long a request waits for Kafka's acknowledgement before it is answered unavailable.
+    pub ack_timeout: Duration,
+    /// What clients are told to wait before retrying an overloaded or unavailable request.
+    pub retry_after: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            grpc_listen: Some(SocketAddr::from(([127, 0, 0, 1], 4317))),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 4318))),
+            max_request_bytes: 16 << 20,
+            max_in_flight_bytes: 256 << 20,
+            ack_timeout: Duration::from_secs(5),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How a request came in, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http_protobuf",
+            Protocol::HttpJson => "http_json",
+        }
+    }
+
+    fn encoding(self) -> Encoding {
+        match self {
+            Protocol::Grpc | Protocol::HttpProtobuf => Encoding::OtlpProto,
+            Protocol::HttpJson => Encoding::OtlpJson,
+        }
+    }
+}
+
+/// A stored request: how many spans Kafka has, and which were dropped and why.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub spans: u64,
+    pub rejected_spans: u64,
+    /// Why spans were rejected, e.g. `2 spans rejected: all-zero trace id (2)`.
+    pub rejection: Option<String>,
+}
+
+/// Why a request was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("request body is {size} bytes, over the gateway's limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the gateway is overloaded ({0}); retry later")]
+    Overloaded(&'static str),
+    #[error("Kafka did not acknowledge the spans: {0}; retry later")]
+    Unavailable(String),
+    #[error("Kafka refused the spans: {0}")]
+    Refused(String),
+}
+
+impl IngestError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            IngestError::Invalid(_) => "invalid",
+            IngestError::TooLarge { .. } => "too_large",
+            IngestError::Overloaded(_) => "overloaded",
+            IngestError::Unavailable(_) => "unavailable",
+            IngestError::Refused(_) => "refused",
+        }
+    }
+}
+
+/// A span splitter and its output buffers, reused from request to request.
+#[derive(Default)]
+struct Splitter {
+    splitter: SpanSplitter,
+    batch: SplitBatch,
+}
+
+/// The protocol-independent half of the gateway: split by trace id, publish, await acks.
+pub struct Ingest {
+    publisher: Publisher,
+    config: GatewayConfig,
+    splitters: Mutex<Vec<Splitter>>,
+    /// Permits are KiB of request bodies waiting for Kafka.
+    in_flight: Semaphore,
+}
+
+impl Ingest {
+    pub fn new(publisher: Publisher, config: GatewayConfig) -> Ingest {
+        let permits = (config.max_in_flight_bytes / 1024).max(1);
+        Ingest { publisher, config, splitters: Mutex::new(Vec::new()), in_flight: Semaphore::new(permits) }
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Stores one export request's spans; resolves once Kafka acknowledged them all. The records
+    /// carry a `traceparent` continuing the request's, when it had one.
+    pub async fn export(&self, protocol: Protocol, body: &[u8], traceparent: Option<&[u8]>) -> Result<Accepted, IngestError> {
+        let started = Instant::now();
+        let result = self.store(protocol, body, traceparent).await;
+        metrics::record(protocol, &result, body.len(), started.elapsed());
+        if let Err(error) = &result {
+            match error {
+                IngestError::Unavailable(_) | IngestError::Refused(_) => tracing::warn!(protocol = protocol.as_str(), %error, "export not stored"),
+                _ => tracing::debug!(protocol = protocol.as_str(), %error, "export refused"),
+            }
+        }
+        result
+    }
+
+    async fn store(&self, protocol: Protocol, body: &[u8], traceparent: Option<&[u8]>) -> Result<Accepted, IngestError> {
+        if body.len() > self.config.max_request_bytes {
+            return Err(IngestError::TooLarge { size: body.len(), limit: self.config.max_request_bytes });
+        }
+        // An empty request is a valid, empty ExportTraceServiceRequest in protobuf.
+        if body.is_empty() && protocol != Protocol::HttpJson {
+            return Ok(Accepted::default());
+        }
+        let kib = u32::try_from(body.len().div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let _permit = self.in_flight.try_acquire_many(kib).map_err(|_| IngestError::Overloaded("too many bytes waiting for Kafka"))?;
+        metrics::IN_FLIGHT_BYTES.add(body.len() as i64);
+        let _in_flight = scopeguard(body.len());
+
+        let mut splitter = self.splitters.lock().unwrap().pop().unwrap_or_default();
+        let result = self.split_and_publish(protocol, body, traceparent, &mut splitter).await;
+        self.splitters.lock().unwrap().push(splitter);
+        result
+    }
+
+    async fn split_and_publish(&self, protocol: Protocol, body: &[u8], traceparent: Option<&[u8]>, splitter: &mut Splitter) -> Result<Accepted, IngestError> {
+        let Splitter { splitter, batch } = splitter;
+        splitter.split(protocol.encoding(), body, batch).map_err(|error| IngestError::Invalid(format!("{}: {error}", protocol.encoding())))?;
+        let records = batch.chunks.iter().map(|chunk| (&chunk.trace_id.0[..], batch.payload(chunk)));
+        self.publisher.publish_all(traceparent, records).await.map_err(|error| match error {
+            PublishError::QueueFull => IngestError::Overloaded("producer queue full"),
+            PublishError::NotAcknowledged(error) => IngestError::Unavailable(error.to_string()),
+            PublishError::Refused(error) => IngestError::Refused(error.to_string()),
+        })?;
+        Ok(Accepted { spans: batch.span_count(), rejected_spans: batch.rejected.len() as u64, rejection: batch.rejection_summary() })
+    }
+
+    pub fn flush(&self, timeout: Duration) {
+        self.publisher.flush(timeout);
+    }
+}
+
+/// Takes a request's bytes off the in-flight gauge when it is answered, however it ends.
+fn scopeguard(bytes: usize) -> impl Drop {
+    struct InFlight(usize);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            metrics::IN_FLIGHT_BYTES.sub(self.0 as i64);
+        }
+    }
+    InFlight(bytes)
+}
+
+/// The addresses the running receivers listen on.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    pub grpc: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+}
+
+/// Why the gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("create the gateway's Kafka producer: {0}")]
+    Producer(String),
+    #[error("OTLP/{protocol} receiver on {addr}: {source}")]
+    Bind { protocol: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+async fn bind(protocol: &'static str, addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let bound = async {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    };
+    bound.await.map_err(|source| StartError::Bind { protocol, addr, source })
+}
+
+/// Binds both receivers and serves until `shutdown`; then flushes what is queued for Kafka.
+pub async fn start(kafka: &KafkaSettings, topic: &str, config: GatewayConfig, shutdown: CancellationToken) -> Result<(Listening, tokio::task::JoinHandle<()>), StartError> {
+    let publisher = Publisher::new(kafka, "gateway", topic, config.ack_timeout).map_err(|e| StartError::Producer(e.to_string()))?;
+    let ingest = Arc::new(Ingest::new(publisher, config.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut listening = Listening { grpc: None, http: None };
+    if let Some(addr) = config.grpc_listen {
+        let (listener, local) = bind("gRPC", addr).await?;
+        listening.grpc = Some(local);
+        tasks.spawn(grpc::serve(listener, ingest.clone(), shutdown.clone()));
+    }
+    if let Some(addr) = config.http_listen {
+        let (listener, local) = bind("HTTP", addr).await?;
+        listening.http = Some(local);
+        tasks.spawn(http::serve(listener, ingest.clone(), shutdown.clone()));
+    }
+    let handle = tokio::spawn(async move {
+        while tasks.join_next().await.is_some() {}
+        let timeout = ingest.config().ack_timeout;
+        let _ = tokio::task::spawn_blocking(move || ingest.flush(timeout)).await;
+    });
+    Ok((listening, handle))
+}

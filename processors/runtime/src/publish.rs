@@ -1,0 +1,109 @@
+//! Publishing records for a caller that answers someone only once Kafka has them: the OTLP
+//! gateway acknowledges an export request after every record derived from it is acknowledged by
+//! the broker, and tells the client to retry otherwise.
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::metrics;
+use crate::trace_context::{TraceContext, TRACEPARENT};
+use crate::KafkaSettings;
+
+/// Why a set of records is not (known to be) stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The producer's queue is full: the broker is slower than the callers. Retry later.
+    #[error("the producer queue is full")]
+    QueueFull,
+    /// A record was not acknowledged (broker down, timeout, authorization, …).
+    #[error("not acknowledged by Kafka: {0}")]
+    NotAcknowledged(KafkaError),
+    /// The record can never be stored as it is (e.g. over `message.max.bytes`).
+    #[error("refused by the producer: {0}")]
+    Refused(KafkaError),
+}
+
+impl PublishError {
+    /// Whether sending the same records again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, PublishError::Refused(_))
+    }
+}
+
+/// One producer for one topic, shared by every request (it is `Sync`).
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+    name: &'static str,
+}
+
+impl Publisher {
+    /// `ack_timeout` bounds how long a record may wait for the broker (librdkafka's
+    /// `message.timeout.ms`), so a caller is answered within it even when Kafka is down.
+    pub fn new(kafka: &KafkaSettings, name: &'static str, topic: impl Into<String>, ack_timeout: Duration) -> Result<Publisher, KafkaError> {
+        let mut config = kafka.producer_config(name);
+        config.set("message.timeout.ms", ack_timeout.as_millis().max(1).to_string());
+        if let Some(value) = kafka.producer.get("message.timeout.ms") {
+            config.set("message.timeout.ms", value);
+        }
+        let producer: FutureProducer = config.create()?;
+        Ok(Publisher { producer, topic: topic.into(), name })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Sends every `(key, value)`, each with a `traceparent` header continuing `parent` (the
+    /// caller's request context, if it had one), and resolves once all are acknowledged, or with the first
+    /// failure. Records enqueued before a failure may still be stored: the caller's retry then
+    /// duplicates them, which downstream deduplicates by span id.
+    pub async fn publish_all<'a>(&self, parent: Option<&[u8]>, records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<(), PublishError> {
+        let context = TraceContext::child_of(parent.and_then(TraceContext::parse).as_ref()).to_header();
+        let mut deliveries = Vec::new();
+        let mut bytes = 0u64;
+        for (key, value) in records {
+            let headers = OwnedHeaders::new_with_capacity(1).insert(Header { key: TRACEPARENT, value: Some(&context) });
+            let record = FutureRecord::to(&self.topic).key(key).payload(value).headers(headers);
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Err(PublishError::QueueFull),
+                Err((error, _)) => return Err(PublishError::Refused(error)),
+            }
+            bytes += value.len() as u64;
+        }
+        let count = deliveries.len() as u64;
+        // Every record is in flight already; awaiting them in order costs no more than the slowest.
+        let mut acknowledged = Ok(());
+        for delivery in deliveries {
+            let failed = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((error, _))) => error,
+                Err(_canceled) => KafkaError::Canceled,
+            };
+            acknowledged = Err(PublishError::NotAcknowledged(failed));
+            break;
+        }
+        match acknowledged {
+            Ok(()) => {
+                metrics::PRODUCED.with_label_values(&[self.name, &self.topic]).inc_by(count);
+                metrics::PRODUCED_SIZE.with_label_values(&[self.name, &self.topic]).inc_by(bytes);
+                Ok(())
+            }
+            Err(error) => {
+                metrics::DELIVERY_FAILED.with_label_values(&[self.name, &self.topic]).inc();
+                Err(error)
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for what is still queued; used at shutdown.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(error) = self.producer.flush(timeout) {
+            tracing::warn!(%error, topic = %self.topic, "records still queued at shutdown");
+        }
+    }
+}
