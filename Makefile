@@ -5,7 +5,7 @@ CARGO_BIN ?= $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 TANSU ?= $(CARGO_BIN)/tansu
 export TANSU
 
-.PHONY: up test bench tansu prometheus chromium postgres
+.PHONY: up test bench tansu prometheus chromium postgres python
 
 # Root installs packages directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -18,7 +18,7 @@ up:
 	cargo run --release --locked --bin tracepipe -- up --demo
 
 ## Every test, including the ones against a real Kafka-protocol broker (Tansu, installed once).
-test: tansu prometheus chromium postgres
+test: tansu prometheus chromium postgres python
 	cargo test --workspace --locked --no-fail-fast -- --test-threads 2
 
 ## Criterion benchmarks in process, then the end-to-end run against Tansu.
@@ -49,6 +49,14 @@ chromium:
 		echo "installing chromium (Debian package) for the UI test"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	fi
+
+## The Python services of the zero-code instrumentation test, in a virtualenv under target/.
+PYTHON_ENV := target/python
+python: $(PYTHON_ENV)/.installed
+$(PYTHON_ENV)/.installed: tests/python/requirements.txt
+	python3 -m venv $(PYTHON_ENV)
+	$(PYTHON_ENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
 
 ## PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth) for the store tests: started if installed and down.
 postgres:

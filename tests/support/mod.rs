@@ -167,6 +167,13 @@ impl Cluster {
         Self::with_yaml(tansu, yaml)
     }
 
+    /// Same, with a broker that keeps its data across a restart.
+    pub fn start_with_persistent(edit: impl Fn(String) -> String) -> Cluster {
+        let tansu = Tansu::start_persistent();
+        let yaml = edit(topology_yaml(&tansu.brokers(), 0));
+        Self::with_yaml(tansu, yaml)
+    }
+
     fn with(tansu: Tansu) -> Cluster {
         let yaml = topology_yaml(&tansu.brokers(), 0);
         Self::with_yaml(tansu, yaml)
@@ -240,10 +247,15 @@ impl Process {
 
     /// Any program, its output in a log file in `dir`, killed on drop.
     pub fn spawn_program(program: &str, args: &[&str], dir: &Path, name: &str) -> Process {
+        Self::spawn_program_with_env(program, args, dir, name, &[])
+    }
+
+    pub fn spawn_program_with_env(program: &str, args: &[&str], dir: &Path, name: &str, env: &[(&str, String)]) -> Process {
         let log = dir.join(format!("{name}-{}.log", free_port()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,librdkafka=warn")
             .env("TRACEPIPE_ADMIN", "127.0.0.1:0")
             .stdout(file.try_clone().unwrap())
@@ -508,6 +520,20 @@ pub struct TraceRecord {
     pub root_duration_nanos: Option<u64>,
     pub sampling_rule: String,
     pub adjusted_count: f64,
+    pub spans: Vec<SpanSummary>,
+    /// The record's value as it is on the topic.
+    pub payload: Vec<u8>,
+}
+
+/// What a test needs to know of one span of an assembled trace.
+#[derive(Debug, Clone)]
+pub struct SpanSummary {
+    pub service: String,
+    pub name: String,
+    pub kind: i32,
+    pub span_id: Vec<u8>,
+    pub parent_span_id: Vec<u8>,
+    pub links: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Reads assembled (or sampled) traces until `done` says enough and nothing new came for 2 s, or
@@ -527,6 +553,26 @@ pub fn read_traces(brokers: &str, topic: &str, timeout: Duration, done: impl Fn(
             root_duration_nanos: root.map(|r| r.end_time_unix_nano.saturating_sub(r.start_time_unix_nano)),
             sampling_rule: trace.sampling_rule.clone(),
             adjusted_count: trace.adjusted_count,
+            spans: trace
+                .resource_spans
+                .iter()
+                .flat_map(|rs| {
+                    let service = rs.resource.as_ref().and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name")).and_then(|kv| kv.value.as_ref()).map(|v| match &v.value {
+                        Some(tracepipe_schemas::otlp_common::any_value::Value::StringValue(s)) => s.clone(),
+                        _ => String::new(),
+                    });
+                    let service = service.unwrap_or_default();
+                    rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(move |span| SpanSummary {
+                        service: service.clone(),
+                        name: span.name.clone(),
+                        kind: span.kind,
+                        span_id: span.span_id.clone(),
+                        parent_span_id: span.parent_span_id.clone(),
+                        links: span.links.iter().map(|l| (l.trace_id.clone(), l.span_id.clone())).collect(),
+                    })
+                })
+                .collect(),
+            payload: message.payload().unwrap().to_vec(),
         });
     };
     consume_until(brokers, topic, timeout, &mut out, on_record, |out| done(out));

@@ -1,0 +1,334 @@
+//! The OTLP gateway against Tansu: gRPC, HTTP protobuf and HTTP JSON exports reach
+//! `tracepipe.spans` keyed by trace id; malformed requests get specific errors; with the broker
+//! down, requests are answered with retryable statuses and nothing is acknowledged that Kafka did
+//! not store.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use prost::Message;
+use support::{free_port, read_routed, Cluster, Process};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::Code;
+use tracepipe::loadgen::{MessageEncoder, Scenario, TraceGenerator};
+use tracepipe_schemas::Encoding;
+
+/// A gateway process on free ports.
+struct Gateway {
+    process: Process,
+    grpc: u16,
+    http: u16,
+}
+
+impl Gateway {
+    fn start(cluster: &Cluster) -> Gateway {
+        let (grpc, http) = (free_port(), free_port());
+        let process = Process::spawn(
+            &[
+                "run",
+                "gateway",
+                "-t",
+                cluster.topology_path.to_str().unwrap(),
+                "--admin",
+                &format!("127.0.0.1:{}", free_port()),
+                "--otlp-grpc-listen",
+                &format!("127.0.0.1:{grpc}"),
+                "--otlp-http-listen",
+                &format!("127.0.0.1:{http}"),
+            ],
+            cluster.tansu.dir.path(),
+            "gateway",
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", http)).is_err() || TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+            assert!(Instant::now() < deadline, "gateway did not listen:\n{}", process.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Gateway { process, grpc, http }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/traces", self.http)
+    }
+}
+
+/// Export requests of `per_request` generated traces each, and how many spans they hold.
+struct Requests {
+    bodies: Vec<(ExportTraceServiceRequest, u64)>,
+}
+
+fn requests(seed: u64, count: usize, per_request: usize) -> Requests {
+    let mut scenario = Scenario::from_yaml(&std::fs::read_to_string(support::repo_path("tests/scenarios/small.yaml")).unwrap()).unwrap();
+    scenario.seed ^= seed;
+    let mut generator = TraceGenerator::new(scenario.clone());
+    let encoder = MessageEncoder::new(Encoding::OtlpProto, &scenario, generator.services());
+    let start = 1_764_000_000_000_000_000 + seed * 1_000_000_000;
+    let bodies = (0..count)
+        .map(|r| {
+            let mut spans = Vec::new();
+            for t in 0..per_request {
+                spans.extend(generator.generate(start + ((r * per_request + t) as u64) * 1_000_000, 1.0).spans);
+            }
+            let span_count = spans.len() as u64;
+            let (_, bytes) = encoder.encode(spans).pop().unwrap();
+            (ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap(), span_count)
+        })
+        .collect();
+    Requests { bodies }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[derive(prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+#[test]
+fn grpc_and_http_exports_reach_kafka_keyed_by_trace_id() {
+    let cluster = Cluster::start();
+    let gateway = Gateway::start(&cluster);
+    let grpc_requests = requests(1, 20, 5);
+    let http_requests = requests(2, 20, 5);
+    let json_requests = requests(3, 20, 5);
+    let total: u64 = [&grpc_requests, &http_requests, &json_requests].iter().flat_map(|r| &r.bodies).map(|(_, n)| n).sum();
+
+    runtime().block_on(async {
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", gateway.grpc)).await.unwrap();
+        for (request, _) in &grpc_requests.bodies {
+            let response = client.export(request.clone()).await.expect("gRPC export accepted").into_inner();
+            assert_eq!(response.partial_success, None, "nothing rejected");
+        }
+        let http = reqwest::Client::new();
+        for (i, (request, _)) in http_requests.bodies.iter().enumerate() {
+            let mut post = http.post(gateway.url()).header("content-type", "application/x-protobuf");
+            // Every other request gzip-compressed, as SDKs do with OTEL_EXPORTER_OTLP_COMPRESSION=gzip.
+            post = if i % 2 == 0 { post.header("content-encoding", "gzip").body(gzip(&request.encode_to_vec())) } else { post.body(request.encode_to_vec()) };
+            let response = post.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["content-type"], "application/x-protobuf");
+            let body = ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap();
+            assert_eq!(body.partial_success, None);
+        }
+        for (request, _) in &json_requests.bodies {
+            let json = tracepipe_schemas::otlp_json::encode(request);
+            let response = http.post(gateway.url()).header("content-type", "application/json").body(json).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.text().await.unwrap(), "{}");
+        }
+    });
+
+    let routed = read_routed(&cluster.brokers(), total, Duration::from_secs(60));
+    assert_eq!(routed.distinct_spans(), total, "every exported span is in tracepipe.spans");
+    assert_eq!(routed.duplicates(), 0);
+    assert!(routed.partitions.values().all(|p| p.len() == 1), "each trace in one partition");
+    assert_eq!(routed.missing_traceparent, 0, "every record carries a traceparent");
+    let metrics = gateway_metrics(&gateway);
+    assert!(metrics.contains("tracepipe_gateway_spans_total{outcome=\"accepted\",protocol=\"grpc\"}"), "{metrics}");
+}
+
+fn gateway_metrics(gateway: &Gateway) -> String {
+    let log = gateway.process.log_text();
+    let admin = log.lines().find_map(|l| l.strip_prefix("metrics: http://")).and_then(|a| a.strip_suffix("/metrics")).and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse::<u16>().ok());
+    admin.map(support::metrics).unwrap_or_default()
+}
+
+/// Sends bytes as they are over gRPC, to send what no OTLP client would.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+struct RawEncoder;
+struct ResponseDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        ExportTraceServiceResponse::decode(bytes).map(Some).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+async fn grpc_raw(port: u16, body: Vec<u8>) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+    grpc.unary(tonic::Request::new(body), path, RawCodec).await.map(tonic::Response::into_inner)
+}
+
+#[test]
+fn malformed_requests_get_specific_errors_and_invalid_spans_a_partial_success() {
+    let cluster = Cluster::start_with(|yaml| yaml.replace("max_request_bytes: 16MiB", "max_request_bytes: 64KiB"));
+    let gateway = Gateway::start(&cluster);
+    let (valid, valid_spans) = requests(4, 1, 3).bodies.pop().unwrap();
+    let encoded = valid.encode_to_vec();
+    let truncated = encoded[..encoded.len() / 2].to_vec();
+
+    let mut with_bad_ids = valid.clone();
+    let spans = &mut with_bad_ids.resource_spans[0].scope_spans[0].spans;
+    let mut zero_trace = spans[0].clone();
+    zero_trace.trace_id = vec![0; 16];
+    let mut short_span_id = spans[0].clone();
+    short_span_id.span_id = vec![1, 2, 3];
+    spans.push(zero_trace);
+    spans.push(short_span_id);
+
+    runtime().block_on(async {
+        // gRPC: a truncated message and a message that is not OTLP at all.
+        for body in [truncated.clone(), b"\x0a\xff\xff\xff\xff\x0fnot otlp".to_vec()] {
+            let status = grpc_raw(gateway.grpc, body).await.expect_err("malformed gRPC body refused");
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains("otlp_proto"), "the message says what is wrong: {}", status.message());
+        }
+        let status = grpc_raw(gateway.grpc, vec![0x0a; 100_000]).await.expect_err("oversized gRPC body refused");
+        assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "{status:?}");
+
+        let http = reqwest::Client::new();
+        let post = |content_type: &'static str, body: Vec<u8>| http.post(gateway.url()).header("content-type", content_type).body(body).send();
+
+        let response = post("application/x-protobuf", truncated.clone()).await.unwrap();
+        assert_eq!(response.status(), 400);
+        let status = RpcStatus::decode(response.bytes().await.unwrap()).expect("a google.rpc.Status body");
+        assert_eq!(status.code, 3);
+        assert!(status.message.contains("otlp_proto"), "{}", status.message);
+
+        let response = post("application/json", br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"xyz"#.to_vec()).await.unwrap();
+        assert_eq!(response.status(), 400);
+        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["code"], 3);
+        assert!(body["message"].as_str().unwrap().contains("json"), "{body}");
+
+        let response = post("text/plain", encoded.clone()).await.unwrap();
+        assert_eq!(response.status(), 415);
+
+        let response = http.post(gateway.url()).header("content-type", "application/x-protobuf").header("content-encoding", "gzip").body(b"not gzip".to_vec()).send().await.unwrap();
+        assert_eq!(response.status(), 400);
+        let status = RpcStatus::decode(response.bytes().await.unwrap()).unwrap();
+        assert!(status.message.contains("gzip"), "{}", status.message);
+
+        let response = post("application/x-protobuf", vec![0x0a; 100_000]).await.unwrap();
+        assert_eq!(response.status(), 413);
+        // A small gzip body that inflates past the limit.
+        let response = http.post(gateway.url()).header("content-type", "application/x-protobuf").header("content-encoding", "gzip").body(gzip(&[0u8; 200_000])).send().await.unwrap();
+        assert_eq!(response.status(), 413);
+
+        // Invalid ids: the valid spans are stored, the others reported.
+        let response = post("application/x-protobuf", with_bad_ids.encode_to_vec()).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let partial = ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap().partial_success.expect("partial success");
+        assert_eq!(partial.rejected_spans, 2);
+        assert!(partial.error_message.contains("all-zero trace id"), "{}", partial.error_message);
+        let json = tracepipe_schemas::otlp_json::encode(&with_bad_ids);
+        let response = post("application/json", json).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["partialSuccess"]["rejectedSpans"], "2", "{body}");
+    });
+    let routed = read_routed(&cluster.brokers(), valid_spans, Duration::from_secs(30));
+    assert_eq!(routed.distinct_spans(), valid_spans, "only the valid spans were stored");
+    drop(gateway);
+}
+
+#[test]
+fn broker_down_gets_retryable_statuses_and_nothing_unstored_is_acknowledged() {
+    let mut cluster = Cluster::start_with_persistent(|yaml| yaml.replace("ack_timeout: 5s", "ack_timeout: 2s"));
+    let gateway = Gateway::start(&cluster);
+    let url = gateway.url();
+    let batch = requests(5, 400, 2);
+    let (sender_done, sender) = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let bodies: Vec<(Vec<u8>, Vec<Vec<u8>>)> = batch
+            .bodies
+            .iter()
+            .map(|(request, _)| {
+                let ids = request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans).map(|s| s.span_id.clone()).collect();
+                (request.encode_to_vec(), ids)
+            })
+            .collect();
+        let handle = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+                let mut acknowledged: BTreeSet<Vec<u8>> = BTreeSet::new();
+                let mut retryable = 0;
+                for (body, ids) in bodies {
+                    let response = http.post(&url).header("content-type", "application/x-protobuf").body(body).send().await.unwrap();
+                    match response.status().as_u16() {
+                        200 => acknowledged.extend(ids),
+                        503 | 429 => {
+                            assert!(response.headers().contains_key("retry-after"), "retryable answers say when");
+                            retryable += 1;
+                        }
+                        other => panic!("unexpected status {other}: {}", response.text().await.unwrap_or_default()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tx.send(()).unwrap();
+                (acknowledged, retryable)
+            })
+        });
+        (rx, handle)
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.tansu.stop();
+    std::thread::sleep(Duration::from_secs(5));
+    cluster.tansu.restart();
+    sender_done.recv_timeout(Duration::from_secs(120)).expect("sender finished");
+    let (acknowledged, retryable) = sender.join().unwrap();
+    assert!(retryable > 0, "requests while the broker was down were answered retryable");
+    assert!(!acknowledged.is_empty());
+
+    // gRPC with the broker down: UNAVAILABLE.
+    cluster.tansu.stop();
+    let status = runtime().block_on(async {
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", gateway.grpc)).await.unwrap();
+        client.export(requests(6, 1, 1).bodies.pop().unwrap().0).await.expect_err("not stored, not acknowledged")
+    });
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    cluster.tansu.restart();
+
+    let routed = read_routed(&cluster.brokers(), acknowledged.len() as u64, Duration::from_secs(60));
+    let stored: BTreeSet<&Vec<u8>> = routed.spans.values().flat_map(|s| s.keys()).collect();
+    let lost: Vec<_> = acknowledged.iter().filter(|id| !stored.contains(id)).collect();
+    assert!(lost.is_empty(), "{} acknowledged spans are not in Kafka", lost.len());
+    eprintln!("broker outage: {} spans acknowledged and stored, {retryable} requests answered retryable", acknowledged.len());
+}
