@@ -76,7 +76,9 @@ fn flask_services_under_opentelemetry_instrument_come_out_as_assembled_traces() 
         let response = http_get(storefront_port, "/checkout");
         assert!(response.starts_with("HTTP/1.1 200"), "{response}\n{}", storefront.log_text());
     }
-    // SIGTERM: the SDKs flush their batch span processors at exit.
+    // The SDKs export every OTEL_BSP_SCHEDULE_DELAY (200 ms); Python does not run its exit
+    // handlers on SIGTERM, so give them time to export before stopping them.
+    std::thread::sleep(Duration::from_secs(3));
     storefront.terminate();
     inventory.terminate();
 

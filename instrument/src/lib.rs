@@ -1,0 +1,187 @@
+//! OpenTelemetry tracing for Rust services whose spans tracepipe analyzes.
+//!
+//! One call, [`init`], sets up the OpenTelemetry SDK behind `tracing`: every `tracing` span
+//! becomes an OpenTelemetry span (through `tracing-opentelemetry`), spans are exported as OTLP to
+//! Kafka keyed by trace id ([`KafkaSpanExporter`], what tracepipe's router reads) and head
+//! sampling is parent-based, by ratio or by the per-operation probabilities tracepipe serves
+//! ([`sampling`]). W3C trace context crosses every boundary:
+//!
+//! - HTTP servers: [`http::TraceLayer`], a tower layer for axum and hyper;
+//! - HTTP clients: [`client::TracingMiddleware`], a `reqwest-middleware` middleware;
+//! - Kafka: [`kafka::producer_span`] / [`kafka::inject`] on the producing side and
+//!   [`kafka::consumer_span`] on the consuming side, with the OpenTelemetry messaging
+//!   conventions' span kinds and attributes; the consumer span continues the producer's trace
+//!   and links to the producer span.
+//!
+//! ```no_run
+//! let _telemetry = tracepipe_instrument::init(tracepipe_instrument::Config::new("checkout")
+//!     .kafka("127.0.0.1:9092", "otlp_spans")
+//!     .ratio(0.25))
+//!     .expect("telemetry");
+//! ```
+
+pub mod client;
+pub mod exporter;
+pub mod http;
+pub mod kafka;
+pub mod propagation;
+pub mod sampling;
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+pub use exporter::KafkaSpanExporter;
+pub use sampling::Sampling;
+
+/// What [`init`] sets up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service_name: String,
+    pub service_version: Option<String>,
+    /// Extra resource attributes, e.g. `deployment.environment.name`.
+    pub resource: Vec<(String, String)>,
+    /// Where spans go; `None` records them (context still propagates) and exports nothing.
+    pub kafka: Option<KafkaExport>,
+    pub sampling: Sampling,
+    /// `tracing` filter directives for what is logged and traced (`RUST_LOG` wins when set).
+    pub filter: String,
+    /// Spans buffered before export; past it spans are dropped and counted by the SDK.
+    pub max_queue_size: usize,
+    pub export_interval: Duration,
+}
+
+/// The exporter's Kafka settings.
+#[derive(Debug, Clone)]
+pub struct KafkaExport {
+    pub brokers: String,
+    /// `otlp_spans` is what tracepipe's router reads as OTLP protobuf.
+    pub topic: String,
+    /// Any librdkafka producer property (SASL, TLS, …).
+    pub producer: Vec<(String, String)>,
+}
+
+impl Config {
+    pub fn new(service_name: impl Into<String>) -> Config {
+        Config {
+            service_name: service_name.into(),
+            service_version: None,
+            resource: Vec::new(),
+            kafka: None,
+            sampling: Sampling::AlwaysOn,
+            filter: "info".into(),
+            max_queue_size: 65_536,
+            export_interval: Duration::from_millis(500),
+        }
+    }
+
+    pub fn kafka(mut self, brokers: impl Into<String>, topic: impl Into<String>) -> Config {
+        self.kafka = Some(KafkaExport { brokers: brokers.into(), topic: topic.into(), producer: Vec::new() });
+        self
+    }
+
+    /// Parent-based head sampling keeping `ratio` of new traces (by trace id, as every
+    /// OpenTelemetry SDK's TraceIdRatioBased does).
+    pub fn ratio(mut self, ratio: f64) -> Config {
+        self.sampling = Sampling::Ratio(ratio);
+        self
+    }
+
+    pub fn sampling(mut self, sampling: Sampling) -> Config {
+        self.sampling = sampling;
+        self
+    }
+
+    pub fn version(mut self, version: impl Into<String>) -> Config {
+        self.service_version = Some(version.into());
+        self
+    }
+
+    pub fn filter(mut self, directives: impl Into<String>) -> Config {
+        self.filter = directives.into();
+        self
+    }
+
+    /// The usual OpenTelemetry environment: `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER_ARG` (a
+    /// ratio), and tracepipe's `TRACEPIPE_KAFKA_BROKERS` / `TRACEPIPE_SPANS_TOPIC` for the exporter.
+    pub fn from_env(default_service: &str) -> Config {
+        let mut config = Config::new(std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| default_service.to_string()));
+        if let Ok(brokers) = std::env::var("TRACEPIPE_KAFKA_BROKERS") {
+            config = config.kafka(brokers, std::env::var("TRACEPIPE_SPANS_TOPIC").unwrap_or_else(|_| "otlp_spans".into()));
+        }
+        if let Some(ratio) = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok().and_then(|r| r.parse().ok()) {
+            config = config.ratio(ratio);
+        }
+        config
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("Kafka exporter: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("a global tracing subscriber is already set: {0}")]
+    Subscriber(String),
+    #[error("sampling: {0}")]
+    Sampling(String),
+}
+
+/// Keeps the SDK running; dropping it flushes what is buffered and shuts the exporter down.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Telemetry {
+    pub fn provider(&self) -> &SdkTracerProvider {
+        &self.provider
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("telemetry shutdown: {error}");
+        }
+    }
+}
+
+/// Builds the tracer provider alone, for a service that installs its own subscriber.
+pub fn tracer_provider(config: &Config) -> Result<SdkTracerProvider, InitError> {
+    let mut attributes = vec![KeyValue::new("service.name", config.service_name.clone()), KeyValue::new("telemetry.sdk.name", "tracepipe-instrument")];
+    if let Some(version) = &config.service_version {
+        attributes.push(KeyValue::new("service.version", version.clone()));
+    }
+    attributes.extend(config.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
+    let resource = Resource::builder_empty().with_attributes(attributes).build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource).with_sampler(config.sampling.sampler(&config.service_name).map_err(InitError::Sampling)?);
+    if let Some(kafka) = &config.kafka {
+        let exporter = KafkaSpanExporter::new(kafka)?;
+        let batch = BatchConfigBuilder::default().with_max_queue_size(config.max_queue_size).with_scheduled_delay(config.export_interval).with_max_export_batch_size(2048).build();
+        builder = builder.with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build());
+    }
+    Ok(builder.build())
+}
+
+/// Sets up tracing for the process: the SDK, W3C propagation, and a global `tracing` subscriber
+/// that logs to stderr and turns spans into OpenTelemetry spans.
+pub fn init(config: Config) -> Result<Telemetry, InitError> {
+    let provider = tracer_provider(&config)?;
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let tracer = provider.tracer("tracepipe-instrument");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init()
+        .map_err(|e| InitError::Subscriber(e.to_string()))?;
+    Ok(Telemetry { provider })
+}
