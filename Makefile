@@ -28,6 +28,8 @@ bench: tansu
 	cargo bench --locked --bench analysis -- --warm-up-time 1 --measurement-time 3
 	cargo bench --locked --bench sink
 	cargo bench --locked --bench e2e
+	cargo build --release --locked --examples
+	cargo bench --locked --bench instrumentation
 
 ## Tansu, the Kafka-protocol broker the integration tests start; built from crates.io once (10-25 minutes).
 tansu:

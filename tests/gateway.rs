@@ -7,8 +7,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -46,11 +45,8 @@ impl Gateway {
             cluster.tansu.dir.path(),
             "gateway",
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", http)).is_err() || TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-            assert!(Instant::now() < deadline, "gateway did not listen:\n{}", process.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        support::wait_for_port(http, &process);
+        support::wait_for_port(grpc, &process);
         Gateway { process, grpc, http }
     }
 

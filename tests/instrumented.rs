@@ -5,9 +5,8 @@
 
 mod support;
 
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{free_port, http_get, read_traces, repo_path, Cluster, Process};
 
@@ -28,11 +27,7 @@ fn start_service(cluster: &Cluster, name: &str, port: u16, env: &[(&str, String)
     env.push(("PORT", port.to_string()));
     env.push(("KAFKA_BROKERS", cluster.brokers()));
     let process = Process::spawn_program_with_env(example_binary(name).to_str().unwrap(), &[], cluster.tansu.dir.path(), name, &env);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{name} did not start:\n{}", process.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::wait_for_port(port, &process);
     process
 }
 

@@ -6,9 +6,8 @@
 
 mod support;
 
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracepipe_dependencies::{Dependencies, DependenciesConfig, DependenciesOutputs};
 use tracepipe_runtime::OutputId;
@@ -41,11 +40,7 @@ fn flask_service(cluster: &Cluster, script: &str, service: &str, port: u16, prot
     let script = repo_path(&format!("tests/python/{script}"));
     let args = [python.to_str().unwrap(), script.to_str().unwrap()];
     let process = Process::spawn_program_with_env(instrument_binary().to_str().unwrap(), &args, cluster.tansu.dir.path(), service, &env);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{service} did not start:\n{}", process.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_for_port(port, &process);
     process
 }
 

@@ -179,6 +179,15 @@ impl Cluster {
         Self::with_yaml(tansu, yaml)
     }
 
+    /// A batching cluster whose topology is the shipped one changed by `edit`.
+    pub fn start_batched_with(edit: impl Fn(String) -> String) -> Cluster {
+        let tansu = Tansu::start();
+        let yaml = edit(topology_yaml(&tansu.brokers(), 0).replace(&format!("  producer: {{ {ONE_RECORD_PER_BATCH}: 1 }}"), "  producer: {}"));
+        let mut cluster = Self::with_yaml(tansu, yaml);
+        cluster.batched = true;
+        cluster
+    }
+
     /// A cluster whose producers batch as in production, for benchmarks that never resume.
     pub fn start_batched() -> Cluster {
         let tansu = Tansu::start();
@@ -589,6 +598,16 @@ pub fn wait_for_records(brokers: &str, topic: &str, count: u64, timeout: Duratio
         if let Some(Ok(_)) = consumer.poll(Duration::from_millis(200)) {
             seen += 1;
         }
+    }
+}
+
+/// Waits until something listens on `port`; `process` is what should be listening (its log is
+/// shown if nothing does within 60 s).
+pub fn wait_for_port(port: u16, process: &Process) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}:\n{}", process.log_text());
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
