@@ -1106,7 +1106,7 @@ mod tests {
             .replace("tracepipe.spans:   { partitions: 12", "tracepipe.spans:   { partitions: 0")
             .replace("encoding: zipkin_json", "encoding: zipkin_thrift")
             .replace("    max_in_flight: 50000", "    max_in_flight: 50000\n    batch_size: 10")
-            .replace("output: tracepipe.spans", "output: tracepipe.span");
+            .replace("output: tracepipe.spans\n    dlq", "output: tracepipe.span\n    dlq");
         let problems = Topology::from_yaml(&text).unwrap_err().0;
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
