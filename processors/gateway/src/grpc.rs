@@ -17,9 +17,9 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use tracepipe_schemas::otlp_collector::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use tracepipe_schemas::otlp_collector::ExportTraceServiceResponse;
 
-use crate::{Accepted, Ingest, IngestError, Protocol};
+use crate::{Ingest, IngestError, Protocol};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -85,19 +85,11 @@ impl UnaryService<Bytes> for Export {
             let traceparent = request.metadata().get("traceparent").map(|v| v.as_bytes().to_vec());
             let body = request.into_inner();
             match ingest.export(Protocol::Grpc, &body, traceparent.as_deref()).await {
-                Ok(accepted) => Ok(Response::new(response(&accepted))),
+                Ok(accepted) => Ok(Response::new(accepted.response())),
                 Err(error) => Err(status(&error, ingest.config().retry_after)),
             }
         })
     }
-}
-
-pub(crate) fn response(accepted: &Accepted) -> ExportTraceServiceResponse {
-    let partial_success = (accepted.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-        rejected_spans: accepted.rejected_spans as i64,
-        error_message: accepted.rejection.clone().unwrap_or_default(),
-    });
-    ExportTraceServiceResponse { partial_success }
 }
 
 /// The gRPC status for an error. OTLP clients retry UNAVAILABLE always and RESOURCE_EXHAUSTED

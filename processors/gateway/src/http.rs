@@ -64,7 +64,7 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Byt
     let traceparent = headers.get("traceparent").map(HeaderValue::as_bytes);
     match ingest.export(protocol, &body, traceparent).await {
         Ok(accepted) => {
-            let response = crate::grpc::response(&accepted);
+            let response = accepted.response();
             match protocol {
                 Protocol::HttpJson => {
                     let mut json = serde_json::json!({});

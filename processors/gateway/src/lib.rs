@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracepipe_runtime::{KafkaSettings, PublishError, Publisher};
+use tracepipe_schemas::otlp_collector::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use tracepipe_schemas::{Encoding, SpanSplitter, SplitBatch};
 
 pub use metrics::{GATEWAY_REQUESTS, GATEWAY_SPANS};
@@ -93,6 +94,17 @@ pub struct Accepted {
     pub rejected_spans: u64,
     /// Why spans were rejected, e.g. `2 spans rejected: all-zero trace id (2)`.
     pub rejection: Option<String>,
+}
+
+impl Accepted {
+    /// The OTLP answer, the same for gRPC and HTTP: `partial_success` only when spans were dropped.
+    pub fn response(&self) -> ExportTraceServiceResponse {
+        let partial_success = (self.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: self.rejected_spans as i64,
+            error_message: self.rejection.clone().unwrap_or_default(),
+        });
+        ExportTraceServiceResponse { partial_success }
+    }
 }
 
 /// Why a request was not stored.
