@@ -22,8 +22,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use support::{free_port, repo_path, Cluster, Process};
-use tracepipe::loadgen::{MessageEncoder, Scenario, TraceGenerator};
-use tracepipe_schemas::Encoding;
 
 const CONCURRENCY: usize = 16;
 const RUN: Duration = Duration::from_secs(10);
@@ -108,36 +106,12 @@ fn shop_overhead() {
     println!("  throughput ratio {:.3} (overhead {:.1}%), p99 {off_p99:.2} ms -> {on_p99:.2} ms", on_rps / off_rps, (1.0 - on_rps / off_rps) * 100.0);
 }
 
-fn export_requests(count: usize, traces_per_request: usize) -> (Vec<ExportTraceServiceRequest>, u64) {
-    let scenario = Scenario::from_yaml(&std::fs::read_to_string(repo_path("tests/scenarios/small.yaml")).unwrap()).unwrap();
-    let mut generator = TraceGenerator::new(scenario.clone());
-    let encoder = MessageEncoder::new(Encoding::OtlpProto, &scenario, generator.services());
-    let mut spans_total = 0;
-    let requests = (0..count)
-        .map(|r| {
-            let mut spans = Vec::new();
-            for t in 0..traces_per_request {
-                spans.extend(generator.generate(1_764_000_000_000_000_000 + ((r * traces_per_request + t) as u64) * 1_000_000, 1.0).spans);
-            }
-            spans_total += spans.len() as u64;
-            ExportTraceServiceRequest::decode(encoder.encode(spans).pop().unwrap().1.as_slice()).unwrap()
-        })
-        .collect();
-    (requests, spans_total)
-}
-
 fn gateway_intake() {
     let cluster = Cluster::start_batched_with(|yaml| yaml);
-    let (grpc, http) = (free_port(), free_port());
-    let gateway = Process::spawn(
-        &["run", "gateway", "-t", cluster.topology_path.to_str().unwrap(), "--admin", &format!("127.0.0.1:{}", free_port()), "--otlp-grpc-listen", &format!("127.0.0.1:{grpc}"), "--otlp-http-listen", &format!("127.0.0.1:{http}")],
-        cluster.tansu.dir.path(),
-        "gateway",
-    );
-    support::wait_for_port(http, &gateway);
-    support::wait_for_port(grpc, &gateway);
-    let (requests, spans) = export_requests(64, 20);
-    let spans_per_request = spans as f64 / requests.len() as f64;
+    let gateway = support::Gateway::start(&cluster);
+    let (grpc, http) = (gateway.grpc, gateway.http);
+    let (requests, span_counts): (Vec<ExportTraceServiceRequest>, Vec<u64>) = support::export_requests(0, 64, 20).into_iter().unzip();
+    let spans_per_request = span_counts.iter().sum::<u64>() as f64 / requests.len() as f64;
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(requests.iter().map(|r| r.encode_to_vec()).collect());
     let requests = Arc::new(requests);
     println!("OTLP gateway into Tansu, {CONCURRENCY} concurrent exporters, {:.0} spans per request, {}s:", spans_per_request, RUN.as_secs());

@@ -11,74 +11,11 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use support::{free_port, read_routed, Cluster, Process};
+use support::{export_requests, read_routed, Cluster, Gateway};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Code;
-use tracepipe::loadgen::{MessageEncoder, Scenario, TraceGenerator};
-use tracepipe_schemas::Encoding;
-
-/// A gateway process on free ports.
-struct Gateway {
-    process: Process,
-    grpc: u16,
-    http: u16,
-}
-
-impl Gateway {
-    fn start(cluster: &Cluster) -> Gateway {
-        let (grpc, http) = (free_port(), free_port());
-        let process = Process::spawn(
-            &[
-                "run",
-                "gateway",
-                "-t",
-                cluster.topology_path.to_str().unwrap(),
-                "--admin",
-                &format!("127.0.0.1:{}", free_port()),
-                "--otlp-grpc-listen",
-                &format!("127.0.0.1:{grpc}"),
-                "--otlp-http-listen",
-                &format!("127.0.0.1:{http}"),
-            ],
-            cluster.tansu.dir.path(),
-            "gateway",
-        );
-        support::wait_for_port(http, &process);
-        support::wait_for_port(grpc, &process);
-        Gateway { process, grpc, http }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1/traces", self.http)
-    }
-}
-
-/// Export requests of `per_request` generated traces each, and how many spans they hold.
-struct Requests {
-    bodies: Vec<(ExportTraceServiceRequest, u64)>,
-}
-
-fn requests(seed: u64, count: usize, per_request: usize) -> Requests {
-    let mut scenario = Scenario::from_yaml(&std::fs::read_to_string(support::repo_path("tests/scenarios/small.yaml")).unwrap()).unwrap();
-    scenario.seed ^= seed;
-    let mut generator = TraceGenerator::new(scenario.clone());
-    let encoder = MessageEncoder::new(Encoding::OtlpProto, &scenario, generator.services());
-    let start = 1_764_000_000_000_000_000 + seed * 1_000_000_000;
-    let bodies = (0..count)
-        .map(|r| {
-            let mut spans = Vec::new();
-            for t in 0..per_request {
-                spans.extend(generator.generate(start + ((r * per_request + t) as u64) * 1_000_000, 1.0).spans);
-            }
-            let span_count = spans.len() as u64;
-            let (_, bytes) = encoder.encode(spans).pop().unwrap();
-            (ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap(), span_count)
-        })
-        .collect();
-    Requests { bodies }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
@@ -102,19 +39,19 @@ struct RpcStatus {
 fn grpc_and_http_exports_reach_kafka_keyed_by_trace_id() {
     let cluster = Cluster::start();
     let gateway = Gateway::start(&cluster);
-    let grpc_requests = requests(1, 20, 5);
-    let http_requests = requests(2, 20, 5);
-    let json_requests = requests(3, 20, 5);
-    let total: u64 = [&grpc_requests, &http_requests, &json_requests].iter().flat_map(|r| &r.bodies).map(|(_, n)| n).sum();
+    let grpc_requests = export_requests(1, 20, 5);
+    let http_requests = export_requests(2, 20, 5);
+    let json_requests = export_requests(3, 20, 5);
+    let total: u64 = [&grpc_requests, &http_requests, &json_requests].iter().flat_map(|r| r.iter()).map(|(_, n)| n).sum();
 
     runtime().block_on(async {
         let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", gateway.grpc)).await.unwrap();
-        for (request, _) in &grpc_requests.bodies {
+        for (request, _) in &grpc_requests {
             let response = client.export(request.clone()).await.expect("gRPC export accepted").into_inner();
             assert_eq!(response.partial_success, None, "nothing rejected");
         }
         let http = reqwest::Client::new();
-        for (i, (request, _)) in http_requests.bodies.iter().enumerate() {
+        for (i, (request, _)) in http_requests.iter().enumerate() {
             let mut post = http.post(gateway.url()).header("content-type", "application/x-protobuf");
             // Every other request gzip-compressed, as SDKs do with OTEL_EXPORTER_OTLP_COMPRESSION=gzip.
             post = if i % 2 == 0 { post.header("content-encoding", "gzip").body(gzip(&request.encode_to_vec())) } else { post.body(request.encode_to_vec()) };
@@ -124,7 +61,7 @@ fn grpc_and_http_exports_reach_kafka_keyed_by_trace_id() {
             let body = ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap();
             assert_eq!(body.partial_success, None);
         }
-        for (request, _) in &json_requests.bodies {
+        for (request, _) in &json_requests {
             let json = tracepipe_schemas::otlp_json::encode(request);
             let response = http.post(gateway.url()).header("content-type", "application/json").body(json).send().await.unwrap();
             assert_eq!(response.status(), 200);
@@ -137,14 +74,8 @@ fn grpc_and_http_exports_reach_kafka_keyed_by_trace_id() {
     assert_eq!(routed.duplicates(), 0);
     assert!(routed.partitions.values().all(|p| p.len() == 1), "each trace in one partition");
     assert_eq!(routed.missing_traceparent, 0, "every record carries a traceparent");
-    let metrics = gateway_metrics(&gateway);
+    let metrics = support::metrics(gateway.admin);
     assert!(metrics.contains("tracepipe_gateway_spans_total{outcome=\"accepted\",protocol=\"grpc\"}"), "{metrics}");
-}
-
-fn gateway_metrics(gateway: &Gateway) -> String {
-    let log = gateway.process.log_text();
-    let admin = log.lines().find_map(|l| l.strip_prefix("metrics: http://")).and_then(|a| a.strip_suffix("/metrics")).and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse::<u16>().ok());
-    admin.map(support::metrics).unwrap_or_default()
 }
 
 /// Sends bytes as they are over gRPC, to send what no OTLP client would.
@@ -196,7 +127,7 @@ async fn grpc_raw(port: u16, body: Vec<u8>) -> Result<ExportTraceServiceResponse
 fn malformed_requests_get_specific_errors_and_invalid_spans_a_partial_success() {
     let cluster = Cluster::start_with(|yaml| yaml.replace("max_request_bytes: 16MiB", "max_request_bytes: 64KiB"));
     let gateway = Gateway::start(&cluster);
-    let (valid, valid_spans) = requests(4, 1, 3).bodies.pop().unwrap();
+    let (valid, valid_spans) = export_requests(4, 1, 3).pop().unwrap();
     let encoded = valid.encode_to_vec();
     let truncated = encoded[..encoded.len() / 2].to_vec();
 
@@ -270,11 +201,10 @@ fn broker_down_gets_retryable_statuses_and_nothing_unstored_is_acknowledged() {
     let mut cluster = Cluster::start_with_persistent(|yaml| yaml.replace("ack_timeout: 5s", "ack_timeout: 2s"));
     let gateway = Gateway::start(&cluster);
     let url = gateway.url();
-    let batch = requests(5, 400, 2);
+    let batch = export_requests(5, 400, 2);
     let (sender_done, sender) = {
         let (tx, rx) = std::sync::mpsc::channel();
         let bodies: Vec<(Vec<u8>, Vec<Vec<u8>>)> = batch
-            .bodies
             .iter()
             .map(|(request, _)| {
                 let ids = request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans).map(|s| s.span_id.clone()).collect();
@@ -317,7 +247,7 @@ fn broker_down_gets_retryable_statuses_and_nothing_unstored_is_acknowledged() {
     cluster.tansu.stop();
     let status = runtime().block_on(async {
         let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", gateway.grpc)).await.unwrap();
-        client.export(requests(6, 1, 1).bodies.pop().unwrap().0).await.expect_err("not stored, not acknowledged")
+        client.export(export_requests(6, 1, 1).pop().unwrap().0).await.expect_err("not stored, not acknowledged")
     });
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     cluster.tansu.restart();

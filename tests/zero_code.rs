@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tracepipe_dependencies::{Dependencies, DependenciesConfig, DependenciesOutputs};
 use tracepipe_runtime::OutputId;
-use support::{free_port, http_get, read_traces, repo_path, Cluster, Process};
+use support::{free_port, http_get, read_traces, repo_path, Cluster, Gateway, Process};
 
 const REQUESTS: usize = 20;
 const SPAN_KIND_SERVER: i32 = 2;
@@ -48,12 +48,8 @@ fn flask_service(cluster: &Cluster, script: &str, service: &str, port: u16, prot
 fn flask_services_under_opentelemetry_instrument_come_out_as_assembled_traces() {
     instrument_binary();
     let cluster = Cluster::start();
-    let (grpc, http) = (free_port(), free_port());
-    let mut gateway = Process::spawn(
-        &["run", "gateway", "-t", cluster.topology_path.to_str().unwrap(), "--admin", &format!("127.0.0.1:{}", free_port()), "--otlp-grpc-listen", &format!("127.0.0.1:{grpc}"), "--otlp-http-listen", &format!("127.0.0.1:{http}")],
-        cluster.tansu.dir.path(),
-        "gateway",
-    );
+    let mut gateway = Gateway::start(&cluster);
+    let (grpc, http) = (gateway.grpc, gateway.http);
     let _assembler = cluster.spawn("assembler");
 
     let (inventory_port, storefront_port) = (free_port(), free_port());
@@ -92,7 +88,7 @@ fn flask_services_under_opentelemetry_instrument_come_out_as_assembled_traces() 
             joined += 1;
         }
     }
-    assert_eq!(joined, REQUESTS, "every request is one trace across both services:\n{}", gateway.log_text());
+    assert_eq!(joined, REQUESTS, "every request is one trace across both services:\n{}", gateway.process.log_text());
 
     // The dependencies processor, fed the same records, finds the storefront → inventory edge.
     let mut dependencies = Dependencies::new(DependenciesConfig::default(), DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) });
@@ -102,5 +98,5 @@ fn flask_services_under_opentelemetry_instrument_come_out_as_assembled_traces() 
     let edges: Vec<(String, String, String, u64)> = tracepipe_dependencies::testing::edges(&dependencies);
     let edge = edges.iter().find(|(client, server, _, _)| client == "storefront" && server == "inventory");
     assert!(edge.is_some_and(|(_, _, _, calls)| *calls >= REQUESTS as u64), "{edges:?}");
-    assert_eq!(gateway.terminate(), Some(0));
+    assert_eq!(gateway.process.terminate(), Some(0));
 }

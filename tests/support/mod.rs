@@ -601,6 +601,65 @@ pub fn wait_for_records(brokers: &str, topic: &str, count: u64, timeout: Duratio
     }
 }
 
+/// `count` OTLP export requests of `per_request` generated traces each (the small scenario, its
+/// seed varied by `seed`), with how many spans each holds.
+pub fn export_requests(seed: u64, count: usize, per_request: usize) -> Vec<(tracepipe_schemas::ExportTraceServiceRequest, u64)> {
+    let mut scenario = Scenario::from_yaml(&std::fs::read_to_string(repo_path("tests/scenarios/small.yaml")).unwrap()).unwrap();
+    scenario.seed ^= seed;
+    let mut generator = loadgen::TraceGenerator::new(scenario.clone());
+    let encoder = loadgen::MessageEncoder::new(Encoding::OtlpProto, &scenario, generator.services());
+    let start = 1_764_000_000_000_000_000 + seed * 1_000_000_000;
+    (0..count)
+        .map(|r| {
+            let mut spans = Vec::new();
+            for t in 0..per_request {
+                spans.extend(generator.generate(start + ((r * per_request + t) as u64) * 1_000_000, 1.0).spans);
+            }
+            let span_count = spans.len() as u64;
+            let (_, bytes) = encoder.encode(spans).pop().unwrap();
+            (tracepipe_schemas::ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap(), span_count)
+        })
+        .collect()
+}
+
+/// `tracepipe run gateway` on free ports, listening once this returns.
+pub struct Gateway {
+    pub process: Process,
+    pub grpc: u16,
+    pub http: u16,
+    pub admin: u16,
+}
+
+impl Gateway {
+    pub fn start(cluster: &Cluster) -> Gateway {
+        let (grpc, http, admin) = (free_port(), free_port(), free_port());
+        let process = Process::spawn(
+            &[
+                "run",
+                "gateway",
+                "-t",
+                cluster.topology_path.to_str().unwrap(),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+                "--otlp-grpc-listen",
+                &format!("127.0.0.1:{grpc}"),
+                "--otlp-http-listen",
+                &format!("127.0.0.1:{http}"),
+            ],
+            cluster.tansu.dir.path(),
+            "gateway",
+        );
+        wait_for_port(http, &process);
+        wait_for_port(grpc, &process);
+        Gateway { process, grpc, http, admin }
+    }
+
+    /// The OTLP/HTTP traces endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/traces", self.http)
+    }
+}
+
 /// Waits until something listens on `port`; `process` is what should be listening (its log is
 /// shown if nothing does within 60 s).
 pub fn wait_for_port(port: u16, process: &Process) {
