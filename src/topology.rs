@@ -916,9 +916,6 @@ fn validate_gateway(path: &str, raw: RawGateway, topics: &BTreeMap<String, Topic
     }
     let ack_timeout = optional_duration(format!("{path}.ack_timeout"), &raw.ack_timeout, defaults.ack_timeout, problems);
     let retry_after = optional_duration(format!("{path}.retry_after"), &raw.retry_after, defaults.retry_after, problems);
-    if ack_timeout.is_zero() {
-        problems.add(format!("{path}.ack_timeout"), "must be more than 0");
-    }
     if grpc_listen.is_none() && http_listen.is_none() {
         problems.add(path.to_string(), "grpc_listen and http_listen are both off; remove the section instead");
     }
@@ -1140,6 +1137,31 @@ mod tests {
         ] {
             assert!(messages.iter().any(|m| m.starts_with(expected)), "{expected} not in {messages:#?}");
         }
+    }
+
+    #[test]
+    fn gateway_settings_are_checked() {
+        let shipped = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap().gateway.unwrap();
+        assert_eq!(shipped.config.grpc_listen, Some("127.0.0.1:4317".parse().unwrap()));
+        assert_eq!(shipped.config.max_request_bytes, 16 << 20);
+        let text = DEFAULT_TOPOLOGY
+            .replace("grpc_listen: 127.0.0.1:4317", "grpc_listen: localhost")
+            .replace("max_request_bytes: 16MiB", "max_request_bytes: lots\n    max_body: 1MiB")
+            .replace("max_in_flight_bytes: 256MiB", "max_in_flight_bytes: 1MiB")
+            .replace("ack_timeout: 5s", "ack_timeout: 0s");
+        let messages: Vec<String> = Topology::from_yaml(&text).unwrap_err().0.iter().map(|p| p.to_string()).collect();
+        for expected in [
+            "processors.gateway.grpc_listen: `localhost` is not an address",
+            "processors.gateway.max_request_bytes: must be a size",
+            "processors.gateway.max_body: unknown key",
+            "processors.gateway.max_in_flight_bytes: must be at least max_request_bytes",
+            "processors.gateway.ack_timeout: must be longer than zero",
+        ] {
+            assert!(messages.iter().any(|m| m.starts_with(expected)), "{expected} not in {messages:#?}");
+        }
+        let both_off = DEFAULT_TOPOLOGY.replace("grpc_listen: 127.0.0.1:4317", "grpc_listen: off").replace("http_listen: 127.0.0.1:4318", "http_listen: off");
+        let messages: Vec<String> = Topology::from_yaml(&both_off).unwrap_err().0.iter().map(|p| p.to_string()).collect();
+        assert!(messages.iter().any(|m| m.contains("both off")), "{messages:#?}");
     }
 
     #[test]
