@@ -76,7 +76,8 @@ pub async fn start_query(topology: &Topology, shutdown: CancellationToken) -> an
     if bearer_token.is_some() {
         tracing::info!("api requests need the bearer token");
     }
-    Ok((addr, tracepipe_query::serve_on(listener, store, bearer_token, shutdown)))
+    let config = tracepipe_query::QueryConfig { bearer_token, adaptive_sampling: spec.adaptive_sampling.clone() };
+    Ok((addr, tracepipe_query::serve_on(listener, store, config, shutdown)))
 }
 
 /// Starts the OTLP receivers; returns where they listen.

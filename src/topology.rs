@@ -14,6 +14,7 @@ use tracepipe_analyzer::{AnalyzerConfig, DetectionConfig};
 use tracepipe_dependencies::DependenciesConfig;
 use tracepipe_gateway::GatewayConfig;
 use tracepipe_sampler::{AttributeScope, Matcher, RuleKind, SamplerConfig, SamplingRule};
+use tracepipe_query::sampling::AdaptiveSampling;
 use tracepipe_sink::{Retention, SinkConfig, SinkInput, StoreUrl};
 use tracepipe_schemas::Encoding;
 
@@ -117,6 +118,19 @@ struct RawGateway {
 struct RawQuery {
     listen: Option<String>,
     bearer_token_env: Option<String>,
+    #[serde(default)]
+    adaptive_sampling: RawAdaptiveSampling,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawAdaptiveSampling {
+    target_traces_per_second: Option<f64>,
+    lookback: Option<String>,
+    default_probability: Option<f64>,
+    min_probability: Option<f64>,
+    min_traces_per_second: Option<f64>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -317,6 +331,7 @@ pub struct QuerySpec {
     pub listen: SocketAddr,
     /// The environment variable holding the bearer token API requests must carry, if set.
     pub bearer_token_env: Option<String>,
+    pub adaptive_sampling: AdaptiveSampling,
 }
 
 /// A processor that writes its results to `stage.output` and its alerts to `alerts`.
@@ -875,7 +890,8 @@ fn validate_sink(path: &str, raw: RawSink, topics: &BTreeMap<String, TopicSpec>,
 }
 
 fn validate_query(path: &str, raw: RawQuery, problems: &mut Collector) -> Option<QuerySpec> {
-    problems.unknown(path, &raw.unknown, &["listen", "bearer_token_env"]);
+    problems.unknown(path, &raw.unknown, &["listen", "bearer_token_env", "adaptive_sampling"]);
+    let adaptive_sampling = validate_adaptive_sampling(&format!("{path}.adaptive_sampling"), &raw.adaptive_sampling, problems);
     let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:16686");
     let listen = match listen.parse() {
         Ok(listen) => listen,
@@ -884,7 +900,31 @@ fn validate_query(path: &str, raw: RawQuery, problems: &mut Collector) -> Option
             return None;
         }
     };
-    Some(QuerySpec { listen, bearer_token_env: raw.bearer_token_env.filter(|v| !v.is_empty()) })
+    Some(QuerySpec { listen, bearer_token_env: raw.bearer_token_env.filter(|v| !v.is_empty()), adaptive_sampling })
+}
+
+fn validate_adaptive_sampling(at: &str, raw: &RawAdaptiveSampling, problems: &mut Collector) -> AdaptiveSampling {
+    problems.unknown(at, &raw.unknown, &["target_traces_per_second", "lookback", "default_probability", "min_probability", "min_traces_per_second"]);
+    let defaults = AdaptiveSampling::default();
+    let rate = |field: &str, value: Option<f64>, default: f64, problems: &mut Collector| match value {
+        Some(v) if v.is_finite() && v > 0.0 => v,
+        None => default,
+        Some(v) => {
+            problems.add(format!("{at}.{field}"), format!("must be a number of traces per second above zero, got {v}"));
+            default
+        }
+    };
+    let sampling = AdaptiveSampling {
+        target_traces_per_second: rate("target_traces_per_second", raw.target_traces_per_second, defaults.target_traces_per_second, problems),
+        lookback: positive_duration(format!("{at}.lookback"), &raw.lookback, defaults.lookback, problems),
+        default_probability: bounded_f64(format!("{at}.default_probability"), raw.default_probability, defaults.default_probability, 0.0..=1.0, problems),
+        min_probability: bounded_f64(format!("{at}.min_probability"), raw.min_probability, defaults.min_probability, 0.0..=1.0, problems),
+        min_traces_per_second: rate("min_traces_per_second", raw.min_traces_per_second, defaults.min_traces_per_second, problems),
+    };
+    if sampling.min_traces_per_second > sampling.target_traces_per_second {
+        problems.add(format!("{at}.min_traces_per_second"), format!("must not exceed target_traces_per_second ({})", sampling.target_traces_per_second));
+    }
+    sampling
 }
 
 fn validate_gateway(path: &str, raw: RawGateway, topics: &BTreeMap<String, TopicSpec>, problems: &mut Collector) -> Option<GatewaySpec> {
@@ -1162,6 +1202,28 @@ mod tests {
         let both_off = DEFAULT_TOPOLOGY.replace("grpc_listen: 127.0.0.1:4317", "grpc_listen: off").replace("http_listen: 127.0.0.1:4318", "http_listen: off");
         let messages: Vec<String> = Topology::from_yaml(&both_off).unwrap_err().0.iter().map(|p| p.to_string()).collect();
         assert!(messages.iter().any(|m| m.contains("both off")), "{messages:#?}");
+    }
+
+    #[test]
+    fn adaptive_sampling_settings_are_checked() {
+        let shipped = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap().query.unwrap().adaptive_sampling;
+        assert_eq!((shipped.target_traces_per_second, shipped.lookback), (1.0, Duration::from_secs(300)));
+        let text = DEFAULT_TOPOLOGY
+            .replace("target_traces_per_second: 1\n", "target_traces_per_second: -2\n      targets: 3\n")
+            .replace("lookback: 5m", "lookback: 0s")
+            .replace("default_probability: 1\n", "default_probability: 1.5\n");
+        let messages: Vec<String> = Topology::from_yaml(&text).unwrap_err().0.iter().map(|p| p.to_string()).collect();
+        for expected in [
+            "processors.query.adaptive_sampling.targets: unknown key",
+            "processors.query.adaptive_sampling.target_traces_per_second: must be a number of traces per second above zero, got -2",
+            "processors.query.adaptive_sampling.lookback: must be longer than zero",
+            "processors.query.adaptive_sampling.default_probability: must be between 0 and 1, got 1.5",
+        ] {
+            assert!(messages.iter().any(|m| m.starts_with(expected)), "{expected} not in {messages:#?}");
+        }
+        let floor_above = DEFAULT_TOPOLOGY.replace("min_traces_per_second: 0.0167", "min_traces_per_second: 2");
+        let messages: Vec<String> = Topology::from_yaml(&floor_above).unwrap_err().0.iter().map(|p| p.to_string()).collect();
+        assert!(messages.iter().any(|m| m.contains("must not exceed target_traces_per_second")), "{messages:#?}");
     }
 
     #[test]

@@ -266,6 +266,29 @@ fn bad_structure_is_repaired_counted_and_bounded() {
     assert!(overflow["count"].as_u64().unwrap() > 990_000);
 }
 
+#[test]
+fn bottleneck_rollups_weigh_traces_by_their_head_sampling_probability() {
+    let mut analyzer = analyzer(|_| {});
+    let mut out = Emitter::default();
+    for (i, probability) in [Some(0.25), Some(0.25), Some(0.5), None].into_iter().enumerate() {
+        let mut root = span(1, None, START, START + 1_000);
+        root.name = "GET /checkout".into();
+        if let Some(p) = probability {
+            root.attributes = vec![attributes::string("sampler.type", "probabilistic"), attributes::double("sampler.param", p)];
+        }
+        let mut child = span(2, Some(1), START + 10, START + 900);
+        child.kind = 3;
+        let bytes = assembled([i as u8 + 1; 16], vec![("shop".to_string(), root), ("shop".to_string(), child)]);
+        tracepipe_analyzer::testing::analyze(&mut analyzer, &bytes, START, &mut out).unwrap();
+    }
+    analyzer.drain(START, &mut out);
+    let rollups = json_records(&out, ROLLUPS);
+    let checkout = rollups.iter().find(|r| r["kind"] == "bottlenecks" && r["operation"] == "GET /checkout").expect("a bottleneck rollup");
+    assert_eq!(checkout["traces"], 4);
+    // 1/0.25 + 1/0.25 + 1/0.5 + 1 (no sampler.param: counted once).
+    assert_eq!(checkout["adjusted_traces"], 11.0);
+}
+
 /// Checks `value` against the subset of JSON Schema the alert schema uses: type, enum, required,
 /// properties, items, anyOf and local $ref.
 fn conforms(root: &serde_json::Value, schema: &serde_json::Value, value: &serde_json::Value, at: &str) -> Result<(), String> {

@@ -1,14 +1,20 @@
 //! The Rust example shop (examples/shop_*.rs), instrumented with `tracepipe-instrument`: a request
 //! to the frontend, its HTTP call to the orders service, and the `orders.placed` event that comes
 //! back over Kafka come out of the router and assembler as one trace across both services and the
-//! Kafka hop.
+//! Kafka hop; and the frontend, sampling adaptively, takes its probability from the query
+//! server and records it, so the analyzer counts the traffic it did not keep.
 
 mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use support::{free_port, http_get, read_traces, repo_path, Cluster, Process};
+use support::{free_port, http_get, read_traces, repo_path, stored, Cluster, Process};
+use tracepipe_analyzer::{Analyzer, AnalyzerConfig, AnalyzerOutputs};
+use tracepipe_runtime::{Emitter, OutputId, Processor};
+use tracepipe_schemas::analytics::{BottleneckRollup, Rollup, ROLLUP_SCHEMA};
+use tracepipe_schemas::trace_view::TraceView;
+use tracepipe_sink::{SinkConfig, Store, StoreUrl};
 
 const REQUESTS: usize = 20;
 const SERVER: i32 = 2;
@@ -70,4 +76,79 @@ fn a_request_is_one_trace_across_the_http_call_and_the_kafka_hop() {
         joined += 1;
     }
     assert_eq!(joined, REQUESTS);
+}
+
+/// A query server whose store says `GET /checkout/{item}` started 4 traces/s last minute, all
+/// kept: toward 1 trace/s it serves probability 0.25.
+fn query_server_with_observed_traffic(dir: &std::path::Path) -> (u16, tokio::runtime::Runtime) {
+    let url = StoreUrl::Sqlite(dir.join("tracepipe.db"));
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let rollup = Rollup::Bottlenecks(BottleneckRollup {
+        schema: ROLLUP_SCHEMA.into(),
+        window_start_unix_ms: (now_ms / 60_000 - 2) * 60_000,
+        window_seconds: 60,
+        service: "frontend".into(),
+        operation: "GET /checkout/{item}".into(),
+        traces: 240,
+        adjusted_traces: Some(240.0),
+        total_ms: 2_400.0,
+        contributors: Vec::new(),
+    });
+    let mut sink = stored::sink(&url, SinkConfig::default());
+    stored::feed(&mut sink, &[(2, serde_json::to_vec(&rollup).unwrap())], 0, now_ms * 1_000_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _guard = runtime.enter();
+    tracepipe_query::serve_on(listener, Store::open(&url).unwrap(), Default::default(), tokio_util::sync::CancellationToken::new());
+    (port, runtime)
+}
+
+#[test]
+fn adaptive_sampling_follows_the_query_server_and_the_analyzer_counts_what_was_not_kept() {
+    const SAMPLED_REQUESTS: usize = 200;
+    let cluster = Cluster::start_with(|yaml| yaml.replace("  tracepipe.spans:", "  orders.placed:    { partitions: 3, replication: 1 }\n  tracepipe.spans:"));
+    let _router = cluster.spawn("router");
+    let _assembler = cluster.spawn("assembler");
+    let (query_port, _query_runtime) = query_server_with_observed_traffic(cluster.tansu.dir.path());
+    let (orders_port, frontend_port) = (free_port(), free_port());
+    let mut orders = start_service(&cluster, "shop_orders", orders_port, &[]);
+    // Until its first answer the sampler keeps nothing, so every kept trace was decided by it.
+    let remote = [
+        ("OTEL_TRACES_SAMPLER", "parentbased_jaeger_remote".to_string()),
+        ("OTEL_TRACES_SAMPLER_ARG", format!("endpoint=http://127.0.0.1:{query_port}/api/sampling,pollingIntervalMs=200,initialSamplingRate=0")),
+        ("ORDERS_URL", format!("http://127.0.0.1:{orders_port}")),
+    ];
+    let mut frontend = start_service(&cluster, "shop_frontend", frontend_port, &remote);
+    std::thread::sleep(Duration::from_secs(2));
+    for item in 0..SAMPLED_REQUESTS {
+        let response = http_get(frontend_port, &format!("/checkout/{item}"));
+        assert!(response.contains(" 200 "), "{response}\n{}", frontend.log_text());
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(frontend.terminate(), Some(0), "{}", frontend.log_text());
+    assert_eq!(orders.terminate(), Some(0), "{}", orders.log_text());
+
+    let complete = |t: &support::TraceRecord| t.spans.iter().any(|s| s.kind == CONSUMER);
+    let traces = read_traces(&cluster.brokers(), "tracepipe.traces", Duration::from_secs(60), |traces| traces.iter().any(|t| complete(t)));
+    let first_emissions: Vec<_> = traces.iter().filter(|t| t.fragment == 0).collect();
+    // Binomial(200, 0.25): 50 expected, 20 to 90 is five standard deviations either way.
+    assert!((20..=90).contains(&first_emissions.len()), "{} of {SAMPLED_REQUESTS} traces kept at probability 0.25", first_emissions.len());
+    let mut analyzer = Analyzer::new(AnalyzerConfig::default(), AnalyzerOutputs { rollups: OutputId(0), alerts: OutputId(1) });
+    let mut out = Emitter::default();
+    for trace in &first_emissions {
+        let view = TraceView::parse(&trace.payload).unwrap();
+        let root = view.spans.iter().find(|s| s.parent_span_id.is_none()).expect("a root");
+        assert_eq!((root.name, root.head_sampling_probability), ("GET /checkout/{item}", Some(0.25)), "the root records the probability it was kept with");
+        tracepipe_analyzer::testing::analyze(&mut analyzer, &trace.payload, 0, &mut out).unwrap();
+    }
+    analyzer.drain(u64::MAX / 2, &mut out);
+    let adjusted: f64 = out
+        .records()
+        .filter_map(|(_, _, value)| match serde_json::from_slice(value) {
+            Ok(Rollup::Bottlenecks(r)) if r.service == "frontend" => r.adjusted_traces,
+            _ => None,
+        })
+        .sum();
+    assert_eq!(adjusted, first_emissions.len() as f64 * 4.0, "each kept trace stands for four started");
 }

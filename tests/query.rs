@@ -47,7 +47,8 @@ fn server(token: Option<&str>) -> Server {
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let port = listener.local_addr().unwrap().port();
     let _guard = runtime.enter();
-    tracepipe_query::serve_on(listener, store, token.map(str::to_string), shutdown.clone());
+    let config = tracepipe_query::QueryConfig { bearer_token: token.map(str::to_string), ..Default::default() };
+    tracepipe_query::serve_on(listener, store, config, shutdown.clone());
     Server { port, ids, shutdown, _runtime: runtime, _dir: dir }
 }
 
@@ -208,6 +209,29 @@ fn tracepipes_own_api() {
     let root_us = root["duration"].as_i64().unwrap();
     assert!((on_path_us - root_us).abs() <= path.len() as i64 + 1, "self times on the path add up to the root's duration: {on_path_us} vs {root_us}");
     assert_eq!(trace["sampling"]["rule"], "test");
+}
+
+#[test]
+fn sampling_strategies_are_served_in_jaegers_format() {
+    let server = server(None);
+    let port = server.port;
+    let bottlenecks = ok(port, "/api/v1/bottlenecks");
+    let busiest = bottlenecks.as_array().unwrap().iter().max_by_key(|e| e["traces"].as_u64().unwrap()).unwrap();
+    let service = busiest["service"].as_str().unwrap();
+    let operation = busiest["operation"].as_str().unwrap();
+    let (status, body) = get(port, &format!("/api/sampling?service={service}"), "");
+    assert_eq!(status, 200, "{body}");
+    let strategy: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(strategy["strategyType"], "PROBABILISTIC");
+    // What an instrumented service reads: the busiest root operation (hundreds of traces in
+    // about a minute, far above the 1 trace/s target) sampled down, below the default.
+    let strategies = tracepipe_instrument::sampling::Strategies::from_jaeger_json(body.as_bytes()).unwrap();
+    let probability = strategies.probability(operation);
+    assert!(probability > 0.0 && probability < 0.5, "{operation}: {probability} in {body}");
+    assert_eq!(strategies.probability("GET /never-seen"), 1.0, "unseen operations get the default");
+    let unknown: Value = serde_json::from_str(&get(port, "/api/sampling?service=nobody", "").1).unwrap();
+    assert_eq!(unknown["operationSampling"]["perOperationStrategies"], serde_json::json!([]));
+    bad(port, "/api/sampling", 400, "service");
 }
 
 #[test]

@@ -39,7 +39,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 pub use exporter::KafkaSpanExporter;
-pub use sampling::Sampling;
+pub use sampling::{RemoteSampling, Sampling};
 
 /// What [`init`] sets up.
 #[derive(Debug, Clone)]
@@ -110,14 +110,26 @@ impl Config {
     }
 
     /// The usual OpenTelemetry environment: `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER_ARG` (a
-    /// ratio), and tracepipe's `TRACEPIPE_KAFKA_BROKERS` / `TRACEPIPE_SPANS_TOPIC` for the exporter.
+    /// ratio, or with `OTEL_TRACES_SAMPLER=parentbased_jaeger_remote` the remote sampler's
+    /// `endpoint=…,pollingIntervalMs=…,initialSamplingRate=…`, with `TRACEPIPE_SAMPLING_TOKEN`
+    /// as the query server's bearer token if it wants one), and tracepipe's `TRACEPIPE_KAFKA_BROKERS` / `TRACEPIPE_SPANS_TOPIC` for the exporter.
     pub fn from_env(default_service: &str) -> Config {
         let mut config = Config::new(std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| default_service.to_string()));
         if let Ok(brokers) = std::env::var("TRACEPIPE_KAFKA_BROKERS") {
             config = config.kafka(brokers, std::env::var("TRACEPIPE_SPANS_TOPIC").unwrap_or_else(|_| "otlp_spans".into()));
         }
-        if let Some(ratio) = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok().and_then(|r| r.parse().ok()) {
-            config = config.ratio(ratio);
+        let argument = std::env::var("OTEL_TRACES_SAMPLER_ARG").unwrap_or_default();
+        match std::env::var("OTEL_TRACES_SAMPLER").as_deref() {
+            Ok("jaeger_remote" | "parentbased_jaeger_remote") => {
+                let mut remote = RemoteSampling::from_sampler_argument(&argument);
+                remote.bearer_token = std::env::var("TRACEPIPE_SAMPLING_TOKEN").ok().filter(|t| !t.is_empty());
+                config = config.sampling(Sampling::Remote(remote));
+            }
+            _ => {
+                if let Ok(ratio) = argument.parse() {
+                    config = config.ratio(ratio);
+                }
+            }
         }
         config
     }

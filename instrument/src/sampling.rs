@@ -29,6 +29,40 @@ pub struct RemoteSampling {
     /// Used until the first answer, and for operations the answer does not name.
     pub default_ratio: f64,
     pub refresh: Duration,
+    /// Sent as `Authorization: Bearer …`, for a query server that wants a token.
+    pub bearer_token: Option<String>,
+}
+
+impl RemoteSampling {
+    pub fn new(url: impl Into<String>) -> RemoteSampling {
+        RemoteSampling { url: url.into(), default_ratio: 1.0, refresh: Duration::from_secs(60), bearer_token: None }
+    }
+
+    /// Reads the OpenTelemetry SDKs' `jaeger_remote` sampler argument:
+    /// `endpoint=URL,pollingIntervalMs=N,initialSamplingRate=P`, each optional; the endpoint
+    /// defaults to a local query server.
+    pub fn from_sampler_argument(argument: &str) -> RemoteSampling {
+        let mut remote = RemoteSampling::new("http://127.0.0.1:16686/api/sampling");
+        for pair in argument.split(',') {
+            let Some((key, value)) = pair.split_once('=') else { continue };
+            let value = value.trim();
+            match key.trim() {
+                "endpoint" => remote.url = value.to_string(),
+                "pollingIntervalMs" => {
+                    if let Ok(ms) = value.parse::<u64>() {
+                        remote.refresh = Duration::from_millis(ms.max(100));
+                    }
+                }
+                "initialSamplingRate" => {
+                    if let Ok(rate) = value.parse::<f64>() {
+                        remote.default_ratio = rate;
+                    }
+                }
+                _ => {}
+            }
+        }
+        remote
+    }
 }
 
 impl Sampling {
@@ -42,11 +76,25 @@ impl Sampling {
                     return Err(format!("default ratio must be between 0 and 1, got {}", remote.default_ratio));
                 }
                 let sampler = AdaptiveSampler::new(remote.default_ratio);
-                sampler.poll(format!("{}?service={}", remote.url, service), remote.refresh);
+                let separator = if remote.url.contains('?') { '&' } else { '?' };
+                let url = format!("{}{separator}service={}", remote.url, encode_query_value(service));
+                sampler.poll(url, remote.refresh, remote.bearer_token.clone());
                 Ok(Sampler::ParentBased(Box::new(sampler)))
             }
         }
     }
+}
+
+/// Percent-encodes what is not unreserved in a URL query value (service names may hold spaces or `&`).
+fn encode_query_value(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => encoded.push(byte as char),
+            _ => encoded.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    encoded
 }
 
 /// Per-operation probabilities, replaced whenever the endpoint answers.
@@ -125,7 +173,7 @@ impl AdaptiveSampler {
     }
 
     /// Fetches `url` every `refresh` on a thread of its own, for as long as the sampler lives.
-    fn poll(&self, url: String, refresh: Duration) {
+    fn poll(&self, url: String, refresh: Duration, bearer_token: Option<String>) {
         let strategies: Weak<RwLock<Strategies>> = Arc::downgrade(&self.strategies);
         let spawned = std::thread::Builder::new().name("sampling-poller".into()).spawn(move || {
             let client = match reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build() {
@@ -134,7 +182,11 @@ impl AdaptiveSampler {
             };
             loop {
                 let Some(target) = strategies.upgrade() else { return };
-                let fetched = client.get(&url).send().and_then(|r| r.error_for_status()).and_then(|r| r.bytes());
+                let mut request = client.get(&url);
+                if let Some(token) = &bearer_token {
+                    request = request.bearer_auth(token);
+                }
+                let fetched = request.send().and_then(|r| r.error_for_status()).and_then(|r| r.bytes());
                 match fetched.map_err(|e| e.to_string()).and_then(|body| Strategies::from_jaeger_json(&body)) {
                     Ok(fresh) => *target.write().unwrap() = fresh,
                     Err(error) => tracing::debug!(%error, %url, "sampling strategies not refreshed; keeping the last ones"),
@@ -175,6 +227,17 @@ mod tests {
         assert_eq!(plain.probability("x"), 0.5);
         assert!(Strategies::from_jaeger_json(b"{}").is_err());
         assert!(Strategies::from_jaeger_json(b"<html>").is_err());
+    }
+
+    #[test]
+    fn reads_the_sdks_remote_sampler_argument() {
+        let remote = RemoteSampling::from_sampler_argument("endpoint=http://query:16686/api/sampling, pollingIntervalMs=5000,initialSamplingRate=0.25,unknown=1");
+        assert_eq!(remote.url, "http://query:16686/api/sampling");
+        assert_eq!(remote.refresh, Duration::from_secs(5));
+        assert_eq!(remote.default_ratio, 0.25);
+        let defaults = RemoteSampling::from_sampler_argument("");
+        assert_eq!((defaults.url.as_str(), defaults.default_ratio), ("http://127.0.0.1:16686/api/sampling", 1.0));
+        assert_eq!(encode_query_value("shop front&co"), "shop%20front%26co");
     }
 
     #[test]

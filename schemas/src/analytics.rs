@@ -57,6 +57,11 @@ pub struct BottleneckRollup {
     pub service: String,
     pub operation: String,
     pub traces: u64,
+    /// `traces` each weighted by 1 / the head-sampling probability its root recorded
+    /// (`sampler.param`): an estimate of how many traces the services started. Absent in rollups
+    /// written before it existed; read it as `traces` then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjusted_traces: Option<f64>,
     /// Sum of the endpoint's durations; the contributors' `critical_path_ms` add up to it.
     pub total_ms: f64,
     pub contributors: Vec<Contributor>,

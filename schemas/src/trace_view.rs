@@ -38,7 +38,7 @@ pub struct PeerAttributes<'a> {
     pub http_status_code: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpanView<'a> {
     /// Index into [`TraceView::services`]: the resource the span came from.
     pub resource: u32,
@@ -55,6 +55,9 @@ pub struct SpanView<'a> {
     /// The first link to another span of the same trace (a messaging consumer links to its producer).
     pub link: Option<[u8; 8]>,
     pub peer: PeerAttributes<'a>,
+    /// `sampler.param`: the probability a head sampler kept this span's trace with, as Jaeger
+    /// clients and tracepipe's instrumentation record on the root.
+    pub head_sampling_probability: Option<f64>,
 }
 
 impl SpanView<'_> {
@@ -165,6 +168,7 @@ enum AttributeValue<'a> {
     /// String bytes, not yet checked to be UTF-8: most attributes are skipped unread.
     Str(&'a [u8]),
     Int(i64),
+    Double(f64),
     Other,
 }
 
@@ -197,6 +201,7 @@ fn read_key_value<'a>(body: &'a [u8], wanted: impl Fn(&[u8]) -> bool) -> Result<
                     value = match (v.number, v.value) {
                         (1, Value::Len(s)) => AttributeValue::Str(s),
                         (3, Value::Varint(i)) => AttributeValue::Int(i as i64),
+                        (4, Value::I64(bits)) => AttributeValue::Double(f64::from_bits(bits)),
                         _ => AttributeValue::Other,
                     };
                 }
@@ -207,7 +212,8 @@ fn read_key_value<'a>(body: &'a [u8], wanted: impl Fn(&[u8]) -> bool) -> Result<
     Ok(key.filter(|k| wanted(k)).map(|k| (k, value)))
 }
 
-const PEER_KEYS: &[&[u8]] = &[
+/// The span attributes read; every other one is skipped after its key.
+const SPAN_KEYS: &[&[u8]] = &[
     b"peer.service",
     b"server.address",
     b"net.peer.name",
@@ -220,6 +226,7 @@ const PEER_KEYS: &[&[u8]] = &[
     b"messaging.destination",
     b"http.response.status_code",
     b"http.status_code",
+    b"sampler.param",
 ];
 
 fn read_span(body: &[u8], resource: u32) -> Result<SpanView<'_>, DecodeError> {
@@ -236,6 +243,7 @@ fn read_span(body: &[u8], resource: u32) -> Result<SpanView<'_>, DecodeError> {
         exception: None,
         link: None,
         peer: PeerAttributes::default(),
+        head_sampling_probability: None,
     };
     let mut has_id = false;
     for field in Reader::new(body, 0) {
@@ -250,7 +258,7 @@ fn read_span(body: &[u8], resource: u32) -> Result<SpanView<'_>, DecodeError> {
             (6, Value::Varint(k)) => span.kind = u8::try_from(k).unwrap_or(kind::UNSPECIFIED),
             (7, Value::I64(t)) => span.start_unix_nano = t,
             (8, Value::I64(t)) => span.end_unix_nano = t,
-            (9, Value::Len(kv)) => read_peer_attribute(kv, &mut span.peer)?,
+            (9, Value::Len(kv)) => read_span_attribute(kv, &mut span)?,
             (11, Value::Len(event)) if span.exception.is_none() => span.exception = read_exception(event)?,
             (13, Value::Len(link)) if span.link.is_none() => {
                 for f in Reader::new(link, 0) {
@@ -279,8 +287,9 @@ fn read_span(body: &[u8], resource: u32) -> Result<SpanView<'_>, DecodeError> {
     Ok(span)
 }
 
-fn read_peer_attribute<'a>(kv: &'a [u8], peer: &mut PeerAttributes<'a>) -> Result<(), DecodeError> {
-    let Some((key, value)) = read_key_value(kv, |k| PEER_KEYS.contains(&k))? else { return Ok(()) };
+fn read_span_attribute<'a>(kv: &'a [u8], span: &mut SpanView<'a>) -> Result<(), DecodeError> {
+    let Some((key, value)) = read_key_value(kv, |k| SPAN_KEYS.contains(&k))? else { return Ok(()) };
+    let peer = &mut span.peer;
     let slot = match key {
         b"peer.service" => &mut peer.peer_service,
         b"server.address" | b"net.peer.name" => &mut peer.server_address,
@@ -288,6 +297,12 @@ fn read_peer_attribute<'a>(kv: &'a [u8], peer: &mut PeerAttributes<'a>) -> Resul
         b"db.namespace" | b"db.name" => &mut peer.db_namespace,
         b"messaging.system" => &mut peer.messaging_system,
         b"messaging.destination.name" | b"messaging.destination" => &mut peer.messaging_destination,
+        b"sampler.param" => {
+            if let AttributeValue::Double(probability) = value {
+                span.head_sampling_probability = Some(probability);
+            }
+            return Ok(());
+        }
         _ => {
             if let AttributeValue::Int(code) = value {
                 peer.http_status_code = Some(code);
@@ -364,7 +379,16 @@ mod tests {
             links: vec![span::Link { trace_id: vec![7; 16], span_id: vec![9; 8], ..Default::default() }],
             ..Default::default()
         };
-        let root = Span { trace_id: vec![7; 16], span_id: vec![1; 8], name: "GET /".into(), kind: 2, start_time_unix_nano: 5, end_time_unix_nano: 50, ..Default::default() };
+        let root = Span {
+            trace_id: vec![7; 16],
+            span_id: vec![1; 8],
+            name: "GET /".into(),
+            kind: 2,
+            start_time_unix_nano: 5,
+            end_time_unix_nano: 50,
+            attributes: vec![attributes::string("sampler.type", "probabilistic"), attributes::double("sampler.param", 0.25)],
+            ..Default::default()
+        };
         let message = AssembledTrace {
             trace_id: vec![7; 16],
             resource_spans: vec![
@@ -396,6 +420,8 @@ mod tests {
         assert!(db.is_error());
         assert_eq!(view.service(db), "shop");
         assert_eq!(view.spans[0].parent_span_id, None);
+        assert_eq!(view.spans[0].head_sampling_probability, Some(0.25));
+        assert_eq!(db.head_sampling_probability, None);
         assert_eq!(view.spans[2].parent_span_id, None, "an all-zero parent id is a root");
         assert_eq!(view.service(&view.spans[2]), UNKNOWN_SERVICE);
         for len in 0..message.len() {

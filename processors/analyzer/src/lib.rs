@@ -89,6 +89,8 @@ struct SeriesWindow {
 #[derive(Default)]
 struct EndpointWindow {
     traces: u64,
+    /// Traces weighted by 1 / their head-sampling probability: the traces the services started.
+    adjusted_traces: f64,
     total_nanos: u64,
     contributions: FxHashMap<OperationId, u64>,
 }
@@ -183,7 +185,14 @@ impl Analyzer {
         }
         self.tree.build(spans);
         count_problems(&self.tree.problems);
-        let trace_time = spans.iter().find(|s| s.parent_span_id.is_none()).unwrap_or(&spans[0]).start_unix_nano;
+        let root = spans.iter().find(|s| s.parent_span_id.is_none()).unwrap_or(&spans[0]);
+        let trace_time = root.start_unix_nano;
+        // A head sampler decided the whole trace at its root; a trace without `sampler.param` was
+        // not head-sampled, or sampled by a ratio the services did not record, and counts once.
+        let adjusted_count = match root.head_sampling_probability {
+            Some(p) if p > 0.0 && p <= 1.0 => 1.0 / p,
+            _ => 1.0,
+        };
         let window = self.windows.window_for(trace_time, now, at);
 
         self.span_series.clear();
@@ -223,6 +232,7 @@ impl Analyzer {
             let duration = spans[entry as usize].duration_nanos();
             let ew = window.state.endpoints.entry(endpoint).or_default();
             ew.traces += 1;
+            ew.adjusted_traces += adjusted_count;
             ew.total_nanos += duration;
             for &(operation, nanos) in &self.contributions {
                 *ew.contributions.entry(operation).or_default() += nanos;
@@ -319,6 +329,7 @@ impl Analyzer {
                 service: operation.service.to_string(),
                 operation: operation.name.to_string(),
                 traces: ew.traces,
+                adjusted_traces: Some(ew.adjusted_traces),
                 total_ms,
                 contributors,
             });

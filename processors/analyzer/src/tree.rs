@@ -278,6 +278,7 @@ mod tests {
             exception: None,
             link: None,
             peer: PeerAttributes::default(),
+            head_sampling_probability: None,
         }
     }
 

@@ -12,12 +12,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use tracepipe_schemas::analytics::{Alert, AlertState, EdgeWindow, ErrorGroupRollup, Rollup, SparseHistogram};
+use tracepipe_schemas::analytics::{Alert, AlertState, BottleneckRollup, EdgeWindow, ErrorGroupRollup, Rollup, SparseHistogram};
 use tracepipe_sink::{Store, StoreError};
 
 use crate::critical_path;
 use crate::params::{self, BadParameter, Params};
 use crate::reader::{self, StoredTrace, TraceQuery};
+use crate::sampling::AdaptiveSampling;
 
 const HOUR_US: i64 = 3_600_000_000;
 const DEFAULT_TRACE_LIMIT: usize = 100;
@@ -26,6 +27,7 @@ const MAX_TRACE_LIMIT: usize = 1_500;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<Mutex<Store>>,
+    pub sampling: Arc<AdaptiveSampling>,
 }
 
 pub struct ApiError {
@@ -177,6 +179,26 @@ pub async fn dependencies(State(state): State<ApiState>, Query(pairs): Query<Vec
         *links.entry((edge.client.clone(), edge.server.clone())).or_default() += edge.calls;
     }
     Ok(envelope(Value::Array(links.into_iter().map(|((parent, child), calls)| json!({"parent": parent, "child": child, "callCount": calls})).collect())))
+}
+
+/// Per-operation head-sampling probabilities for `service`, in Jaeger's remote-sampling format
+/// (not wrapped in the API's envelope: Jaeger's clients and tracepipe's read it as it is).
+pub async fn sampling_strategy(State(state): State<ApiState>, Query(pairs): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
+    let params = Params::new(pairs);
+    let service = params.required("service")?.to_string();
+    let sampling = state.sampling.clone();
+    // The analyzer emits a window after it closed and its lateness passed: look that much further back.
+    let end_ms = now_us() / 1_000;
+    let start_ms = end_ms - (sampling.lookback.as_millis() as i64) - 15 * 60_000;
+    let bodies = read(&state, move |s| reader::rollups(s, "bottlenecks", start_ms, end_ms, Some(&service))).await?;
+    let rollups: Vec<BottleneckRollup> = bodies
+        .iter()
+        .filter_map(|body| match serde_json::from_str(body) {
+            Ok(Rollup::Bottlenecks(rollup)) => Some(rollup),
+            _ => None,
+        })
+        .collect();
+    Ok(Json(sampling.strategy(&sampling.probabilities(&rollups))))
 }
 
 /// One trace in Jaeger's shape: spans with `processID`s into a `processes` map.

@@ -47,6 +47,7 @@ pub fn analyze(trace: &StoredTrace) -> TraceAnalysis {
                 exception: None,
                 link: None,
                 peer: Default::default(),
+                head_sampling_probability: None,
             }
         })
         .collect();

@@ -9,6 +9,7 @@ pub mod api;
 pub mod critical_path;
 pub mod params;
 pub mod reader;
+pub mod sampling;
 mod ui;
 
 use std::sync::{Arc, Mutex};
@@ -22,9 +23,18 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tracepipe_sink::Store;
 
+/// How the query server answers, beside its store.
+#[derive(Debug, Clone, Default)]
+pub struct QueryConfig {
+    /// When set, every /api request must carry `Authorization: Bearer TOKEN`.
+    pub bearer_token: Option<String>,
+    pub adaptive_sampling: sampling::AdaptiveSampling,
+}
+
 /// The whole HTTP surface over `store`.
-pub fn router(store: Store, bearer_token: Option<String>) -> Router {
-    let state = api::ApiState { store: Arc::new(Mutex::new(store)) };
+pub fn router(store: Store, config: QueryConfig) -> Router {
+    let state = api::ApiState { store: Arc::new(Mutex::new(store)), sampling: Arc::new(config.adaptive_sampling) };
+    let bearer_token = config.bearer_token;
     let api = Router::new()
         .route("/api/services", get(api::services))
         .route("/api/services/{service}/operations", get(api::service_operations))
@@ -32,6 +42,7 @@ pub fn router(store: Store, bearer_token: Option<String>) -> Router {
         .route("/api/traces", get(api::find_traces))
         .route("/api/traces/{id}", get(api::trace))
         .route("/api/dependencies", get(api::dependencies))
+        .route("/api/sampling", get(api::sampling_strategy))
         .route("/api/v1/traces/{id}", get(api::trace_detail))
         .route("/api/v1/edges", get(api::edges))
         .route("/api/v1/alerts", get(api::alerts))
@@ -57,8 +68,8 @@ async fn require_token(State(token): State<Arc<Option<String>>>, request: Reques
 }
 
 /// Serves on `listener` until `shutdown` is cancelled.
-pub fn serve_on(listener: tokio::net::TcpListener, store: Store, bearer_token: Option<String>, shutdown: CancellationToken) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    let app = router(store, bearer_token);
+pub fn serve_on(listener: tokio::net::TcpListener, store: Store, config: QueryConfig, shutdown: CancellationToken) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let app = router(store, config);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(listen = %addr, "query server and ui listening");
     }
