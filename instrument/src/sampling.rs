@@ -66,10 +66,10 @@ impl RemoteSampling {
 }
 
 impl Sampling {
-    pub(crate) fn sampler(&self, service: &str) -> Result<Sampler, String> {
+    pub(crate) fn sampler(&self, service: &str) -> Result<Box<dyn ShouldSample>, String> {
         match self {
-            Sampling::AlwaysOn => Ok(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
-            Sampling::Ratio(ratio) if (0.0..=1.0).contains(ratio) => Ok(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(*ratio)))),
+            Sampling::AlwaysOn => Ok(Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))),
+            Sampling::Ratio(ratio) if (0.0..=1.0).contains(ratio) => Ok(Box::new(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(*ratio))))),
             Sampling::Ratio(ratio) => Err(format!("ratio must be between 0 and 1, got {ratio}")),
             Sampling::Remote(remote) => {
                 if !(0.0..=1.0).contains(&remote.default_ratio) {
@@ -79,7 +79,9 @@ impl Sampling {
                 let separator = if remote.url.contains('?') { '&' } else { '?' };
                 let url = format!("{}{separator}service={}", remote.url, encode_query_value(service));
                 sampler.poll(url, remote.refresh, remote.bearer_token.clone());
-                Ok(Sampler::ParentBased(Box::new(sampler)))
+                // Not `Sampler::ParentBased`, which keeps only the root sampler's decision and
+                // would drop the `sampler.param` it records.
+                Ok(Box::new(Sampler::parent_based(sampler)))
             }
         }
     }
@@ -238,6 +240,14 @@ mod tests {
         let defaults = RemoteSampling::from_sampler_argument("");
         assert_eq!((defaults.url.as_str(), defaults.default_ratio), ("http://127.0.0.1:16686/api/sampling", 1.0));
         assert_eq!(encode_query_value("shop front&co"), "shop%20front%26co");
+    }
+
+    #[test]
+    fn kept_roots_record_their_probability() {
+        let sampler = Sampling::Remote(RemoteSampling { default_ratio: 1.0, ..RemoteSampling::new("http://127.0.0.1:9/api/sampling") }).sampler("svc").unwrap();
+        let root = sampler.should_sample(None, TraceId::from(7u128), "GET /", &SpanKind::Server, &[], &[]);
+        assert_eq!(root.decision, opentelemetry_sdk::trace::SamplingDecision::RecordAndSample);
+        assert!(root.attributes.contains(&KeyValue::new("sampler.param", 1.0)), "{:?}", root.attributes);
     }
 
     #[test]
