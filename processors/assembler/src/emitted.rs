@@ -1,5 +1,6 @@
 //! The trace ids emitted recently, with how many times, so spans that come later go out as
-//! numbered late fragments. Bounded: the oldest ids are forgotten first.
+//! numbered late fragments. Bounded: the oldest ids are forgotten first. Its bytes count against
+//! the assembler's memory budget.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -14,6 +15,10 @@ pub struct EmittedTraces {
 }
 
 impl EmittedTraces {
+    /// Bytes one remembered id takes at most: a map bucket (id, count and control byte) at the
+    /// map's lowest load, and the id again in the order queue at its lowest.
+    pub const MAX_BYTES_PER_ID: usize = 2 * (16 + 4 + 1) + 2 * 16;
+
     pub fn new(capacity: usize) -> Self {
         EmittedTraces { counts: HashMap::default(), order: VecDeque::new(), capacity: capacity.max(1) }
     }
@@ -34,6 +39,13 @@ impl EmittedTraces {
                 }
             }
         }
+    }
+
+    /// Bytes held by the map and the queue as allocated.
+    pub fn cost(&self) -> usize {
+        // The map's buckets are a power of two, at most 7/8 of them usable.
+        let buckets = if self.counts.capacity() == 0 { 0 } else { (self.counts.capacity() * 8 / 7).next_power_of_two() };
+        buckets * (std::mem::size_of::<(TraceId, u32)>() + 1) + self.order.capacity() * std::mem::size_of::<TraceId>()
     }
 
     pub fn len(&self) -> usize {

@@ -15,9 +15,10 @@
 //! rebalance or shutdown nothing partial is emitted: the state is dropped and the next owner
 //! replays from the watermark.
 //!
-//! Memory: the bytes held (span bytes, ids, per-trace overhead) are counted against
-//! `memory_budget_bytes`. Past it, the traces that cost most (size × age) are emitted early,
-//! flagged truncated with completion `MEMORY_PRESSURE`, until the total is under 90% of the budget.
+//! Memory: the bytes held (span bytes, ids, per-trace overhead, and the emitted-id cache) are
+//! counted against `memory_budget_bytes`. Past it, the traces that cost most (size × age) are
+//! emitted early, flagged truncated with completion `MEMORY_PRESSURE`, until the total is under
+//! 90% of the budget. The emitted-id cache may take at most an eighth of the budget.
 
 mod emitted;
 mod metrics;
@@ -116,8 +117,11 @@ pub struct TraceAssembler {
     open: IdMap<u32>,
     slots: Vec<Option<OpenTrace>>,
     free_slots: Vec<u32>,
-    /// (deadline, slot, generation); entries of an older generation are stale and skipped.
+    /// (deadline, slot, generation): one entry per open trace, pushed when it opens and pushed
+    /// again, later, when it is due but not complete. An entry whose slot holds another
+    /// generation (its trace was emitted early) is stale and skipped.
     deadlines: BinaryHeap<Reverse<(UnixNanos, u32, u32)>>,
+    next_generation: u32,
     /// Per partition: first offset of each open trace → how many open traces start there.
     watermarks: HashMap<SourcePartition, BTreeMap<i64, u32>>,
     emitted: EmittedTraces,
@@ -144,8 +148,10 @@ fn write_varint_field(out: &mut Vec<u8>, field: u32, value: u64) {
 
 impl TraceAssembler {
     pub fn new(config: AssemblerConfig, output: OutputId) -> Self {
+        let emitted_capacity = config.emitted_cache_traces.min(config.memory_budget_bytes / 8 / EmittedTraces::MAX_BYTES_PER_ID);
         TraceAssembler {
-            emitted: EmittedTraces::new(config.emitted_cache_traces),
+            emitted: EmittedTraces::new(emitted_capacity),
+            next_generation: 0,
             config,
             output,
             open: IdMap::default(),
@@ -171,9 +177,14 @@ impl TraceAssembler {
         self.buffered_spans
     }
 
-    /// Bytes held, as counted against the memory budget.
+    /// Bytes held in open traces.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered_bytes
+    }
+
+    /// Bytes counted against the memory budget: open traces and the emitted-id cache.
+    pub fn counted_bytes(&self) -> usize {
+        self.buffered_bytes + self.emitted.cost()
     }
 
     fn slot(&mut self, trace: OpenTrace) -> u32 {
@@ -238,10 +249,10 @@ impl TraceAssembler {
 
     /// Emits the traces that cost most (size × age) until under 90% of the budget.
     fn relieve_memory_pressure(&mut self, now: UnixNanos, out: &mut Emitter) {
-        if self.buffered_bytes <= self.config.memory_budget_bytes {
+        if self.counted_bytes() <= self.config.memory_budget_bytes {
             return;
         }
-        let target = self.config.memory_budget_bytes / 10 * 9;
+        let target = (self.config.memory_budget_bytes / 10 * 9).saturating_sub(self.emitted.cost());
         let mut candidates: Vec<(u128, u32, usize)> = self
             .slots
             .iter()
@@ -265,6 +276,7 @@ impl TraceAssembler {
         metrics::OPEN.set(self.open.len() as i64);
         metrics::SPANS_BUFFERED.set(self.buffered_spans as i64);
         metrics::BYTES_BUFFERED.set(self.buffered_bytes as i64);
+        metrics::BYTES_EMITTED_CACHE.set(self.emitted.cost() as i64);
     }
 
     /// Adds one `TraceSpans` record. Returns an error if it cannot be read.
@@ -285,9 +297,10 @@ impl TraceAssembler {
             Some(&slot) => slot,
             None => {
                 let fragment = self.emitted.emissions(&trace_id);
+                self.next_generation = self.next_generation.wrapping_add(1);
                 let trace = OpenTrace {
                     trace_id,
-                    generation: 0,
+                    generation: self.next_generation,
                     fragment,
                     has_root: false,
                     duplicates: 0,
@@ -308,6 +321,7 @@ impl TraceAssembler {
         let trace = self.slots[slot as usize].as_mut().expect("live slot");
         let cost_before = trace.cost();
         let spans_before = trace.span_ids.len();
+        let had_root = trace.has_root;
         if trace.fragment > 0 {
             metrics::LATE.inc_by(self.incoming.len() as u64);
         }
@@ -351,9 +365,9 @@ impl TraceAssembler {
             trace.body.append(&mut self.pages, &self.encoded);
         }
         metrics::ASSEMBLED.inc_by((trace.span_ids.len() - spans_before) as u64);
+        let opened = spans_before == 0;
+        let root_came = !had_root && trace.has_root;
         trace.last_activity = now;
-        trace.generation = trace.generation.wrapping_add(1);
-        let generation = trace.generation;
         let full = trace.span_ids.len() >= self.config.max_spans as usize;
         let cost_after = trace.cost();
         let spans_after = trace.span_ids.len();
@@ -361,10 +375,13 @@ impl TraceAssembler {
         self.buffered_spans += spans_after - spans_before;
         if full {
             self.emit(slot, Completion::MaxSpans, now, out);
-        } else {
+        } else if opened || root_came {
+            // Other records only move the deadline later: the entry is pushed again when it
+            // comes due (see `on_tick`), so the heap holds about one entry per open trace. The
+            // root moves it earlier (grace instead of idle_timeout), so it gets an entry of its own.
             let trace = self.slots[slot as usize].as_ref().expect("live slot");
             let deadline = self.next_deadline(trace);
-            self.deadlines.push(Reverse((deadline, slot, generation)));
+            self.deadlines.push(Reverse((deadline, slot, trace.generation)));
         }
         self.relieve_memory_pressure(now, out);
         Ok(())

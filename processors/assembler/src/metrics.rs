@@ -7,6 +7,7 @@ use prometheus::{register_int_counter, register_int_counter_vec, register_int_ga
 pub const OPEN_TRACES: &str = "tracepipe_assembler_open_traces";
 pub const BUFFERED_SPANS: &str = "tracepipe_assembler_buffered_spans";
 pub const BUFFERED_BYTES: &str = "tracepipe_assembler_buffered_bytes";
+pub const EMITTED_CACHE_BYTES: &str = "tracepipe_assembler_emitted_cache_bytes";
 pub const TRACES_EMITTED: &str = "tracepipe_assembler_traces_emitted_total";
 pub const SPANS_ASSEMBLED: &str = "tracepipe_assembler_spans_total";
 pub const LATE_SPANS: &str = "tracepipe_assembler_late_spans_total";
@@ -17,6 +18,9 @@ pub static OPEN: LazyLock<IntGauge> = LazyLock::new(|| register_int_gauge!(OPEN_
 pub static SPANS_BUFFERED: LazyLock<IntGauge> = LazyLock::new(|| register_int_gauge!(BUFFERED_SPANS, "Spans held in open traces").unwrap());
 pub static BYTES_BUFFERED: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(BUFFERED_BYTES, "Bytes held in open traces, counted against the memory budget").unwrap()
+});
+pub static BYTES_EMITTED_CACHE: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(EMITTED_CACHE_BYTES, "Bytes of the emitted trace ids remembered to number late fragments, counted against the memory budget").unwrap()
 });
 pub static EMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(TRACES_EMITTED, "Traces and late fragments emitted, by completion reason", &["completion"]).unwrap()

@@ -140,7 +140,7 @@ fn memory_budget_emits_the_costliest_traces_early() {
     let mut h = Harness::new(config.clone());
     for trace in 1..=100u8 {
         h.feed(&record(trace, &[(1, Some(9)), (2, Some(1))]), u64::from(trace) * 1000);
-        assert!(h.assembler.buffered_bytes() <= config.memory_budget_bytes, "{}", h.assembler.buffered_bytes());
+        assert!(h.assembler.counted_bytes() <= config.memory_budget_bytes, "{}", h.assembler.counted_bytes());
     }
     assert!(!h.emitted.is_empty());
     assert!(h.emitted.iter().all(|t| t.completion == Completion::MemoryPressure as i32 && t.truncated));
