@@ -143,23 +143,22 @@ fn keeps_every_error_and_slow_trace_at_a_one_percent_base_rate() {
 #[test]
 fn overload_at_ten_times_the_memory_budget_stays_bounded() {
     const BUDGET: u64 = 32 << 20;
-    // Traces stay open for 50 s, so everything piles up unless the budget evicts; the librdkafka
-    // queues are kept small so that what the process holds is the assembler's state.
+    // Traces stay open for 50 s, so everything piles up unless the budget evicts. The librdkafka
+    // queues are left to what the budget gives them.
     let cluster = Cluster::start_with(|yaml| {
         yaml.replace("grace: 2s", "grace: 50s")
             .replace("idle_timeout: 10s", "idle_timeout: 55s")
             .replace("memory_budget: 256MiB", "memory_budget: 32MiB")
-            .replace("  consumer: {}", "  consumer: { queued.max.messages.kbytes: 1024, fetch.max.bytes: 1048576 }")
             // Nothing here resumes from a committed offset, so producers batch as in production
             // (one record per batch would add librdkafka's per-record overhead to the measure).
-            .replace("  producer: { batch.num.messages: 1 }", "  producer: { queue.buffering.max.kbytes: 2048 }")
+            .replace("  producer: { batch.num.messages: 1 }", "  producer: {}")
     });
     let _router = cluster.spawn("router");
     let admin = support::free_port();
     let assembler = cluster.spawn_with_admin("assembler", admin);
     assembler.wait_for_log("partitions assigned", Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
-    let baseline = support::rss_bytes(assembler.pid());
+    let baseline = support::anonymous_rss_bytes(assembler.pid());
     // About 300 bytes of state per span: 1.1M spans is ten times the budget.
     let load = run_load(&cluster, 1_100_000, 0.0);
     let mut peak = baseline;
@@ -169,7 +168,7 @@ fn overload_at_ten_times_the_memory_budget_stays_bounded() {
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     while !load.is_finished() || assembled < 1_100_000.0 {
         assert!(std::time::Instant::now() < deadline, "assembler did not take all spans:\n{}", assembler.log_text());
-        peak = peak.max(support::rss_bytes(assembler.pid()));
+        peak = peak.max(support::anonymous_rss_bytes(assembler.pid()));
         let metrics = support::metrics(admin);
         evicted = support::metric_value(&metrics, "tracepipe_assembler_evicted_traces_total");
         assembled = support::metric_value(&metrics, "tracepipe_assembler_spans_total");
@@ -179,7 +178,7 @@ fn overload_at_ten_times_the_memory_budget_stays_bounded() {
     let truth = load.join().unwrap();
     let growth = peak.saturating_sub(baseline);
     eprintln!(
-        "overload: {} spans through a {} MiB budget (peak counted {} MiB); RSS {} MiB idle, {} MiB peak (+{} MiB); {evicted} traces emitted early",
+        "overload: {} spans through a {} MiB budget (peak counted {} MiB); anonymous RSS {} MiB idle, {} MiB peak (+{} MiB); {evicted} traces emitted early",
         truth.span_count,
         BUDGET >> 20,
         peak_buffered >> 20,
@@ -189,9 +188,10 @@ fn overload_at_ten_times_the_memory_budget_stays_bounded() {
     );
     assert!(evicted > 0.0, "traces were emitted early under memory pressure and counted");
     assert!(peak_buffered <= BUDGET, "the counted state stays within the budget");
-    // The aim is growth within the budget + 20%; measured today it is about 1.5x the budget (state
-    // outside the count: librdkafka buffers, the allocator). This bound catches a regression to
+    // The aim is growth within the budget + 20%. Measured: about 1.6x with lz4 between the
+    // processors, 1.25x without compression; what is outside the count is librdkafka's
+    // compression and fetch buffers and the allocator. This bound catches a regression to
     // unbounded growth, which without eviction would be ten times the budget.
-    assert!(growth <= 2 * BUDGET, "RSS grew by {growth} bytes, more than twice the budget");
+    assert!(growth <= 2 * BUDGET, "anonymous RSS grew by {} MiB, more than twice the budget", growth >> 20);
     assert!(assembler.log_text().lines().all(|l| !l.contains("panicked")));
 }

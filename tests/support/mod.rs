@@ -670,12 +670,13 @@ pub fn wait_for_port(port: u16, process: &Process) {
     }
 }
 
-/// Resident memory of a process, in bytes.
-pub fn rss_bytes(pid: u32) -> u64 {
+/// Resident anonymous memory of a process (its heap and stacks, not the pages of its binary
+/// and libraries, which grow as code first runs), in bytes.
+pub fn anonymous_rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }

@@ -15,10 +15,12 @@
 //! rebalance or shutdown nothing partial is emitted: the state is dropped and the next owner
 //! replays from the watermark.
 //!
-//! Memory: the bytes held (span bytes, ids, per-trace overhead, and the emitted-id cache) are
-//! counted against `memory_budget_bytes`. Past it, the traces that cost most (size × age) are
-//! emitted early, flagged truncated with completion `MEMORY_PRESSURE`, until the total is under
-//! 90% of the budget. The emitted-id cache may take at most an eighth of the budget.
+//! Memory: `memory_budget_bytes` bounds the process's data, in sixteenths. The state (span bytes,
+//! ids, per-trace overhead, and the emitted-id cache, itself at most two sixteenths) may take 13;
+//! past that the traces that cost most (size × age) are emitted early, flagged truncated with
+//! completion `MEMORY_PRESSURE`, down to 12, so one eviction puts at most a sixteenth in flight.
+//! The Kafka consumer's prefetch and the producer's queue get one sixteenth each (see
+//! [`AssemblerConfig::kafka_buffer_bounds`]).
 
 mod emitted;
 mod metrics;
@@ -111,6 +113,19 @@ impl OpenTrace {
     }
 }
 
+impl AssemblerConfig {
+    /// librdkafka buffer sizes in proportion to the memory budget: what the consumer prefetches
+    /// and what the producer queues are spans held outside the count, so each gets a sixteenth
+    /// of the budget (1 MiB at least, librdkafka's defaults at most). Settings made explicitly in
+    /// the topology's kafka section win.
+    pub fn kafka_buffer_bounds(&self) -> (Vec<(&'static str, String)>, Vec<(&'static str, String)>) {
+        let kbytes = (self.memory_budget_bytes / 16 / 1024).max(1024);
+        let consumer = vec![("queued.max.messages.kbytes", kbytes.min(65_536).to_string()), ("fetch.max.bytes", (kbytes.min(51_200) * 1024).to_string())];
+        let producer = vec![("queue.buffering.max.kbytes", kbytes.min(1_048_576).to_string())];
+        (consumer, producer)
+    }
+}
+
 pub struct TraceAssembler {
     config: AssemblerConfig,
     output: OutputId,
@@ -122,6 +137,8 @@ pub struct TraceAssembler {
     /// generation (its trace was emitted early) is stale and skipped.
     deadlines: BinaryHeap<Reverse<(UnixNanos, u32, u32)>>,
     next_generation: u32,
+    /// The part of the memory budget the state may hold (see the crate docs).
+    state_budget: usize,
     /// Per partition: first offset of each open trace → how many open traces start there.
     watermarks: HashMap<SourcePartition, BTreeMap<i64, u32>>,
     emitted: EmittedTraces,
@@ -149,9 +166,11 @@ fn write_varint_field(out: &mut Vec<u8>, field: u32, value: u64) {
 impl TraceAssembler {
     pub fn new(config: AssemblerConfig, output: OutputId) -> Self {
         let emitted_capacity = config.emitted_cache_traces.min(config.memory_budget_bytes / 8 / EmittedTraces::MAX_BYTES_PER_ID);
+        let state_budget = config.memory_budget_bytes / 16 * 13;
         TraceAssembler {
             emitted: EmittedTraces::new(emitted_capacity),
             next_generation: 0,
+            state_budget,
             config,
             output,
             open: IdMap::default(),
@@ -247,12 +266,12 @@ impl TraceAssembler {
         }
     }
 
-    /// Emits the traces that cost most (size × age) until under 90% of the budget.
+    /// Emits the traces that cost most (size × age) until the state is under 12/13 of its share.
     fn relieve_memory_pressure(&mut self, now: UnixNanos, out: &mut Emitter) {
-        if self.counted_bytes() <= self.config.memory_budget_bytes {
+        if self.counted_bytes() <= self.state_budget {
             return;
         }
-        let target = (self.config.memory_budget_bytes / 10 * 9).saturating_sub(self.emitted.cost());
+        let target = (self.state_budget / 13 * 12).saturating_sub(self.emitted.cost());
         let mut candidates: Vec<(u128, u32, usize)> = self
             .slots
             .iter()
