@@ -25,6 +25,8 @@ use support::{free_port, repo_path, Cluster, Process};
 
 const CONCURRENCY: usize = 16;
 const RUN: Duration = Duration::from_secs(10);
+/// Alternating runs of each kind in the shop comparison.
+const RUNS: usize = 3;
 
 fn example(name: &str) -> PathBuf {
     let path = repo_path(&format!("target/release/examples/{name}"));
@@ -41,13 +43,16 @@ struct Figures {
 fn run_shop(cluster: &Cluster, instrumented: bool) -> Figures {
     let (orders_port, frontend_port) = (free_port(), free_port());
     let flag = if instrumented { "on" } else { "off" };
-    let common = |port: u16| vec![("PORT", port.to_string()), ("KAFKA_BROKERS", cluster.brokers()), ("INSTRUMENT", flag.to_string())];
+    // Logging as a production service would (warnings only), so what is measured is tracing.
+    let common = |port: u16| vec![("PORT", port.to_string()), ("KAFKA_BROKERS", cluster.brokers()), ("INSTRUMENT", flag.to_string()), ("RUST_LOG", "warn".to_string())];
     let dir = cluster.tansu.dir.path();
-    let mut orders = Process::spawn_program_with_env(example("shop_orders").to_str().unwrap(), &[], dir, "orders", &common(orders_port));
+    let (orders_program, orders_args) = pinned_to_services_cpu(example("shop_orders"));
+    let mut orders = Process::spawn_program_with_env(&orders_program, &orders_args, dir, "orders", &common(orders_port));
     support::wait_for_port(orders_port, &orders);
     let mut env = common(frontend_port);
     env.push(("ORDERS_URL", format!("http://127.0.0.1:{orders_port}")));
-    let mut frontend = Process::spawn_program_with_env(example("shop_frontend").to_str().unwrap(), &[], dir, "frontend", &env);
+    let (frontend_program, frontend_args) = pinned_to_services_cpu(example("shop_frontend"));
+    let mut frontend = Process::spawn_program_with_env(&frontend_program, &frontend_args, dir, "frontend", &env);
     support::wait_for_port(frontend_port, &frontend);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
@@ -87,18 +92,43 @@ fn run_shop(cluster: &Cluster, instrumented: bool) -> Figures {
     figures
 }
 
+/// Whether the services get a CPU of their own: with two or more, the services run on CPU 0 and
+/// this process, its load generator and the broker on the others, so the broker's work on the
+/// exported spans does not count as the instrumentation's.
+fn separate_cpus() -> bool {
+    std::thread::available_parallelism().map_or(false, |n| n.get() >= 2) && std::process::Command::new("taskset").arg("-V").output().is_ok_and(|o| o.status.success())
+}
+
+fn pinned_to_services_cpu(program: PathBuf) -> (String, Vec<&'static str>) {
+    let program = program.to_str().unwrap().to_string();
+    if separate_cpus() {
+        // Leaked: a handful of short strings for the length of the bench.
+        let program: &'static str = Box::leak(program.into_boxed_str());
+        ("taskset".to_string(), vec!["-c", "0", program])
+    } else {
+        (program, Vec::new())
+    }
+}
+
 fn shop_overhead() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if separate_cpus() {
+        let others = format!("1-{}", cpus - 1);
+        let pid = std::process::id().to_string();
+        let moved = std::process::Command::new("taskset").args(["-a", "-p", "-c", &others, &pid]).output().is_ok_and(|o| o.status.success());
+        println!("services on CPU 0; load generator and broker on CPUs {others} ({})", if moved { "pinned" } else { "not pinned: taskset failed" });
+    }
     let cluster = Cluster::start_batched_with(|yaml| yaml.replace("  tracepipe.spans:", "  orders.placed:    { partitions: 3, replication: 1 }\n  tracepipe.spans:"));
     let mut off = Vec::new();
     let mut on = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..RUNS {
         off.push(run_shop(&cluster, false));
         on.push(run_shop(&cluster, true));
     }
     let best = |runs: &[Figures]| (runs.iter().map(|f| f.requests_per_second).fold(0.0, f64::max), runs.iter().map(|f| f.p99_ms).fold(f64::MAX, f64::min));
     let (off_rps, off_p99) = best(&off);
     let (on_rps, on_p99) = best(&on);
-    println!("example shop, {CONCURRENCY} concurrent clients, {}s per run, best of 2 (GET /checkout: HTTP call + Kafka hop):", RUN.as_secs());
+    println!("example shop, {CONCURRENCY} concurrent clients, {}s per run, best of {RUNS} (GET /checkout: HTTP call + Kafka hop):", RUN.as_secs());
     for (label, runs) in [("uninstrumented", &off), ("instrumented, 100% sampled", &on)] {
         let each: Vec<String> = runs.iter().map(|f| format!("{:.0} req/s p99 {:.2} ms", f.requests_per_second, f.p99_ms)).collect();
         println!("  {label:<28} runs: {}", each.join("; "));

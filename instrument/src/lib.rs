@@ -34,7 +34,8 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -51,7 +52,8 @@ pub struct Config {
     /// Where spans go; `None` records them (context still propagates) and exports nothing.
     pub kafka: Option<KafkaExport>,
     pub sampling: Sampling,
-    /// `tracing` filter directives for what is logged and traced (`RUST_LOG` wins when set).
+    /// `tracing` filter directives for what is logged (`RUST_LOG` wins when set); spans at INFO
+    /// and above are traced whatever it says.
     pub filter: String,
     /// Spans buffered before export; past it spans are dropped and counted by the SDK.
     pub max_queue_size: usize,
@@ -188,11 +190,13 @@ pub fn init(config: Config) -> Result<Telemetry, InitError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer("tracepipe-instrument");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
+    // Logs and traces are filtered apart: `RUST_LOG` (or `filter`) picks what is logged, and the
+    // log layer never sees, nor formats the fields of, spans it would not print; every span at
+    // INFO or above becomes an OpenTelemetry span whatever is logged.
+    let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
     tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(logs))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO))
         .try_init()
         .map_err(|e| InitError::Subscriber(e.to_string()))?;
     Ok(Telemetry { provider })

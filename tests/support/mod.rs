@@ -264,9 +264,9 @@ impl Process {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(program)
             .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,librdkafka=warn")
             .env("TRACEPIPE_ADMIN", "127.0.0.1:0")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .stdin(Stdio::null())
