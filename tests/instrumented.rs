@@ -37,22 +37,33 @@ fn start_service(cluster: &Cluster, name: &str, port: u16, env: &[(&str, String)
     process
 }
 
-#[test]
-fn a_request_is_one_trace_across_the_http_call_and_the_kafka_hop() {
+/// Tansu with an `orders.placed` topic, a router and an assembler.
+fn shop_cluster() -> (Cluster, Process, Process) {
     let cluster = Cluster::start_with(|yaml| yaml.replace("  tracepipe.spans:", "  orders.placed:    { partitions: 3, replication: 1 }\n  tracepipe.spans:"));
-    let _router = cluster.spawn("router");
-    let _assembler = cluster.spawn("assembler");
-    let (orders_port, frontend_port) = (free_port(), free_port());
-    let mut orders = start_service(&cluster, "shop_orders", orders_port, &[]);
-    let mut frontend = start_service(&cluster, "shop_frontend", frontend_port, &[("ORDERS_URL", format!("http://127.0.0.1:{orders_port}"))]);
-    for item in 0..REQUESTS {
+    let router = cluster.spawn("router");
+    let assembler = cluster.spawn("assembler");
+    (cluster, router, assembler)
+}
+
+/// `requests` checkouts through the frontend; then, once the consumer had time for the events,
+/// SIGTERM to both services, which drains and flushes their telemetry.
+fn checkout_then_stop(requests: usize, frontend_port: u16, frontend: &mut Process, orders: &mut Process) {
+    for item in 0..requests {
         let response = http_get(frontend_port, &format!("/checkout/{item}"));
         assert!(response.contains(" 200 "), "{response}\n{}", frontend.log_text());
     }
-    // Let the consumer process the events, then stop both: SIGTERM drains and flushes telemetry.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(frontend.terminate(), Some(0), "{}", frontend.log_text());
     assert_eq!(orders.terminate(), Some(0), "{}", orders.log_text());
+}
+
+#[test]
+fn a_request_is_one_trace_across_the_http_call_and_the_kafka_hop() {
+    let (cluster, _router, _assembler) = shop_cluster();
+    let (orders_port, frontend_port) = (free_port(), free_port());
+    let mut orders = start_service(&cluster, "shop_orders", orders_port, &[]);
+    let mut frontend = start_service(&cluster, "shop_frontend", frontend_port, &[("ORDERS_URL", format!("http://127.0.0.1:{orders_port}"))]);
+    checkout_then_stop(REQUESTS, frontend_port, &mut frontend, &mut orders);
 
     let complete = |t: &support::TraceRecord| t.spans.iter().any(|s| s.kind == CONSUMER);
     let traces = read_traces(&cluster.brokers(), "tracepipe.traces", Duration::from_secs(90), |traces| traces.iter().filter(|t| complete(t)).count() >= REQUESTS);
@@ -107,9 +118,7 @@ fn query_server_with_observed_traffic(dir: &std::path::Path) -> (u16, tokio::run
 #[test]
 fn adaptive_sampling_follows_the_query_server_and_the_analyzer_counts_what_was_not_kept() {
     const SAMPLED_REQUESTS: usize = 200;
-    let cluster = Cluster::start_with(|yaml| yaml.replace("  tracepipe.spans:", "  orders.placed:    { partitions: 3, replication: 1 }\n  tracepipe.spans:"));
-    let _router = cluster.spawn("router");
-    let _assembler = cluster.spawn("assembler");
+    let (cluster, _router, _assembler) = shop_cluster();
     let (query_port, _query_runtime) = query_server_with_observed_traffic(cluster.tansu.dir.path());
     let (orders_port, frontend_port) = (free_port(), free_port());
     let mut orders = start_service(&cluster, "shop_orders", orders_port, &[]);
@@ -121,13 +130,7 @@ fn adaptive_sampling_follows_the_query_server_and_the_analyzer_counts_what_was_n
     ];
     let mut frontend = start_service(&cluster, "shop_frontend", frontend_port, &remote);
     std::thread::sleep(Duration::from_secs(2));
-    for item in 0..SAMPLED_REQUESTS {
-        let response = http_get(frontend_port, &format!("/checkout/{item}"));
-        assert!(response.contains(" 200 "), "{response}\n{}", frontend.log_text());
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(frontend.terminate(), Some(0), "{}", frontend.log_text());
-    assert_eq!(orders.terminate(), Some(0), "{}", orders.log_text());
+    checkout_then_stop(SAMPLED_REQUESTS, frontend_port, &mut frontend, &mut orders);
 
     let complete = |t: &support::TraceRecord| t.spans.iter().any(|s| s.kind == CONSUMER);
     let traces = read_traces(&cluster.brokers(), "tracepipe.traces", Duration::from_secs(60), |traces| traces.iter().any(|t| complete(t)));
