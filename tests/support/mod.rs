@@ -300,6 +300,11 @@ impl Process {
         }
     }
 
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
@@ -631,27 +636,41 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Starts a gateway on free ports; again on others if one was taken between choosing it and
+    /// binding it (tests running side by side choose ports too).
     pub fn start(cluster: &Cluster) -> Gateway {
-        let (grpc, http, admin) = (free_port(), free_port(), free_port());
-        let process = Process::spawn(
-            &[
-                "run",
+        for _ in 0..5 {
+            let (grpc, http, admin) = (free_port(), free_port(), free_port());
+            let mut process = Process::spawn(
+                &[
+                    "run",
+                    "gateway",
+                    "-t",
+                    cluster.topology_path.to_str().unwrap(),
+                    "--admin",
+                    &format!("127.0.0.1:{admin}"),
+                    "--otlp-grpc-listen",
+                    &format!("127.0.0.1:{grpc}"),
+                    "--otlp-http-listen",
+                    &format!("127.0.0.1:{http}"),
+                ],
+                cluster.tansu.dir.path(),
                 "gateway",
-                "-t",
-                cluster.topology_path.to_str().unwrap(),
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-                "--otlp-grpc-listen",
-                &format!("127.0.0.1:{grpc}"),
-                "--otlp-http-listen",
-                &format!("127.0.0.1:{http}"),
-            ],
-            cluster.tansu.dir.path(),
-            "gateway",
-        );
-        wait_for_port(http, &process);
-        wait_for_port(grpc, &process);
-        Gateway { process, grpc, http, admin }
+            );
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while [grpc, http].iter().any(|&port| TcpStream::connect(("127.0.0.1", port)).is_err()) {
+                if process.exited() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the gateway does not listen:\n{}", process.log_text());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !process.exited() {
+                return Gateway { process, grpc, http, admin };
+            }
+            assert!(process.log_text().contains("Address already in use"), "the gateway exited:\n{}", process.log_text());
+        }
+        panic!("no free ports for the gateway after 5 tries");
     }
 
     /// The OTLP/HTTP traces endpoint.
