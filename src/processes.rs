@@ -28,13 +28,7 @@ pub fn spawn(topology: &Topology, name: &str, shutdown: &CancellationToken, heal
             let spec = topology.assembler.as_ref().context("topology has no processors.assembler section")?;
             let assembler = TraceAssembler::new(spec.config.clone(), OutputId(0));
             let mut settings = topology.stage_pipeline(spec);
-            let (consumer, producer) = spec.config.kafka_buffer_bounds();
-            for (key, value) in consumer {
-                settings.kafka.consumer.entry(key.to_string()).or_insert(value);
-            }
-            for (key, value) in producer {
-                settings.kafka.producer.entry(key.to_string()).or_insert(value);
-            }
+            spec.config.bound_kafka_buffers(&mut settings.kafka);
             Ok(Pipeline::new(settings, assembler).spawn(shutdown.clone(), health.clone()))
         }
         "sampler" => {

@@ -20,7 +20,7 @@
 //! past that the traces that cost most (size × age) are emitted early, flagged truncated with
 //! completion `MEMORY_PRESSURE`, down to 12, so one eviction puts at most a sixteenth in flight.
 //! The Kafka consumer's prefetch and the producer's queue get one sixteenth each (see
-//! [`AssemblerConfig::kafka_buffer_bounds`]).
+//! [`AssemblerConfig::bound_kafka_buffers`]).
 
 mod emitted;
 mod metrics;
@@ -33,7 +33,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use prost::Message;
-use tracepipe_runtime::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
+use tracepipe_runtime::{Emitter, InputRecord, KafkaSettings, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 use tracepipe_schemas::otlp_proto::IdHasher;
 use tracepipe_schemas::v1::{Completion, TraceSpans};
 use tracepipe_schemas::view::visit_trace_spans;
@@ -114,15 +114,18 @@ impl OpenTrace {
 }
 
 impl AssemblerConfig {
-    /// librdkafka buffer sizes in proportion to the memory budget: what the consumer prefetches
-    /// and what the producer queues are spans held outside the count, so each gets a sixteenth
-    /// of the budget (1 MiB at least, librdkafka's defaults at most). Settings made explicitly in
-    /// the topology's kafka section win.
-    pub fn kafka_buffer_bounds(&self) -> (Vec<(&'static str, String)>, Vec<(&'static str, String)>) {
+    /// Sizes librdkafka's buffers in proportion to the memory budget: what the consumer
+    /// prefetches and what the producer queues are spans held outside the count, so each gets a
+    /// sixteenth of the budget (1 MiB at least, librdkafka's defaults at most). Settings made
+    /// explicitly in the topology's kafka section win.
+    pub fn bound_kafka_buffers(&self, kafka: &mut KafkaSettings) {
         let kbytes = (self.memory_budget_bytes / 16 / 1024).max(1024);
-        let consumer = vec![("queued.max.messages.kbytes", kbytes.min(65_536).to_string()), ("fetch.max.bytes", (kbytes.min(51_200) * 1024).to_string())];
-        let producer = vec![("queue.buffering.max.kbytes", kbytes.min(1_048_576).to_string())];
-        (consumer, producer)
+        let default = |settings: &mut BTreeMap<String, String>, key: &str, value: usize| {
+            settings.entry(key.to_string()).or_insert_with(|| value.to_string());
+        };
+        default(&mut kafka.consumer, "queued.max.messages.kbytes", kbytes.min(65_536));
+        default(&mut kafka.consumer, "fetch.max.bytes", kbytes.min(51_200) * 1024);
+        default(&mut kafka.producer, "queue.buffering.max.kbytes", kbytes.min(1_048_576));
     }
 }
 

@@ -209,3 +209,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn kafka_buffers_follow_the_budget_unless_set() {
+    let config = AssemblerConfig { memory_budget_bytes: 32 << 20, ..Default::default() };
+    let mut kafka = tracepipe_runtime::KafkaSettings::new("localhost:9092");
+    kafka.producer.insert("queue.buffering.max.kbytes".into(), "512".into());
+    config.bound_kafka_buffers(&mut kafka);
+    assert_eq!(kafka.consumer["queued.max.messages.kbytes"], "2048");
+    assert_eq!(kafka.consumer["fetch.max.bytes"], (2048 * 1024).to_string());
+    assert_eq!(kafka.producer["queue.buffering.max.kbytes"], "512", "an explicit setting wins");
+}
