@@ -190,11 +190,11 @@ pub async fn sampling_strategy(State(state): State<ApiState>, Query(pairs): Quer
     // The analyzer emits a window after it closed and its lateness passed: look that much further back.
     let end_ms = now_us() / 1_000;
     let start_ms = end_ms - (sampling.lookback.as_millis() as i64) - 15 * 60_000;
-    let bodies = read(&state, move |s| reader::rollups(s, "bottlenecks", start_ms, end_ms, Some(&service))).await?;
-    let rollups: Vec<BottleneckRollup> = bodies
-        .iter()
-        .filter_map(|body| match serde_json::from_str(body) {
-            Ok(Rollup::Bottlenecks(rollup)) => Some(rollup),
+    let rollups: Vec<BottleneckRollup> = rollups_between(&state, "bottlenecks", start_ms, end_ms, Some(service))
+        .await?
+        .into_iter()
+        .filter_map(|rollup| match rollup {
+            Rollup::Bottlenecks(rollup) => Some(rollup),
             _ => None,
         })
         .collect();
@@ -313,7 +313,11 @@ fn range_ms(params: &Params) -> Result<(i64, i64), BadParameter> {
 /// The rollups of `kind` in the request's time range, of its `service` if one is named.
 async fn requested_rollups(state: &ApiState, params: &Params, kind: &'static str) -> Result<Vec<Rollup>, ApiError> {
     let (start_ms, end_ms) = range_ms(params)?;
-    let service = params.text("service").map(str::to_string);
+    rollups_between(state, kind, start_ms, end_ms, params.text("service").map(str::to_string)).await
+}
+
+/// The rollups of `kind` whose window starts in [start_ms, end_ms], of `service` if given.
+async fn rollups_between(state: &ApiState, kind: &'static str, start_ms: i64, end_ms: i64, service: Option<String>) -> Result<Vec<Rollup>, ApiError> {
     let bodies = read(state, move |s| reader::rollups(s, kind, start_ms, end_ms, service.as_deref())).await?;
     Ok(bodies.iter().filter_map(|body| serde_json::from_str(body).ok()).collect())
 }
