@@ -39,21 +39,30 @@ struct Figures {
     p99_ms: f64,
 }
 
+/// Starts the example `name` with `env`, on CPU 0 when `pinned`, and waits for its port.
+fn spawn_service(cluster: &Cluster, name: &str, port: u16, pinned: bool, env: &[(&str, String)]) -> Process {
+    let program = example(name);
+    let program = program.to_str().unwrap();
+    let dir = cluster.tansu.dir.path();
+    let process = if pinned {
+        Process::spawn_program_with_env("taskset", &["-c", "0", program], dir, name, env)
+    } else {
+        Process::spawn_program_with_env(program, &[], dir, name, env)
+    };
+    support::wait_for_port(port, &process);
+    process
+}
+
 /// Starts both services with `instrumented`, drives them for `RUN`, stops them.
-fn run_shop(cluster: &Cluster, instrumented: bool) -> Figures {
+fn run_shop(cluster: &Cluster, instrumented: bool, pinned: bool) -> Figures {
     let (orders_port, frontend_port) = (free_port(), free_port());
     let flag = if instrumented { "on" } else { "off" };
     // Logging as a production service would (warnings only), so what is measured is tracing.
     let common = |port: u16| vec![("PORT", port.to_string()), ("KAFKA_BROKERS", cluster.brokers()), ("INSTRUMENT", flag.to_string()), ("RUST_LOG", "warn".to_string())];
-    let dir = cluster.tansu.dir.path();
-    let (orders_program, orders_args) = pinned_to_services_cpu(example("shop_orders"));
-    let mut orders = Process::spawn_program_with_env(&orders_program, &orders_args, dir, "orders", &common(orders_port));
-    support::wait_for_port(orders_port, &orders);
+    let mut orders = spawn_service(cluster, "shop_orders", orders_port, pinned, &common(orders_port));
     let mut env = common(frontend_port);
     env.push(("ORDERS_URL", format!("http://127.0.0.1:{orders_port}")));
-    let (frontend_program, frontend_args) = pinned_to_services_cpu(example("shop_frontend"));
-    let mut frontend = Process::spawn_program_with_env(&frontend_program, &frontend_args, dir, "frontend", &env);
-    support::wait_for_port(frontend_port, &frontend);
+    let mut frontend = spawn_service(cluster, "shop_frontend", frontend_port, pinned, &env);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let figures = runtime.block_on(async {
@@ -92,38 +101,31 @@ fn run_shop(cluster: &Cluster, instrumented: bool) -> Figures {
     figures
 }
 
-/// Whether the services get a CPU of their own: with two or more, the services run on CPU 0 and
-/// this process, its load generator and the broker on the others, so the broker's work on the
-/// exported spans does not count as the instrumentation's.
-fn separate_cpus() -> bool {
-    std::thread::available_parallelism().map_or(false, |n| n.get() >= 2) && std::process::Command::new("taskset").arg("-V").output().is_ok_and(|o| o.status.success())
-}
-
-fn pinned_to_services_cpu(program: PathBuf) -> (String, Vec<&'static str>) {
-    let program = program.to_str().unwrap().to_string();
-    if separate_cpus() {
-        // Leaked: a handful of short strings for the length of the bench.
-        let program: &'static str = Box::leak(program.into_boxed_str());
-        ("taskset".to_string(), vec!["-c", "0", program])
-    } else {
-        (program, Vec::new())
+/// Gives the services a CPU of their own when there are two or more: this process, its load
+/// generator and the broker (started after this) move to the others, so the broker's work on the
+/// exported spans does not count as the instrumentation's. Returns whether it did.
+fn pin_away_from_services_cpu() -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return false;
     }
+    let others = format!("1-{}", cpus - 1);
+    let pid = std::process::id().to_string();
+    let pinned = std::process::Command::new("taskset").args(["-a", "-p", "-c", &others, &pid]).output().is_ok_and(|o| o.status.success());
+    if pinned {
+        println!("services on CPU 0; load generator and broker on CPUs {others}");
+    }
+    pinned
 }
 
 fn shop_overhead() {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if separate_cpus() {
-        let others = format!("1-{}", cpus - 1);
-        let pid = std::process::id().to_string();
-        let moved = std::process::Command::new("taskset").args(["-a", "-p", "-c", &others, &pid]).output().is_ok_and(|o| o.status.success());
-        println!("services on CPU 0; load generator and broker on CPUs {others} ({})", if moved { "pinned" } else { "not pinned: taskset failed" });
-    }
+    let pinned = pin_away_from_services_cpu();
     let cluster = Cluster::start_batched_with(|yaml| yaml.replace("  tracepipe.spans:", "  orders.placed:    { partitions: 3, replication: 1 }\n  tracepipe.spans:"));
     let mut off = Vec::new();
     let mut on = Vec::new();
     for _ in 0..RUNS {
-        off.push(run_shop(&cluster, false));
-        on.push(run_shop(&cluster, true));
+        off.push(run_shop(&cluster, false, pinned));
+        on.push(run_shop(&cluster, true, pinned));
     }
     let best = |runs: &[Figures]| (runs.iter().map(|f| f.requests_per_second).fold(0.0, f64::max), runs.iter().map(|f| f.p99_ms).fold(f64::MAX, f64::min));
     let (off_rps, off_p99) = best(&off);
