@@ -38,7 +38,7 @@ pub struct PeerAttributes<'a> {
     pub http_status_code: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SpanView<'a> {
     /// Index into [`TraceView::services`]: the resource the span came from.
     pub resource: u32,
@@ -230,21 +230,7 @@ const SPAN_KEYS: &[&[u8]] = &[
 ];
 
 fn read_span(body: &[u8], resource: u32) -> Result<SpanView<'_>, DecodeError> {
-    let mut span = SpanView {
-        resource,
-        span_id: [0; 8],
-        parent_span_id: None,
-        name: "",
-        kind: kind::UNSPECIFIED,
-        start_unix_nano: 0,
-        end_unix_nano: 0,
-        status_code: 0,
-        status_message: "",
-        exception: None,
-        link: None,
-        peer: PeerAttributes::default(),
-        head_sampling_probability: None,
-    };
+    let mut span = SpanView { resource, kind: kind::UNSPECIFIED, ..Default::default() };
     let mut has_id = false;
     for field in Reader::new(body, 0) {
         let field = field.map_err(|e| invalid("Span", e))?;

@@ -260,7 +260,7 @@ fn is_synchronous(span: &SpanView<'_>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use tracepipe_schemas::trace_view::{PeerAttributes, SpanView};
+    use tracepipe_schemas::trace_view::SpanView;
 
     use super::*;
 
@@ -273,12 +273,7 @@ mod tests {
             kind: kind::SERVER,
             start_unix_nano: start,
             end_unix_nano: end,
-            status_code: 0,
-            status_message: "",
-            exception: None,
-            link: None,
-            peer: PeerAttributes::default(),
-            head_sampling_probability: None,
+            ..Default::default()
         }
     }
 

@@ -43,11 +43,7 @@ pub fn analyze(trace: &StoredTrace) -> TraceAnalysis {
                 start_unix_nano: start,
                 end_unix_nano: start + (s.duration_us.max(0) as u64) * 1_000,
                 status_code: if s.error { STATUS_ERROR } else { 0 },
-                status_message: "",
-                exception: None,
-                link: None,
-                peer: Default::default(),
-                head_sampling_probability: None,
+                ..Default::default()
             }
         })
         .collect();
