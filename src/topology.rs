@@ -269,6 +269,7 @@ struct RawRule {
     rate: Option<f64>,
     per_second: Option<f64>,
     goal_sample_rate: Option<f64>,
+    weight: Option<f64>,
     adjustment_interval: Option<String>,
     #[serde(default)]
     rules: Vec<RawRule>,
@@ -969,7 +970,7 @@ fn validate_rule(at: &str, rule: &RawRule, problems: &mut Collector) -> Option<R
     problems.unknown(
         at,
         &rule.unknown,
-        &["name", "type", "threshold", "percentile", "min_samples", "window", "key", "equals", "regex", "min", "max", "bool", "scope", "max_shapes", "rate", "per_second", "goal_sample_rate", "adjustment_interval", "rules"],
+        &["name", "type", "threshold", "percentile", "min_samples", "window", "key", "equals", "regex", "min", "max", "bool", "scope", "max_shapes", "rate", "per_second", "goal_sample_rate", "weight", "adjustment_interval", "rules"],
     );
     let Some(kind) = rule.kind.as_deref() else {
         problems.add(format!("{at}.type"), format!("is required (one of {RULE_TYPES})"));
@@ -1041,27 +1042,73 @@ fn validate_rule(at: &str, rule: &RawRule, problems: &mut Collector) -> Option<R
             } else if let Some(b) = rule.bool {
                 Matcher::Bool(b)
             } else {
+                if let (Some(min), Some(max)) = (rule.min, rule.max) {
+                    if min > max {
+                        problems.add(at, format!("min ({min}) is above max ({max})"));
+                        return None;
+                    }
+                }
                 Matcher::Range { min: rule.min, max: rule.max }
             };
             RuleKind::Attribute { key, matcher, scope }
         }
-        "span_count" => RuleKind::SpanCount { min: rule.min.unwrap_or(0.0).max(0.0) as u32, max: rule.max.map(|m| m.max(0.0) as u32) },
+        "span_count" => {
+            let count = |field: &str, value: Option<f64>, problems: &mut Collector| match value {
+                Some(v) if v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) => Some(Some(v as u32)),
+                Some(v) => {
+                    problems.add(format!("{at}.{field}"), format!("must be a whole number of spans, got {v}"));
+                    None
+                }
+                None => Some(None),
+            };
+            let (min, max) = (count("min", rule.min, problems)?, count("max", rule.max, problems)?);
+            if min.is_none() && max.is_none() {
+                problems.add(at, "a span_count rule takes min, max or both");
+                return None;
+            }
+            RuleKind::SpanCount { min: min.unwrap_or(0), max }
+        }
         "rare_structure" => RuleKind::RareStructure {
             window: optional_duration(format!("{at}.window"), &rule.window, Duration::from_secs(600), problems),
             max_shapes: rule.max_shapes.unwrap_or(100_000).max(1),
         },
         "probabilistic" => RuleKind::Probabilistic { rate: fraction("rate", rule.rate, problems)? },
         "rate_limit" => RuleKind::RateLimit { per_second: positive("per_second", rule.per_second, problems)? },
-        "dynamic" => RuleKind::Dynamic {
-            goal_sample_rate: positive("goal_sample_rate", rule.goal_sample_rate, problems)?.max(1.0),
-            adjustment_interval: optional_duration(format!("{at}.adjustment_interval"), &rule.adjustment_interval, Duration::from_secs(30), problems),
-        },
+        "dynamic" => {
+            let goal_sample_rate = match rule.goal_sample_rate {
+                Some(goal) if goal >= 1.0 && goal.is_finite() => Some(goal),
+                Some(goal) => {
+                    problems.add(format!("{at}.goal_sample_rate"), format!("must be 1 or more (keep 1 in N traces), got {goal}"));
+                    None
+                }
+                None => {
+                    problems.add(format!("{at}.goal_sample_rate"), "is required (keep about 1 in N traces)");
+                    None
+                }
+            };
+            let weight = match rule.weight {
+                None => Some(0.5),
+                Some(w) if w > 0.0 && w <= 1.0 => Some(w),
+                Some(w) => {
+                    problems.add(format!("{at}.weight"), format!("must be above 0 and at most 1, got {w}"));
+                    None
+                }
+            };
+            let adjustment_interval = optional_duration(format!("{at}.adjustment_interval"), &rule.adjustment_interval, Duration::from_secs(15), problems);
+            RuleKind::Dynamic { goal_sample_rate: goal_sample_rate?, weight: weight?, adjustment_interval }
+        }
         "and" => {
             if rule.rules.is_empty() {
                 problems.add(format!("{at}.rules"), "an and rule needs member rules");
                 return None;
             }
             let members: Vec<Option<RuleKind>> = rule.rules.iter().enumerate().map(|(j, member)| validate_rule(&format!("{at}.rules[{j}]"), member, problems)).collect();
+            let last = members.len() - 1;
+            for (j, member) in members.iter().enumerate() {
+                if j < last && member.as_ref().is_some_and(|kind| !kind.is_condition()) {
+                    problems.add(format!("{at}.rules[{j}]"), "only the last member of an and rule may decide (drop, probabilistic, rate_limit, dynamic); the others are conditions");
+                }
+            }
             RuleKind::And(members.into_iter().collect::<Option<Vec<_>>>()?)
         }
         other => {
@@ -1243,6 +1290,34 @@ mod tests {
         let topology = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap();
         assert_eq!(topology.sampler.unwrap().config.rules.len(), 5);
         assert_eq!(topology.assembler.unwrap().config.memory_budget_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn sampler_rule_shapes_are_checked() {
+        let rules = "    rules:
+      - { name: a, type: and, rules: [ { type: probabilistic, rate: 0.5 }, { type: errors } ] }
+      - { name: b, type: span_count, min: 10, max: 2.5 }
+      - { name: c, type: span_count }
+      - { name: d, type: attribute, key: http.status_code, min: 599, max: 500 }
+      - { name: e, type: dynamic, goal_sample_rate: 0.5, weight: 2 }
+      - { name: f, type: dynamic, goal_sample_rate: 20, weight: 0.25 }
+";
+        let start = DEFAULT_TOPOLOGY.find("    rules:\n").unwrap();
+        let end = start + DEFAULT_TOPOLOGY[start..].find("\n\n").unwrap() + 1;
+        let text = format!("{}{rules}{}", &DEFAULT_TOPOLOGY[..start], &DEFAULT_TOPOLOGY[end..]);
+        let messages: Vec<String> = Topology::from_yaml(&text).unwrap_err().0.iter().map(|p| p.to_string()).collect();
+        let expected = [
+            "processors.sampler.rules[0].rules[0]: only the last member of an and rule may decide",
+            "processors.sampler.rules[1].max: must be a whole number of spans, got 2.5",
+            "processors.sampler.rules[2]: a span_count rule takes min, max or both",
+            "processors.sampler.rules[3]: min (599) is above max (500)",
+            "processors.sampler.rules[4].goal_sample_rate: must be 1 or more (keep 1 in N traces), got 0.5",
+            "processors.sampler.rules[4].weight: must be above 0 and at most 1, got 2",
+        ];
+        assert_eq!(messages.len(), expected.len(), "{messages:#?}");
+        for (message, expected) in messages.iter().zip(expected) {
+            assert!(message.starts_with(expected), "{message:?} should start with {expected:?}");
+        }
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub struct TraceFacts<'a> {
 
 impl<'a> TraceFacts<'a> {
     pub fn new(trace: &'a AssembledTrace) -> Self {
-        let mut spans = Vec::with_capacity(trace.span_count as usize);
+        // Sized from the spans actually present: `span_count` is the producer's word, not a bound.
+        let present = trace.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
+        let mut spans = Vec::with_capacity(present);
         for rs in &trace.resource_spans {
             let resource = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
             let service = attributes::find_str(resource, SERVICE_NAME).unwrap_or("unknown_service");

@@ -5,11 +5,14 @@
 //! stands for, 1 / the probability it was kept with), so counts derived from sampled traces stay
 //! unbiased. A trace no rule matches is dropped.
 //!
-//! A bounded decision cache (trace id → decision) makes late fragments follow their trace's
-//! decision; a fragment whose decision is no longer cached is decided on its own spans.
-//! Decisions depend only on the input and the time passed in: instances fed the same traces decide
-//! the same way, and the probabilistic and dynamic rules decide on the trace id, so they agree
-//! across instances too.
+//! A bounded decision cache (trace id → decision, least recently used evicted first) makes late
+//! fragments follow their trace's decision, a kept trace's fragments kept and a dropped one's
+//! dropped; a fragment whose decision is no longer cached is decided on its own spans.
+//!
+//! Decisions depend only on the input and the time passed in: instances fed the same traces in
+//! the same order at the same times decide alike. The probabilistic rule decides on the trace id
+//! alone, so every instance keeps the same traces whatever else it saw; the dynamic rule also
+//! decides on the trace id, against rates learned from the traffic each instance saw.
 
 mod facts;
 mod metrics;
@@ -74,10 +77,20 @@ impl TailSampler {
         TailSampler {
             rules,
             no_match: (NO_RULE.into(), metrics::DECIDED.with_label_values(&[NO_RULE, "drop"])),
-            decisions: moka::sync::Cache::new(config.decision_cache.max(1)),
+            // LRU rather than moka's default TinyLFU admission, which turns away a new key that was
+            // not seen before when the cache is full: every trace id is new exactly once.
+            decisions: moka::sync::Cache::builder()
+                .max_capacity(config.decision_cache.max(1))
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .build(),
             output,
             encoded: Vec::new(),
         }
+    }
+
+    /// The decision late fragments of `trace_id` will follow, if still cached.
+    pub fn cached_decision(&self, trace_id: &[u8; 16]) -> Option<Decision> {
+        self.decisions.get(trace_id)
     }
 
     /// Runs the rules in order on one trace.

@@ -3,13 +3,13 @@
 //! match every trace and decide with an adjusted count; `and` keeps when all its conditions
 //! match, or lets its last member, if a sampler, decide.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use regex::Regex;
+use rustc_hash::FxHasher;
 use tracepipe_runtime::UnixNanos;
 use tracepipe_schemas::otlp_common::any_value::Value;
 use tracepipe_schemas::otlp_common::KeyValue;
@@ -66,12 +66,21 @@ pub enum RuleKind {
     RareStructure { window: Duration, max_shapes: usize },
     /// Keeps `rate` of traces, the same ones on every instance (decided on the trace id).
     Probabilistic { rate: f64 },
-    /// At most `per_second` traces per (root service, root operation).
+    /// At most `per_second` traces per (root service, root operation), fractions included.
     RateLimit { per_second: f64 },
     /// Keeps about 1 in `goal_sample_rate` traces overall, giving rare (root service, root
-    /// operation) keys a lower rate than frequent ones (Refinery's average-sample-rate method).
-    Dynamic { goal_sample_rate: f64, adjustment_interval: Duration },
+    /// operation) keys a lower rate than frequent ones, from moving averages of each key's traffic
+    /// (Refinery's EMA dynamic sampler; `weight` is the newest interval's share of the average).
+    Dynamic { goal_sample_rate: f64, weight: f64, adjustment_interval: Duration },
     And(Vec<RuleKind>),
+}
+
+impl RuleKind {
+    /// Whether the rule only matches or not (a condition), rather than deciding keep or drop
+    /// itself (drop and the samplers); only the last member of an `and` may decide.
+    pub fn is_condition(&self) -> bool {
+        !matches!(self, RuleKind::Drop | RuleKind::Probabilistic { .. } | RuleKind::RateLimit { .. } | RuleKind::Dynamic { .. })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -105,17 +114,11 @@ impl RuleState {
             RuleKind::LatencyPercentile { percentile, min_samples, window } => {
                 RuleState::Percentile(PercentileState { percentile: *percentile, min_samples: *min_samples, window: window.as_nanos() as u64, keys: HashMap::new() })
             }
-            RuleKind::RareStructure { window, max_shapes } => {
-                RuleState::Rare(RareState { window: window.as_nanos() as u64, max_shapes: *max_shapes, seen: HashMap::new(), order: VecDeque::new() })
+            RuleKind::RareStructure { window, max_shapes } => RuleState::Rare(RareState::new(*window, *max_shapes)),
+            RuleKind::RateLimit { per_second } => RuleState::RateLimit(RateLimitState::new(*per_second)),
+            RuleKind::Dynamic { goal_sample_rate, weight, adjustment_interval } => {
+                RuleState::Dynamic(DynamicState::new(*goal_sample_rate, *weight, *adjustment_interval))
             }
-            RuleKind::RateLimit { per_second } => RuleState::RateLimit(RateLimitState { per_second: *per_second, keys: HashMap::new() }),
-            RuleKind::Dynamic { goal_sample_rate, adjustment_interval } => RuleState::Dynamic(DynamicState {
-                goal: *goal_sample_rate,
-                interval: adjustment_interval.as_nanos() as u64,
-                window_start: None,
-                counts: HashMap::new(),
-                rates: HashMap::new(),
-            }),
             RuleKind::And(members) => RuleState::And(members.iter().map(RuleState::new).collect()),
             other => RuleState::Stateless(other.clone()),
         }
@@ -142,10 +145,11 @@ impl RuleState {
     }
 
     fn is_condition(&self) -> bool {
-        !matches!(
-            self,
-            RuleState::RateLimit(_) | RuleState::Dynamic(_) | RuleState::Stateless(RuleKind::Probabilistic { .. }) | RuleState::Stateless(RuleKind::Drop)
-        )
+        match self {
+            RuleState::Stateless(kind) => kind.is_condition(),
+            RuleState::RateLimit(_) | RuleState::Dynamic(_) => false,
+            RuleState::Percentile(_) | RuleState::Rare(_) | RuleState::And(_) => true,
+        }
     }
 }
 
@@ -251,14 +255,20 @@ impl PercentileState {
     }
 }
 
-/// Fingerprints of trace shapes seen recently.
+/// Fingerprints of trace shapes seen recently, least recently seen evicted first once
+/// `max_shapes` are held.
 pub struct RareState {
     window: u64,
     max_shapes: usize,
-    seen: HashMap<u64, UnixNanos>,
-    order: VecDeque<u64>,
+    /// Shape → (last seen, its position in `recency`).
+    seen: HashMap<u64, (UnixNanos, u64)>,
+    /// Position → shape, oldest first: one entry per shape, moved to the end when seen again.
+    recency: BTreeMap<u64, u64>,
+    next_position: u64,
 }
 
+/// A hash of the trace's set of parent→child (service, operation) pairs. FxHash, not the
+/// standard library's randomly keyed hasher, so every instance of a build fingerprints alike.
 fn shape_fingerprint(facts: &TraceFacts<'_>) -> u64 {
     let by_id: HashMap<&[u8], (&str, &str)> = facts.spans.iter().map(|s| (s.span.span_id.as_slice(), (s.service, s.span.name.as_str()))).collect();
     let mut edges: BTreeSet<((&str, &str), (&str, &str))> = BTreeSet::new();
@@ -267,21 +277,31 @@ fn shape_fingerprint(facts: &TraceFacts<'_>) -> u64 {
         let parent = by_id.get(s.span.parent_span_id.as_slice()).copied().unwrap_or(("", ""));
         edges.insert((parent, child));
     }
-    let mut hasher = DefaultHasher::new();
+    let mut hasher = FxHasher::default();
     edges.hash(&mut hasher);
     hasher.finish()
 }
 
 impl RareState {
+    fn new(window: Duration, max_shapes: usize) -> Self {
+        RareState { window: window.as_nanos() as u64, max_shapes: max_shapes.max(1), seen: HashMap::new(), recency: BTreeMap::new(), next_position: 0 }
+    }
+
     fn evaluate(&mut self, facts: &TraceFacts<'_>, now: UnixNanos) -> Verdict {
         let shape = shape_fingerprint(facts);
-        let rare = self.seen.get(&shape).is_none_or(|&last| now.saturating_sub(last) >= self.window);
-        if self.seen.insert(shape, now).is_none() {
-            self.order.push_back(shape);
-            if self.order.len() > self.max_shapes {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.seen.remove(&oldest);
-                }
+        let position = self.next_position;
+        self.next_position += 1;
+        let rare = match self.seen.insert(shape, (now, position)) {
+            Some((last, old_position)) => {
+                self.recency.remove(&old_position);
+                now.saturating_sub(last) >= self.window
+            }
+            None => true,
+        };
+        self.recency.insert(position, shape);
+        if self.recency.len() > self.max_shapes {
+            if let Some((_, oldest)) = self.recency.pop_first() {
+                self.seen.remove(&oldest);
             }
         }
         if rare {
@@ -292,104 +312,136 @@ impl RareState {
     }
 }
 
-/// A one-second window per key: how many were seen and kept, now and in the previous window.
+/// A token bucket per key (root service, root operation): `per_second` tokens a second, at most
+/// `max(per_second, 1)` saved up, so a key below one trace a second keeps one every
+/// `1 / per_second` seconds. A kept trace's adjusted count is how many traces of its key each
+/// kept one stood for over the last complete window (seen / kept), or over the current one while
+/// there is no complete window yet.
 pub struct RateLimitState {
     per_second: f64,
-    keys: HashMap<(String, String), RateWindow>,
+    burst: f64,
+    /// Long enough for a key at the limit to keep at least one trace in it.
+    window: u64,
+    keys: HashMap<(String, String), RateBucket>,
 }
 
-struct RateWindow {
-    second: u64,
+struct RateBucket {
+    tokens: f64,
+    refilled: UnixNanos,
+    window_start: UnixNanos,
     seen: u64,
     kept: u64,
-    previous_ratio: f64,
+    /// seen / kept of the last complete window with a kept trace.
+    last_ratio: Option<f64>,
 }
 
 const SECOND: u64 = 1_000_000_000;
 const MAX_RATE_KEYS: usize = 100_000;
 
 impl RateLimitState {
+    fn new(per_second: f64) -> Self {
+        let window = ((SECOND as f64 / per_second) as u64).max(SECOND);
+        RateLimitState { per_second, burst: per_second.max(1.0), window, keys: HashMap::new() }
+    }
+
     fn evaluate(&mut self, facts: &TraceFacts<'_>, now: UnixNanos) -> Verdict {
         let key = capped_key(facts, &self.keys, MAX_RATE_KEYS);
-        let second = now / SECOND;
-        let window = self.keys.entry(key).or_insert(RateWindow { second, seen: 0, kept: 0, previous_ratio: 1.0 });
-        if window.second != second {
-            window.previous_ratio = if window.kept > 0 { window.seen as f64 / window.kept as f64 } else { 1.0 };
-            *window = RateWindow { second, seen: 0, kept: 0, previous_ratio: window.previous_ratio };
+        let bucket = self
+            .keys
+            .entry(key)
+            .or_insert(RateBucket { tokens: self.burst, refilled: now, window_start: now, seen: 0, kept: 0, last_ratio: None });
+        let elapsed = now.saturating_sub(bucket.refilled);
+        bucket.tokens = (bucket.tokens + elapsed as f64 / SECOND as f64 * self.per_second).min(self.burst);
+        bucket.refilled = now;
+        if now.saturating_sub(bucket.window_start) >= self.window {
+            if bucket.kept > 0 {
+                bucket.last_ratio = Some(bucket.seen as f64 / bucket.kept as f64);
+            }
+            bucket.window_start = now;
+            bucket.seen = 0;
+            bucket.kept = 0;
         }
-        window.seen += 1;
-        if (window.kept as f64) < self.per_second {
-            window.kept += 1;
-            // The share of this key's traffic a kept trace stands for, as last measured.
-            Verdict::Keep { adjusted_count: window.previous_ratio.max(1.0) }
+        bucket.seen += 1;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            bucket.kept += 1;
+            let ratio = bucket.last_ratio.unwrap_or(bucket.seen as f64 / bucket.kept as f64);
+            Verdict::Keep { adjusted_count: ratio.max(1.0) }
         } else {
             Verdict::Drop
         }
     }
 }
 
-/// Per key sample rates recomputed every interval from the counts of the last one.
+/// Refinery's EMA dynamic sampler: per key (root service, root operation) an exponential moving
+/// average of traces per adjustment interval, `ema = weight × count + (1 − weight) × ema`; keys
+/// not seen decay and are forgotten below [`EMA_AGE_OUT`]. Sample rates are recomputed from the
+/// averages every interval, or at once when an interval's traffic bursts past
+/// [`BURST_MULTIPLE`] × the averages' sum, so rare keys are kept at rates near 1 and the whole
+/// keeps about 1 in `goal`. Until the first interval ends every key samples at `goal`.
 pub struct DynamicState {
     goal: f64,
+    weight: f64,
     interval: u64,
     window_start: Option<UnixNanos>,
+    intervals: u32,
     counts: HashMap<(String, String), u64>,
+    counted: u64,
+    averages: HashMap<(String, String), f64>,
+    average_sum: f64,
     rates: HashMap<(String, String), f64>,
 }
 
+/// An average below this many traces per interval is dropped (Refinery's AgeOutValue).
+const EMA_AGE_OUT: f64 = 0.5;
+/// An interval whose count passes this multiple of the averages' sum recomputes early.
+const BURST_MULTIPLE: f64 = 2.0;
+/// Intervals before bursts are detected, so the first averages settle (Refinery's default).
+const BURST_DETECTION_DELAY: u32 = 3;
+
 impl DynamicState {
-    /// Refinery's average sample rate: rarer keys get rates nearer 1, the total kept is about
-    /// total / goal.
-    fn recompute(&mut self) {
-        let total: u64 = self.counts.values().sum();
-        self.rates.clear();
-        if total == 0 {
-            return;
+    fn new(goal: f64, weight: f64, interval: Duration) -> Self {
+        DynamicState {
+            goal,
+            weight,
+            interval: interval.as_nanos() as u64,
+            window_start: None,
+            intervals: 0,
+            counts: HashMap::new(),
+            counted: 0,
+            averages: HashMap::new(),
+            average_sum: 0.0,
+            rates: HashMap::new(),
         }
-        let goal_count = total as f64 / self.goal;
-        let log_sum: f64 = self.counts.values().map(|&c| (c as f64).log10().max(0.0)).sum();
-        if log_sum <= 0.0 {
-            for key in self.counts.keys() {
-                self.rates.insert(key.clone(), self.goal);
-            }
-            self.counts.clear();
-            return;
+    }
+
+    /// Folds the interval's counts into the averages and derives each key's rate.
+    fn update_averages(&mut self) {
+        for average in self.averages.values_mut() {
+            *average *= 1.0 - self.weight;
         }
-        let goal_ratio = goal_count / log_sum;
-        let mut keys: Vec<_> = self.counts.iter().map(|(k, &c)| (k.clone(), c)).collect();
-        keys.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-        // Slots a key does not use are passed on to the keys after it.
-        let mut extra = 0.0;
-        let mut remaining = keys.len() as f64;
-        for (key, count) in keys {
-            let count = count as f64;
-            let share = extra / remaining;
-            extra -= share;
-            remaining -= 1.0;
-            let goal_for_key = (count.log10() * goal_ratio).max(1.0) + share;
-            let rate = if count <= goal_for_key {
-                extra += goal_for_key - count;
-                1.0
-            } else {
-                let rate = (count / goal_for_key).ceil();
-                extra += goal_for_key - count / rate;
-                rate
-            };
-            self.rates.insert(key, rate);
+        for (key, count) in self.counts.drain() {
+            *self.averages.entry(key).or_insert(0.0) += self.weight * count as f64;
         }
-        self.counts.clear();
+        self.averages.retain(|_, average| *average >= EMA_AGE_OUT);
+        self.average_sum = self.averages.values().sum();
+        self.counted = 0;
+        self.intervals = self.intervals.saturating_add(1);
+        self.rates = average_sample_rates(&self.averages, self.goal);
     }
 
     fn evaluate(&mut self, facts: &TraceFacts<'_>, now: UnixNanos) -> Verdict {
         let start = *self.window_start.get_or_insert(now);
-        if now.saturating_sub(start) >= self.interval {
-            self.recompute();
+        let burst = self.intervals >= BURST_DETECTION_DELAY && self.average_sum > 0.0 && self.counted as f64 >= BURST_MULTIPLE * self.average_sum;
+        if now.saturating_sub(start) >= self.interval || burst {
+            self.update_averages();
             self.window_start = Some(now);
         }
         let key = facts.root_key();
         let rate = self.rates.get(&key).copied().unwrap_or(self.goal);
         if self.counts.len() < MAX_RATE_KEYS || self.counts.contains_key(&key) {
             *self.counts.entry(key).or_insert(0) += 1;
+            self.counted += 1;
         }
         if facts.trace_id_ratio() < 1.0 / rate {
             Verdict::Keep { adjusted_count: rate }
@@ -397,4 +449,44 @@ impl DynamicState {
             Verdict::Drop
         }
     }
+}
+
+/// Refinery's average-sample-rate method: the goal number of kept traces is split over keys in
+/// proportion to the logarithm of their counts, so rarer keys get rates nearer 1; slots a key does
+/// not use pass to the keys after it.
+fn average_sample_rates(counts: &HashMap<(String, String), f64>, goal: f64) -> HashMap<(String, String), f64> {
+    let mut rates = HashMap::with_capacity(counts.len());
+    let total: f64 = counts.values().sum();
+    if total <= 0.0 {
+        return rates;
+    }
+    let goal_count = total / goal;
+    let log_sum: f64 = counts.values().map(|&c| c.log10().max(0.0)).sum();
+    if log_sum <= 0.0 {
+        for key in counts.keys() {
+            rates.insert(key.clone(), goal);
+        }
+        return rates;
+    }
+    let goal_ratio = goal_count / log_sum;
+    let mut keys: Vec<_> = counts.iter().map(|(k, &c)| (k, c)).collect();
+    keys.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+    let mut extra = 0.0;
+    let mut remaining = keys.len() as f64;
+    for (key, count) in keys {
+        let share = extra / remaining;
+        extra -= share;
+        remaining -= 1.0;
+        let goal_for_key = (count.log10().max(0.0) * goal_ratio).max(1.0) + share;
+        let rate = if count <= goal_for_key {
+            extra += goal_for_key - count;
+            1.0
+        } else {
+            let rate = (count / goal_for_key).ceil();
+            extra += goal_for_key - count / rate;
+            rate
+        };
+        rates.insert(key.clone(), rate);
+    }
+    rates
 }

@@ -168,7 +168,7 @@ fn rate_limit_per_root_operation() {
 
 #[test]
 fn dynamic_gives_rare_keys_lower_rates() {
-    let mut s = sampler(vec![("dynamic", RuleKind::Dynamic { goal_sample_rate: 10.0, adjustment_interval: Duration::from_secs(30) })]);
+    let mut s = sampler(vec![("dynamic", RuleKind::Dynamic { goal_sample_rate: 10.0, weight: 0.5, adjustment_interval: Duration::from_secs(30) })]);
     let mut n = 0;
     for _ in 0..10_000 {
         s.decide(&TraceBuilder::new(n, "a", "frequent", 10).build(), 0);
@@ -183,6 +183,135 @@ fn dynamic_gives_rare_keys_lower_rates() {
     assert!(rare.keep && rare.adjusted_count == 1.0, "a rare key is kept at rate 1: {rare:?}");
     let rate = frequent.iter().find(|d| d.keep).unwrap().adjusted_count;
     assert!(rate > 10.0, "a frequent key gets a rate above the goal: {rate}");
+}
+
+#[test]
+fn rate_limit_below_one_a_second_keeps_one_per_period() {
+    let mut s = sampler(vec![("trickle", RuleKind::RateLimit { per_second: 0.1 })]);
+    // Ten traces a second for a minute: one kept every ten seconds.
+    let kept: Vec<_> = (0..600u32).map(|n| (n, s.decide(&plain(n), 100 * SECOND + u64::from(n) * SECOND / 10))).filter(|(_, d)| d.keep).collect();
+    assert_eq!(kept.len(), 6, "{kept:?}");
+    assert!(kept.windows(2).all(|w| w[1].0 - w[0].0 == 100), "one every 10 s: {kept:?}");
+    // Each kept trace after the first window stood for the hundred seen in its window.
+    assert!(kept[1..].iter().all(|(_, d)| d.adjusted_count == 100.0), "{kept:?}");
+}
+
+/// The rates come from moving averages: one quiet interval of a busy key does not undo what was
+/// learned, many do, and then the key is forgotten.
+#[test]
+fn dynamic_rates_follow_a_moving_average_and_forget_keys() {
+    let mut s = sampler(vec![("dynamic", RuleKind::Dynamic { goal_sample_rate: 10.0, weight: 0.5, adjustment_interval: Duration::from_secs(10) })]);
+    let mut n = 0;
+    let mut interval = |s: &mut TailSampler, index: u64, frequent: u32, rare: u32| {
+        for (operation, count) in [("frequent", frequent), ("rare", rare)] {
+            for _ in 0..count {
+                s.decide(&TraceBuilder::new(n, "a", operation, 10).build(), index * 10 * SECOND);
+                n += 1;
+            }
+        }
+    };
+    // The adjusted count of the first kept trace: the rate the key is sampled at.
+    let rate_of = |s: &mut TailSampler, index: u64, operation: &str| {
+        (0..5_000u32).map(|i| s.decide(&TraceBuilder::new(1_000_000 + i, "a", operation, 10).build(), index * 10 * SECOND)).find(|d| d.keep).unwrap().adjusted_count
+    };
+    for index in 0..10 {
+        interval(&mut s, index, 5_000, 20);
+    }
+    assert!(rate_of(&mut s, 10, "frequent") > 10.0, "the frequent key samples above the goal");
+    assert_eq!(rate_of(&mut s, 10, "rare"), 1.0, "the rare key keeps everything");
+    // One interval without the frequent key: its average halves but still dominates.
+    interval(&mut s, 11, 0, 20);
+    assert_eq!(rate_of(&mut s, 12, "rare"), 1.0, "one quiet interval does not undo the average");
+    // Long quiet: the frequent key's average falls below the age-out and it is forgotten, so the
+    // rare key, now all the traffic, samples near the goal and the forgotten key at the goal.
+    for index in 12..40 {
+        interval(&mut s, index, 0, 20);
+    }
+    assert!(rate_of(&mut s, 40, "rare") >= 5.0, "alone, the once rare key carries the goal");
+    assert_eq!(rate_of(&mut s, 40, "frequent"), 10.0, "a forgotten key samples at the goal");
+}
+
+#[test]
+fn rare_structure_forgets_the_least_recently_seen_shape_first() {
+    let mut s = sampler(vec![("rare", RuleKind::RareStructure { window: Duration::from_secs(600), max_shapes: 2 })]);
+    let shape = |n: u32, child: &str| TraceBuilder::new(n, "a", "x", 10).child(2, child, "y", |_| {}).build();
+    assert!(s.decide(&shape(1, "b"), 0).keep);
+    assert!(s.decide(&shape(2, "c"), SECOND).keep);
+    // b is seen again, so c is now the least recently seen and makes room for d.
+    assert!(!s.decide(&shape(3, "b"), 2 * SECOND).keep);
+    assert!(s.decide(&shape(4, "d"), 3 * SECOND).keep);
+    assert!(!s.decide(&shape(5, "b"), 4 * SECOND).keep, "b was kept in memory");
+    assert!(s.decide(&shape(6, "c"), 5 * SECOND).keep, "c was forgotten");
+}
+
+/// Two instances with every kind of rule, fed the same traces at the same times, make the same
+/// decision for every trace.
+#[test]
+fn two_instances_with_every_rule_decide_identically() {
+    let rules = || {
+        vec![
+            ("errors", RuleKind::Errors),
+            ("slow", RuleKind::Latency { threshold: Duration::from_millis(900) }),
+            ("p95", RuleKind::LatencyPercentile { percentile: 95.0, min_samples: 50, window: Duration::from_secs(5) }),
+            ("vip", RuleKind::Attribute { key: "user.tier".into(), matcher: Matcher::Equals("vip".into()), scope: AttributeScope::AnySpan }),
+            ("big", RuleKind::SpanCount { min: 4, max: Some(100) }),
+            ("rare", RuleKind::RareStructure { window: Duration::from_secs(3), max_shapes: 100 }),
+            ("health", RuleKind::And(vec![RuleKind::Attribute { key: "http.route".into(), matcher: Matcher::Equals("/health".into()), scope: AttributeScope::Root }, RuleKind::Drop])),
+            ("limit", RuleKind::RateLimit { per_second: 30.0 }),
+            ("dynamic", RuleKind::Dynamic { goal_sample_rate: 5.0, weight: 0.5, adjustment_interval: Duration::from_secs(2) }),
+            ("base", RuleKind::Probabilistic { rate: 0.2 }),
+        ]
+    };
+    let (mut first, mut second) = (sampler(rules()), sampler(rules()));
+    let mut by_rule = std::collections::BTreeMap::new();
+    for n in 0..20_000u32 {
+        let operation = ["GET /", "POST /cart", "GET /item", "GET /health"][(n % 7 % 4) as usize];
+        let mut builder = TraceBuilder::new(n, "frontend", operation, 5 + u64::from(n.wrapping_mul(2_654_435_761) % 1_000));
+        for child in 0..(n % 6) as u8 {
+            let service = ["cart", "db", "stock"][usize::from(child % 3)];
+            builder = builder.child(child + 2, service, "call", |s| {
+                if n % 97 == 0 {
+                    s.status = Some(Status { code: 2, message: String::new() });
+                }
+                if n % 89 == 0 {
+                    s.attributes.push(attributes::string("user.tier", "vip"));
+                }
+            });
+        }
+        let mut trace = builder.build();
+        if operation == "GET /health" {
+            trace.resource_spans[0].scope_spans[0].spans[0].attributes.push(attributes::string("http.route", "/health"));
+        }
+        let now = u64::from(n) * 3 * MS;
+        let decision = first.decide(&trace, now);
+        assert_eq!(decision, second.decide(&trace, now), "trace {n}");
+        *by_rule.entry((decision.rule.to_string(), decision.keep)).or_insert(0) += 1;
+    }
+    // Every rule decided some traces, so the comparison covered all of them.
+    for name in ["errors", "slow", "p95", "vip", "big", "rare", "health", "limit"] {
+        assert!(by_rule.keys().any(|(rule, _)| rule == name), "{name} never decided: {by_rule:?}");
+    }
+}
+
+#[test]
+fn a_full_decision_cache_remembers_the_newest_traces() {
+    let mut s = TailSampler::new(
+        SamplerConfig { rules: vec![SamplingRule { name: "base".into(), kind: RuleKind::Probabilistic { rate: 0.5 } }], decision_cache: 1_000 },
+        OutputId(0),
+    );
+    let mut out = Emitter::default();
+    let feed = |s: &mut TailSampler, trace: &AssembledTrace, out: &mut Emitter| {
+        let payload = trace.encode_to_vec();
+        let input = InputRecord { source: SourcePartition { input: 0, partition: 0 }, topic: "tracepipe.traces", offset: 0, key: None, payload: &payload, timestamp_ms: None };
+        s.on_input(&input, 0, out).unwrap();
+    };
+    for n in 0..10_000 {
+        feed(&mut s, &plain(n), &mut out);
+    }
+    // The newest traces' decisions are the ones a late fragment will look for.
+    let cached = (9_900..10_000u32).filter(|&n| s.cached_decision(&trace_id(n).try_into().unwrap()).is_some()).count();
+    assert_eq!(cached, 100, "every recent trace's decision is cached");
+    assert!(s.cached_decision(&trace_id(0).try_into().unwrap()).is_none(), "the oldest made room");
 }
 
 #[test]
