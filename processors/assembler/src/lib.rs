@@ -152,6 +152,8 @@ pub struct TraceAssembler {
     incoming: Vec<(u64, bool)>,
     /// Per incoming span: not a duplicate.
     keep: Vec<bool>,
+    /// Span ids of the incoming record, for duplicate checks within a large one.
+    record_ids: HashSet<u64, BuildHasherDefault<IdHasher>>,
     encoded: Vec<u8>,
 }
 
@@ -187,6 +189,7 @@ impl TraceAssembler {
             ranges: Vec::new(),
             incoming: Vec::new(),
             keep: Vec::new(),
+            record_ids: HashSet::default(),
             encoded: Vec::new(),
         }
     }
@@ -301,7 +304,44 @@ impl TraceAssembler {
         metrics::BYTES_EMITTED_CACHE.set(self.emitted.cost() as i64);
     }
 
-    /// Adds one `TraceSpans` record. Returns an error if it cannot be read.
+    /// Which incoming spans are new: in neither the open trace nor earlier in the record.
+    /// Fills `self.keep`; returns whether all are.
+    fn mark_new_spans(&mut self, open: Option<u32>) -> bool {
+        let trace = open.and_then(|slot| self.slots[slot as usize].as_ref());
+        let many = self.incoming.len() > INDEXED_ABOVE;
+        self.record_ids.clear();
+        self.keep.clear();
+        let mut all_new = true;
+        for (i, &(id, _)) in self.incoming.iter().enumerate() {
+            let earlier = if many { !self.record_ids.insert(id) } else { self.incoming[..i].iter().any(|&(other, _)| other == id) };
+            let new = !earlier && !trace.is_some_and(|t| t.contains(id));
+            all_new &= new;
+            self.keep.push(new);
+        }
+        all_new
+    }
+
+    /// Re-encodes the record's `resource_spans` without the spans `keep` flags as duplicates,
+    /// into `self.encoded`. Rare; nothing else is decoded.
+    fn encode_without_duplicates(&mut self, payload: &[u8]) -> Result<(), Poison> {
+        let mut decoded = TraceSpans::decode(payload).map_err(|e| Poison::new("decode", format!("tracepipe.v1.TraceSpans: {e}")))?;
+        let mut flags = self.keep.iter();
+        for rs in &mut decoded.resource_spans {
+            for ss in &mut rs.scope_spans {
+                ss.spans.retain(|_| *flags.next().unwrap_or(&false));
+            }
+            rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+        }
+        decoded.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+        self.encoded.clear();
+        for rs in &decoded.resource_spans {
+            prost::encoding::message::encode(2, rs, &mut self.encoded);
+        }
+        Ok(())
+    }
+
+    /// Adds one `TraceSpans` record. Returns an error if it cannot be read, with the state
+    /// untouched: everything that can fail happens before the first change.
     fn add(&mut self, payload: &[u8], at: SourceOffset, now: UnixNanos, out: &mut Emitter) -> Result<(), Poison> {
         self.ranges.clear();
         self.incoming.clear();
@@ -314,9 +354,14 @@ impl TraceAssembler {
         if self.incoming.is_empty() {
             return Ok(());
         }
+        let open = self.open.get(&trace_id).copied();
+        let all_new = self.mark_new_spans(open);
+        if !all_new {
+            self.encode_without_duplicates(payload)?;
+        }
 
-        let slot = match self.open.get(&trace_id) {
-            Some(&slot) => slot,
+        let slot = match open {
+            Some(slot) => slot,
             None => {
                 let fragment = self.emitted.emissions(&trace_id);
                 self.next_generation = self.next_generation.wrapping_add(1);
@@ -347,47 +392,24 @@ impl TraceAssembler {
         if trace.fragment > 0 {
             metrics::LATE.inc_by(self.incoming.len() as u64);
         }
-
-        // Which incoming spans are new (not in the trace, nor earlier in this record).
-        let keep = &mut self.keep;
-        keep.clear();
-        let mut all_new = true;
-        for &(id, is_root) in &self.incoming {
-            let new = !trace.contains(id);
+        for (&(id, is_root), &new) in self.incoming.iter().zip(&self.keep) {
             if new {
                 trace.insert(id);
                 trace.has_root |= is_root;
             } else {
                 trace.duplicates += 1;
-                all_new = false;
             }
-            keep.push(new);
         }
         if all_new {
             for range in &self.ranges {
                 trace.body.append(&mut self.pages, &payload[range.clone()]);
             }
         } else {
-            let dropped = keep.iter().filter(|k| !**k).count();
-            metrics::DUPLICATES.inc_by(dropped as u64);
-            // Rare: re-encode the record without its duplicates.
-            let mut decoded = TraceSpans::decode(payload).map_err(|e| Poison::new("decode", format!("tracepipe.v1.TraceSpans: {e}")))?;
-            let mut flags = keep.iter();
-            for rs in &mut decoded.resource_spans {
-                for ss in &mut rs.scope_spans {
-                    ss.spans.retain(|_| *flags.next().unwrap_or(&false));
-                }
-                rs.scope_spans.retain(|ss| !ss.spans.is_empty());
-            }
-            decoded.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
-            self.encoded.clear();
-            for rs in &decoded.resource_spans {
-                prost::encoding::message::encode(2, rs, &mut self.encoded);
-            }
+            metrics::DUPLICATES.inc_by(self.keep.iter().filter(|k| !**k).count() as u64);
             trace.body.append(&mut self.pages, &self.encoded);
         }
         metrics::ASSEMBLED.inc_by((trace.span_ids.len() - spans_before) as u64);
-        let opened = spans_before == 0;
+        let opened = open.is_none();
         let root_came = !had_root && trace.has_root;
         trace.last_activity = now;
         let full = trace.span_ids.len() >= self.config.max_spans as usize;
