@@ -59,7 +59,9 @@ fn expect_wire(field: &Field<'_>, wire_type: u8, message: &'static str) -> Resul
 }
 
 impl OtlpProtoSplitter {
-    pub fn split(&mut self, msg: &[u8], out: &mut SplitBatch) -> Result<(), DecodeError> {
+    /// Splits `msg` into one or more `TraceSpans` per trace, none larger than `max_chunk_bytes`
+    /// (but for a single span that is).
+    pub fn split(&mut self, msg: &[u8], max_chunk_bytes: usize, out: &mut SplitBatch) -> Result<(), DecodeError> {
         self.traces.clear();
         self.trace_ids.clear();
         self.resources.clear();
@@ -73,7 +75,7 @@ impl OtlpProtoSplitter {
                 self.walk_resource_spans(body, field.body_start, out)?;
             }
         }
-        self.write_chunks(msg, out);
+        self.write_chunks(msg, max_chunk_bytes, out);
         Ok(())
     }
 
@@ -138,8 +140,10 @@ impl OtlpProtoSplitter {
         Ok(())
     }
 
-    /// Writes one `TraceSpans` per trace, keeping the input's resource and scope grouping.
-    fn write_chunks(&mut self, msg: &[u8], out: &mut SplitBatch) {
+    /// Writes one `TraceSpans` per trace, keeping the input's resource and scope grouping; a
+    /// trace whose spans would take more than `max_chunk_bytes` is written as several, each of
+    /// them at most that size unless a single span is larger.
+    fn write_chunks(&mut self, msg: &[u8], max_chunk_bytes: usize, out: &mut SplitBatch) {
         // Group spans by trace, keeping input order within a trace (the index breaks ties).
         self.spans.sort_unstable_by_key(|s| (s.trace, s.start));
         let mut rest = &self.spans[..];
@@ -148,11 +152,40 @@ impl OtlpProtoSplitter {
             let (trace_spans, tail) = rest.split_at(count);
             rest = tail;
             let trace_id = self.trace_ids[first.trace as usize];
-            let start = out.buf.len();
-            encode_trace(msg, trace_id, trace_spans, &self.resources, &self.scopes, &mut self.lens, &mut out.buf);
-            out.chunks.push(TraceChunk { trace_id, span_count: count as u32, payload: start..out.buf.len() });
+            let mut pending = trace_spans;
+            while !pending.is_empty() {
+                let take = spans_within(pending, max_chunk_bytes, &self.resources, &self.scopes);
+                let (part, after) = pending.split_at(take);
+                pending = after;
+                let start = out.buf.len();
+                encode_trace(msg, trace_id, part, &self.resources, &self.scopes, &mut self.lens, &mut out.buf);
+                out.chunks.push(TraceChunk { trace_id, span_count: part.len() as u32, payload: start..out.buf.len() });
+            }
         }
     }
+}
+
+/// How many of `spans` (at least one) fit in a `TraceSpans` of at most `limit` bytes: each span's
+/// bytes, plus for each scope it opens that scope's and its resource's fields and framing
+/// (counted generously: 2 × 10 bytes of tags and lengths).
+fn spans_within(spans: &[SpanEntry], limit: usize, resources: &[ResourceFields], scopes: &[ScopeFields]) -> usize {
+    const FRAMING: usize = 20;
+    let mut size = 2 + 16;
+    let mut scope = None;
+    for (i, span) in spans.iter().enumerate() {
+        let mut cost = span.end - span.start;
+        if scope != Some(span.scope) {
+            let s = &scopes[span.scope as usize];
+            let r = &resources[s.resource as usize];
+            cost += FRAMING + s.scope.len() + s.schema_url.len() + r.resource.len() + r.schema_url.len();
+            scope = Some(span.scope);
+        }
+        if i > 0 && size + cost > limit {
+            return i;
+        }
+        size += cost;
+    }
+    spans.len()
 }
 
 /// Validates one span's framing and ids; returns its trace id, or why the span is rejected.

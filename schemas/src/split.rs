@@ -58,19 +58,32 @@ impl SplitBatch {
     }
 }
 
+/// The largest `TraceSpans` payload a split writes (unless one span is larger): the spans of a
+/// trace that would make more go out as several payloads of that trace, which the assembler joins.
+/// Well below librdkafka's `message.max.bytes` (1,000,000) and Kafka's default topic limit
+/// (1 MiB), so a large trace is never refused by the producer as one oversized record.
+pub const MAX_CHUNK_BYTES: usize = 512 << 10;
+
 /// Splits messages of any supported encoding. OTLP protobuf is split in place; the other
 /// encodings are decoded into OTLP once, encoded, and split the same way.
-#[derive(Default)]
 pub struct SpanSplitter {
     otlp: OtlpProtoSplitter,
     scratch: Vec<u8>,
     /// Messages larger than this are rejected whole; 0 means no limit.
     pub max_message_bytes: usize,
+    /// See [`MAX_CHUNK_BYTES`].
+    pub max_chunk_bytes: usize,
+}
+
+impl Default for SpanSplitter {
+    fn default() -> Self {
+        SpanSplitter::new(0)
+    }
 }
 
 impl SpanSplitter {
     pub fn new(max_message_bytes: usize) -> Self {
-        SpanSplitter { max_message_bytes, ..Default::default() }
+        SpanSplitter { otlp: OtlpProtoSplitter::default(), scratch: Vec::new(), max_message_bytes, max_chunk_bytes: MAX_CHUNK_BYTES }
     }
 
     pub fn split(&mut self, encoding: Encoding, payload: &[u8], out: &mut SplitBatch) -> Result<(), DecodeError> {
@@ -86,7 +99,7 @@ impl SpanSplitter {
             // topic. `{` cannot start an OTLP protobuf message (it would be a group, field 15),
             // so such a record is read as OTLP JSON.
             Encoding::OtlpProto if payload[0] == b'{' => otlp_json::decode(payload)?,
-            Encoding::OtlpProto => return self.otlp.split(payload, out),
+            Encoding::OtlpProto => return self.otlp.split(payload, self.max_chunk_bytes, out),
             Encoding::OtlpJson => otlp_json::decode(payload)?,
             Encoding::JaegerProto => jaeger::decode(payload, &mut out.rejected)?,
             Encoding::ZipkinJson => zipkin::decode(payload, &mut out.rejected)?,
@@ -94,7 +107,7 @@ impl SpanSplitter {
         self.scratch.clear();
         request.encode(&mut self.scratch).expect("vec grows");
         let rejected_while_decoding = std::mem::take(&mut out.rejected);
-        let result = self.otlp.split(&self.scratch, out);
+        let result = self.otlp.split(&self.scratch, self.max_chunk_bytes, out);
         out.rejected.extend(rejected_while_decoding);
         result
     }

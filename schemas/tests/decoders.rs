@@ -108,6 +108,40 @@ fn otlp_proto_splits_by_trace_keeping_resource_and_scope() {
     assert_eq!(first.resource_spans.len(), 2, "trace 1 has spans in two resources");
 }
 
+/// One trace of 2.4 MB in one request: several payloads of that trace, each within the chunk
+/// limit, holding every span once with its resource and scope.
+#[test]
+fn an_enormous_trace_is_split_into_bounded_payloads() {
+    let big = |trace: u8, id: u8| {
+        let mut span = make_span(trace, id, Some(1));
+        span.attributes.push(attributes::string("db.statement", &"x".repeat(12_000)));
+        span
+    };
+    let req = request(vec![
+        ("checkout", vec![(1..=100).map(|id| big(1, id)).collect(), vec![make_span(2, 1, None)]]),
+        ("payments", vec![(101..=200).map(|id| big(1, id)).collect()]),
+    ]);
+    let payload = req.encode_to_vec();
+    assert!(payload.len() > 2_400_000);
+    let mut splitter = SpanSplitter::new(16 << 20);
+    let mut batch = SplitBatch::default();
+    splitter.split(Encoding::OtlpProto, &payload, &mut batch).unwrap();
+    let limit = tracepipe_schemas::split::MAX_CHUNK_BYTES;
+    let of_big: Vec<_> = batch.chunks.iter().filter(|c| c.trace_id.0 == trace_id(1)[..]).collect();
+    assert!(of_big.len() >= 5, "{} payloads", of_big.len());
+    for chunk in &of_big {
+        assert!(chunk.payload.len() <= limit, "payload of {} bytes over {limit}", chunk.payload.len());
+    }
+    let traces = chunks(&batch);
+    let all: Vec<ResourceSpans> = traces.iter().flat_map(|t| t.resource_spans.clone()).collect();
+    let mut every = Vec::new();
+    for t in &traces {
+        every.extend(t.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans).map(|s| s.span_id.clone()));
+    }
+    assert_eq!(every.len(), 201, "every span once");
+    assert_eq!(flatten(&all), flatten(&req.resource_spans));
+}
+
 #[test]
 fn invalid_ids_are_rejected_with_reason_and_the_rest_routed() {
     let mut zero = make_span(1, 9, None);
