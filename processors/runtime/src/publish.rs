@@ -33,6 +33,21 @@ impl PublishError {
     }
 }
 
+/// Whether the broker refused a record for what it is (too large, malformed), so that sending it
+/// again can never succeed. Everything else (the broker down, a timeout, a leader moving, an
+/// authorization an operator can still grant) may pass later.
+fn refuses_for_good(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
+}
+
 /// One producer for one topic, shared by every request (it is `Sync`).
 pub struct Publisher {
     producer: FutureProducer,
@@ -84,7 +99,7 @@ impl Publisher {
                 Ok(Err((error, _))) => error,
                 Err(_canceled) => KafkaError::Canceled,
             };
-            acknowledged = Err(PublishError::NotAcknowledged(failed));
+            acknowledged = Err(if refuses_for_good(&failed) { PublishError::Refused(failed) } else { PublishError::NotAcknowledged(failed) });
             break;
         }
         match acknowledged {
