@@ -30,11 +30,13 @@ async fn checkout(State(frontend): State<Arc<Frontend>>, Path(item): Path<String
     response.text().await.map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))
 }
 
+const GROUP: &str = "shop-frontend";
+
 /// Confirms placed orders: one consumer span per event.
 async fn confirm_orders(brokers: String, instrumented: bool) {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
-        .set("group.id", "shop-frontend")
+        .set("group.id", GROUP)
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("kafka consumer");
@@ -42,7 +44,7 @@ async fn confirm_orders(brokers: String, instrumented: bool) {
     loop {
         match consumer.recv().await {
             Ok(message) if instrumented => {
-                let span = tracepipe_instrument::kafka::consumer_span(&message);
+                let span = tracepipe_instrument::kafka::consumer_span_in_group(&message, Some(GROUP));
                 span.in_scope(|| {
                     let _confirm = tracing::info_span!("confirm order", order.id = ?message.key().map(String::from_utf8_lossy)).entered();
                 });

@@ -12,10 +12,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use tracing::Instrument;
 
 const KAFKA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -26,16 +24,13 @@ struct Orders {
 
 async fn place_order(State(orders): State<Arc<Orders>>, item: String) -> Result<(StatusCode, String), (StatusCode, String)> {
     let order_id = format!("{item}-{}", std::process::id());
-    let send = async {
-        let headers = if orders.instrumented { tracepipe_instrument::kafka::inject(&tracing::Span::current(), OwnedHeaders::new()) } else { OwnedHeaders::new() };
-        let record = FutureRecord::to(common::ORDERS_TOPIC).key(&order_id).payload(&item).headers(headers);
-        orders.producer.send(record, KAFKA_TIMEOUT).await.map_err(|(e, _)| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
-    };
-    if orders.instrumented {
-        send.instrument(tracepipe_instrument::kafka::producer_span(common::ORDERS_TOPIC)).await?;
+    let record = FutureRecord::to(common::ORDERS_TOPIC).key(&order_id).payload(&item);
+    let delivered = if orders.instrumented {
+        tracepipe_instrument::kafka::send(&orders.producer, record, KAFKA_TIMEOUT).await
     } else {
-        send.await?;
-    }
+        orders.producer.send(record, KAFKA_TIMEOUT).await
+    };
+    delivered.map_err(|(e, _)| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok((StatusCode::CREATED, order_id))
 }
 

@@ -63,6 +63,7 @@ fn a_request_is_one_trace_across_the_http_call_and_the_kafka_hop() {
     let (orders_port, frontend_port) = (free_port(), free_port());
     let mut orders = start_service(&cluster, "shop_orders", orders_port, &[]);
     let mut frontend = start_service(&cluster, "shop_frontend", frontend_port, &[("ORDERS_URL", format!("http://127.0.0.1:{orders_port}"))]);
+    let orders_pid = orders.pid();
     checkout_then_stop(REQUESTS, frontend_port, &mut frontend, &mut orders);
 
     let complete = |t: &support::TraceRecord| t.spans.iter().any(|s| s.kind == CONSUMER);
@@ -84,6 +85,18 @@ fn a_request_is_one_trace_across_the_http_call_and_the_kafka_hop() {
         assert_eq!(consumer.parent_span_id, producer.span_id, "the Kafka hop carries the context");
         assert_eq!(consumer.links.iter().map(|(_, span)| span.clone()).collect::<Vec<_>>(), vec![producer.span_id.clone()], "the consumer span links to the producer span");
         assert!(trace.spans.iter().any(|s| s.name == "confirm order" && s.parent_span_id == consumer.span_id));
+        // The messaging conventions' attributes, on both sides of the hop.
+        for span in [producer, consumer] {
+            let attribute = |key: &str| span.attributes.get(key).cloned().unwrap_or_else(|| panic!("{} has no {key}: {:?}", span.name, span.attributes));
+            assert_eq!(attribute("messaging.system"), "kafka");
+            assert_eq!(attribute("messaging.destination.name"), "orders.placed");
+            assert!(attribute("messaging.kafka.message.key").ends_with(&format!("-{orders_pid}")), "the order id is the key");
+            assert_eq!(attribute("messaging.destination.partition.id"), producer.attributes["messaging.destination.partition.id"]);
+            assert_eq!(attribute("messaging.kafka.offset"), producer.attributes["messaging.kafka.offset"], "where it was stored is where it was read");
+        }
+        assert_eq!(producer.attributes["messaging.operation.type"], "send");
+        assert_eq!(consumer.attributes["messaging.operation.type"], "process");
+        assert_eq!(consumer.attributes["messaging.consumer.group.name"], "shop-frontend");
         joined += 1;
     }
     assert_eq!(joined, REQUESTS);

@@ -548,6 +548,8 @@ pub struct SpanSummary {
     pub span_id: Vec<u8>,
     pub parent_span_id: Vec<u8>,
     pub links: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The span's attributes, values as text.
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// Reads assembled (or sampled) traces until `done` says enough and nothing new came for 2 s, or
@@ -583,6 +585,7 @@ pub fn read_traces(brokers: &str, topic: &str, timeout: Duration, done: impl Fn(
                         span_id: span.span_id.clone(),
                         parent_span_id: span.parent_span_id.clone(),
                         links: span.links.iter().map(|l| (l.trace_id.clone(), l.span_id.clone())).collect(),
+                        attributes: span.attributes.iter().filter_map(|kv| Some((kv.key.clone(), tracepipe_schemas::attributes::to_text(kv.value.as_ref()?.value.as_ref()?)))).collect(),
                     })
                 })
                 .collect(),
