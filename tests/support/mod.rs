@@ -552,47 +552,65 @@ pub struct SpanSummary {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// What a test needs to know of one record of `tracepipe.traces` or `tracepipe.sampled`.
+fn trace_record(message: &rdkafka::message::BorrowedMessage<'_>) -> TraceRecord {
+    use tracepipe_schemas::v1::AssembledTrace;
+    let trace = AssembledTrace::decode(message.payload().unwrap()).expect("assembled trace");
+    let root = trace.spans().find(|s| s.parent_span_id.is_empty());
+    TraceRecord {
+        trace_id: trace.trace_id.clone().try_into().unwrap(),
+        fragment: trace.fragment,
+        completion: trace.completion,
+        truncated: trace.truncated,
+        span_ids: trace.spans().map(|s| s.span_id.clone()).collect(),
+        root_duration_nanos: root.map(|r| r.end_time_unix_nano.saturating_sub(r.start_time_unix_nano)),
+        sampling_rule: trace.sampling_rule.clone(),
+        adjusted_count: trace.adjusted_count,
+        spans: trace
+            .resource_spans
+            .iter()
+            .flat_map(|rs| {
+                let service = rs.resource.as_ref().and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name")).and_then(|kv| kv.value.as_ref()).map(|v| match &v.value {
+                    Some(tracepipe_schemas::otlp_common::any_value::Value::StringValue(s)) => s.clone(),
+                    _ => String::new(),
+                });
+                let service = service.unwrap_or_default();
+                rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(move |span| SpanSummary {
+                    service: service.clone(),
+                    name: span.name.clone(),
+                    kind: span.kind,
+                    span_id: span.span_id.clone(),
+                    parent_span_id: span.parent_span_id.clone(),
+                    links: span.links.iter().map(|l| (l.trace_id.clone(), l.span_id.clone())).collect(),
+                    attributes: span.attributes.iter().filter_map(|kv| Some((kv.key.clone(), tracepipe_schemas::attributes::to_text(kv.value.as_ref()?.value.as_ref()?)))).collect(),
+                })
+            })
+            .collect(),
+        payload: message.payload().unwrap().to_vec(),
+    }
+}
+
 /// Reads assembled (or sampled) traces until `done` says enough and nothing new came for 2 s, or
 /// `timeout`.
 pub fn read_traces(brokers: &str, topic: &str, timeout: Duration, done: impl Fn(&[TraceRecord]) -> bool) -> Vec<TraceRecord> {
-    use tracepipe_schemas::v1::AssembledTrace;
     let mut out: Vec<TraceRecord> = Vec::new();
-    let on_record = |out: &mut Vec<TraceRecord>, message: &rdkafka::message::BorrowedMessage<'_>| {
-        let trace = AssembledTrace::decode(message.payload().unwrap()).expect("assembled trace");
-        let root = trace.spans().find(|s| s.parent_span_id.is_empty());
-        out.push(TraceRecord {
-            trace_id: trace.trace_id.clone().try_into().unwrap(),
-            fragment: trace.fragment,
-            completion: trace.completion,
-            truncated: trace.truncated,
-            span_ids: trace.spans().map(|s| s.span_id.clone()).collect(),
-            root_duration_nanos: root.map(|r| r.end_time_unix_nano.saturating_sub(r.start_time_unix_nano)),
-            sampling_rule: trace.sampling_rule.clone(),
-            adjusted_count: trace.adjusted_count,
-            spans: trace
-                .resource_spans
-                .iter()
-                .flat_map(|rs| {
-                    let service = rs.resource.as_ref().and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name")).and_then(|kv| kv.value.as_ref()).map(|v| match &v.value {
-                        Some(tracepipe_schemas::otlp_common::any_value::Value::StringValue(s)) => s.clone(),
-                        _ => String::new(),
-                    });
-                    let service = service.unwrap_or_default();
-                    rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(move |span| SpanSummary {
-                        service: service.clone(),
-                        name: span.name.clone(),
-                        kind: span.kind,
-                        span_id: span.span_id.clone(),
-                        parent_span_id: span.parent_span_id.clone(),
-                        links: span.links.iter().map(|l| (l.trace_id.clone(), l.span_id.clone())).collect(),
-                        attributes: span.attributes.iter().filter_map(|kv| Some((kv.key.clone(), tracepipe_schemas::attributes::to_text(kv.value.as_ref()?.value.as_ref()?)))).collect(),
-                    })
-                })
-                .collect(),
-            payload: message.payload().unwrap().to_vec(),
-        });
-    };
-    consume_until(brokers, topic, timeout, &mut out, on_record, |out| done(out));
+    consume_until(brokers, topic, timeout, &mut out, |out, message| out.push(trace_record(message)), |out| done(out));
+    out
+}
+
+/// The first `count` records of `topic` (fewer if `timeout` passes first), without waiting for
+/// the rest.
+pub fn read_first_traces(brokers: &str, topic: &str, count: usize, timeout: Duration) -> Vec<TraceRecord> {
+    let (consumer, _) = reader(brokers, topic);
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < count && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => out.push(trace_record(&message)),
+            Some(Err(error)) => eprintln!("reader: {error}"),
+            None => {}
+        }
+    }
     out
 }
 

@@ -15,13 +15,20 @@
 //! rebalance or shutdown nothing partial is emitted: the state is dropped and the next owner
 //! replays from the watermark.
 //!
-//! Memory: `memory_budget_bytes` bounds the process's data, in sixteenths. The state (span bytes,
-//! ids, per-trace overhead, and the emitted-id cache, itself at most two sixteenths) may take 13;
-//! past that the traces that cost most (size × age) are emitted early, flagged truncated with
-//! completion `MEMORY_PRESSURE`, down to 12, so one eviction puts at most a sixteenth in flight.
-//! The Kafka consumer's prefetch and the producer's queue get one sixteenth each (see
-//! [`AssemblerConfig::bound_kafka_buffers`]).
-
+//! Memory: `memory_budget_bytes` bounds the process's anonymous memory, in sixteenths, split by
+//! what each part was measured to cost (heaptrack and `/proc/PID/smaps` of an assembler 10× over
+//! its budget, lz4 between the processors):
+//!
+//! - 9 for the state (span bytes, ids, per-trace overhead, and the emitted-id cache, itself at
+//!   most 2). Past it the traces that cost most (size × age) are emitted early, flagged truncated
+//!   with completion `MEMORY_PRESSURE`, down to 8, so one eviction puts at most 1 in flight.
+//! - 1 for that eviction batch, on its way to the producer.
+//! - 3 for librdkafka, whose buffers are set to a thirty-second each (consumer prefetch, producer
+//!   queue; see [`AssemblerConfig::bound_kafka_buffers`]) because they cost about 2.5× what those
+//!   settings name: fetched batches are held decompressed (with growth slack), queued records
+//!   also sit in request and compression buffers.
+//! - 3 of headroom for the allocator's fragmentation across threads and the small structures.
+//!
 mod emitted;
 mod metrics;
 mod pages;
@@ -114,12 +121,12 @@ impl OpenTrace {
 }
 
 impl AssemblerConfig {
-    /// Sizes librdkafka's buffers in proportion to the memory budget: what the consumer
-    /// prefetches and what the producer queues are spans held outside the count, so each gets a
-    /// sixteenth of the budget (1 MiB at least, librdkafka's defaults at most). Settings made
-    /// explicitly in the topology's kafka section win.
+    /// Sizes librdkafka's buffers in proportion to the memory budget (see the crate docs): the
+    /// consumer's prefetch and the producer's queue are each set to a thirty-second of it, within
+    /// librdkafka's limits (a fetch takes at least one 1 MB message) and at most its defaults.
+    /// Settings made explicitly in the topology's kafka section win.
     pub fn bound_kafka_buffers(&self, kafka: &mut KafkaSettings) {
-        let kbytes = (self.memory_budget_bytes / 16 / 1024).max(1024);
+        let kbytes = (self.memory_budget_bytes / 32 / 1024).max(1024);
         let default = |settings: &mut BTreeMap<String, String>, key: &str, value: usize| {
             settings.entry(key.to_string()).or_insert_with(|| value.to_string());
         };
@@ -128,6 +135,10 @@ impl AssemblerConfig {
         default(&mut kafka.producer, "queue.buffering.max.kbytes", kbytes.min(1_048_576));
     }
 }
+
+/// Sixteenths of the memory budget the state may hold, and what an eviction brings it down to.
+const STATE_SIXTEENTHS: usize = 9;
+const AFTER_EVICTION_SIXTEENTHS: usize = 8;
 
 pub struct TraceAssembler {
     config: AssemblerConfig,
@@ -171,7 +182,7 @@ fn write_varint_field(out: &mut Vec<u8>, field: u32, value: u64) {
 impl TraceAssembler {
     pub fn new(config: AssemblerConfig, output: OutputId) -> Self {
         let emitted_capacity = config.emitted_cache_traces.min(config.memory_budget_bytes / 8 / EmittedTraces::MAX_BYTES_PER_ID);
-        let state_budget = config.memory_budget_bytes / 16 * 13;
+        let state_budget = config.memory_budget_bytes / 16 * STATE_SIXTEENTHS;
         TraceAssembler {
             emitted: EmittedTraces::new(emitted_capacity),
             next_generation: 0,
@@ -272,12 +283,13 @@ impl TraceAssembler {
         }
     }
 
-    /// Emits the traces that cost most (size × age) until the state is under 12/13 of its share.
+    /// Emits the traces that cost most (size × age) until the state is down to
+    /// [`AFTER_EVICTION_SIXTEENTHS`] of the budget.
     fn relieve_memory_pressure(&mut self, now: UnixNanos, out: &mut Emitter) {
         if self.counted_bytes() <= self.state_budget {
             return;
         }
-        let target = (self.state_budget / 13 * 12).saturating_sub(self.emitted.cost());
+        let target = (self.state_budget / STATE_SIXTEENTHS * AFTER_EVICTION_SIXTEENTHS).saturating_sub(self.emitted.cost());
         let mut candidates: Vec<(u128, u32, usize)> = self
             .slots
             .iter()

@@ -334,7 +334,7 @@ proptest! {
 
 #[test]
 fn kafka_buffers_follow_the_budget_unless_set() {
-    let config = AssemblerConfig { memory_budget_bytes: 32 << 20, ..Default::default() };
+    let config = AssemblerConfig { memory_budget_bytes: 64 << 20, ..Default::default() };
     let mut kafka = tracepipe_runtime::KafkaSettings::new("localhost:9092");
     kafka.producer.insert("queue.buffering.max.kbytes".into(), "512".into());
     config.bound_kafka_buffers(&mut kafka);
