@@ -1,7 +1,7 @@
 //! The OTLP gateway against Tansu: gRPC, HTTP protobuf and HTTP JSON exports reach
 //! `tracepipe.spans` keyed by trace id; malformed requests get specific errors; with the broker
 //! down, requests are answered with retryable statuses and nothing is acknowledged that Kafka did
-//! not store.
+//! not store; past `max_in_flight_bytes`, 429 and RESOURCE_EXHAUSTED.
 
 mod support;
 
@@ -257,4 +257,85 @@ fn broker_down_gets_retryable_statuses_and_nothing_unstored_is_acknowledged() {
     let lost: Vec<_> = acknowledged.iter().filter(|id| !stored.contains(id)).collect();
     assert!(lost.is_empty(), "{} acknowledged spans are not in Kafka", lost.len());
     eprintln!("broker outage: {} spans acknowledged and stored, {retryable} requests answered retryable", acknowledged.len());
+}
+
+/// More request bytes waiting for Kafka than `max_in_flight_bytes`: the excess is answered 429
+/// with Retry-After (HTTP) and RESOURCE_EXHAUSTED with RetryInfo (gRPC); what was answered 200 is
+/// in Kafka; once the burst has passed, requests are taken again.
+#[test]
+fn overload_gets_resource_exhausted_and_429_and_acknowledged_spans_are_stored() {
+    // Kafka acknowledges only after a 300 ms linger, so a burst piles up in flight.
+    let cluster = Cluster::start_batched_with(|yaml| {
+        yaml.replace("  producer: {}", "  producer: { linger.ms: 300 }")
+            .replace("max_request_bytes: 16MiB", "max_request_bytes: 1MiB")
+            .replace("max_in_flight_bytes: 256MiB", "max_in_flight_bytes: 1MiB")
+    });
+    let gateway = Gateway::start(&cluster);
+    let requests = export_requests(7, 32, 250);
+    let request_bytes = requests[0].0.encoded_len();
+    assert!((200_000..1_000_000).contains(&request_bytes), "requests of {request_bytes} bytes");
+    // One burst per protocol, 16 requests at once, each four times the bytes allowed in flight.
+    let (http_statuses, grpc_codes, acknowledged) = runtime().block_on(async {
+        let http = reqwest::Client::new();
+        let grpc = TraceServiceClient::connect(format!("http://127.0.0.1:{}", gateway.grpc)).await.unwrap();
+        let (mut statuses, mut codes, mut acknowledged) = (Vec::new(), Vec::new(), BTreeSet::new());
+        for burst in requests.chunks(16) {
+            let over_grpc = codes.is_empty() && !statuses.is_empty();
+            let mut tasks = Vec::new();
+            for (request, spans) in burst.iter().cloned() {
+                let (http, mut grpc, url) = (http.clone(), grpc.clone(), gateway.url());
+                tasks.push(tokio::spawn(async move {
+                    let ids: Vec<Vec<u8>> = request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans).map(|s| s.span_id.clone()).collect();
+                    assert_eq!(ids.len() as u64, spans);
+                    if over_grpc {
+                        match grpc.export(request).await {
+                            Ok(_) => (None, Some(Code::Ok), ids),
+                            Err(status) => {
+                                if status.code() == Code::ResourceExhausted {
+                                    assert!(status.details().windows(20).any(|w| w == b"google.rpc.RetryInfo"), "RESOURCE_EXHAUSTED carries RetryInfo");
+                                }
+                                (None, Some(status.code()), Vec::new())
+                            }
+                        }
+                    } else {
+                        let response = http.post(url).header("content-type", "application/x-protobuf").body(request.encode_to_vec()).send().await.unwrap();
+                        let status = response.status().as_u16();
+                        if status == 429 {
+                            assert_eq!(response.headers()["retry-after"], "1", "429 says when to retry");
+                            let body = RpcStatus::decode(response.bytes().await.unwrap()).unwrap();
+                            assert!(body.message.contains("waiting for Kafka"), "{}", body.message);
+                        }
+                        (Some(status), None, if status == 200 { ids } else { Vec::new() })
+                    }
+                }));
+            }
+            for task in tasks {
+                let (status, code, ids) = task.await.unwrap();
+                statuses.extend(status);
+                codes.extend(code);
+                acknowledged.extend(ids);
+            }
+        }
+        (statuses, codes, acknowledged)
+    });
+    eprintln!("overload: HTTP statuses {http_statuses:?}, gRPC codes {grpc_codes:?}");
+    assert!(http_statuses.iter().all(|s| [200, 429].contains(s)), "{http_statuses:?}");
+    assert!(http_statuses.contains(&429), "the burst overflowed max_in_flight_bytes over HTTP: {http_statuses:?}");
+    assert!(http_statuses.contains(&200), "some of the burst was taken");
+    assert!(grpc_codes.iter().all(|c| [Code::Ok, Code::ResourceExhausted].contains(c)), "{grpc_codes:?}");
+    assert!(grpc_codes.contains(&Code::ResourceExhausted), "the burst overflowed max_in_flight_bytes over gRPC: {grpc_codes:?}");
+    assert!(grpc_codes.contains(&Code::Ok), "some of the burst was taken");
+
+    // After the burst, a request is taken again.
+    let (request, _) = export_requests(8, 1, 100).pop().unwrap();
+    let status = runtime().block_on(async {
+        reqwest::Client::new().post(gateway.url()).header("content-type", "application/x-protobuf").body(request.encode_to_vec()).send().await.unwrap().status()
+    });
+    assert_eq!(status, 200);
+
+    let routed = read_routed(&cluster.brokers(), acknowledged.len() as u64, Duration::from_secs(60));
+    let stored: BTreeSet<&Vec<u8>> = routed.spans.values().flat_map(|s| s.keys()).collect();
+    assert!(acknowledged.iter().all(|id| stored.contains(id)), "every acknowledged span is in Kafka");
+    let metrics = support::metrics(gateway.admin);
+    assert!(metrics.contains("outcome=\"overloaded\""), "overloaded requests are counted");
 }
