@@ -3,25 +3,28 @@
 //! the topic tracepipe's router reads (`otlp_spans`) — what the OpenTelemetry Collector's kafka
 //! exporter writes with `partition_traces_by_id`, without a collector in between.
 
-use std::collections::HashMap;
+use std::ops::Range;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry::InstrumentationScope;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope as ProtoScope;
+use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
-use prost::Message;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
-use crate::KafkaExport;
+use crate::{otlp, KafkaExport};
 
 pub struct KafkaSpanExporter {
     producer: FutureProducer,
     topic: String,
-    resource: ResourceAttributesWithSchema,
+    /// The process's resource as the `resource` and `schema_url` fields of a `ResourceSpans`,
+    /// encoded once when the SDK sets it: every record repeats these bytes.
+    resource_fields: Vec<u8>,
 }
 
 impl std::fmt::Debug for KafkaSpanExporter {
@@ -32,6 +35,42 @@ impl std::fmt::Debug for KafkaSpanExporter {
 
 /// How long one export may wait for Kafka before the batch is reported failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Field numbers of the OTLP messages the records are framed from.
+const REQUEST_RESOURCE_SPANS: u32 = 1;
+const RESOURCE_SPANS_RESOURCE: u32 = 1;
+const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
+const RESOURCE_SPANS_SCHEMA_URL: u32 = 3;
+const SCOPE_SPANS_SCOPE: u32 = 1;
+const SCOPE_SPANS_SPANS: u32 = 2;
+const SCOPE_SPANS_SCHEMA_URL: u32 = 3;
+
+fn length_delimited_len(body: usize) -> usize {
+    1 + encoded_len_varint(body as u64) + body
+}
+
+fn encode_length_delimited_header(field: u32, body: usize, out: &mut Vec<u8>) {
+    encode_key(field, WireType::LengthDelimited, out);
+    encode_varint(body as u64, out);
+}
+
+/// One instrumentation scope of a batch, with its `ScopeSpans.scope` and `.schema_url` fields
+/// encoded once.
+struct EncodedScope {
+    scope: InstrumentationScope,
+    fields: Vec<u8>,
+}
+
+impl EncodedScope {
+    fn new(scope: &InstrumentationScope) -> EncodedScope {
+        let mut fields = Vec::new();
+        prost::encoding::message::encode(SCOPE_SPANS_SCOPE, &ProtoScope::from((scope, None)), &mut fields);
+        if let Some(url) = scope.schema_url() {
+            prost::encoding::string::encode(SCOPE_SPANS_SCHEMA_URL, &url.to_string(), &mut fields);
+        }
+        EncodedScope { scope: scope.clone(), fields }
+    }
+}
 
 impl KafkaSpanExporter {
     pub fn new(kafka: &KafkaExport) -> Result<KafkaSpanExporter, rdkafka::error::KafkaError> {
@@ -47,22 +86,56 @@ impl KafkaSpanExporter {
         for (key, value) in &kafka.producer {
             config.set(key, value);
         }
-        Ok(KafkaSpanExporter { producer: config.create()?, topic: kafka.topic.clone(), resource: ResourceAttributesWithSchema::default() })
+        let mut exporter = KafkaSpanExporter { producer: config.create()?, topic: kafka.topic.clone(), resource_fields: Vec::new() };
+        exporter.set_resource(&Resource::builder_empty().build());
+        Ok(exporter)
     }
 
-    /// The records a batch becomes: (trace id, encoded request).
+    /// The records a batch becomes: per trace, (trace id, an `ExportTraceServiceRequest` of its
+    /// spans). Each span is written once as OTLP protobuf straight from the SDK's data (see
+    /// [`crate::otlp`]); the resource and scopes are encoded once and their bytes repeated in
+    /// every record, which is framed around the spans' bytes.
     pub fn records(&self, batch: Vec<SpanData>) -> Vec<([u8; 16], Vec<u8>)> {
-        let mut by_trace: HashMap<[u8; 16], Vec<SpanData>> = HashMap::new();
-        for span in batch {
-            by_trace.entry(span.span_context.trace_id().to_bytes()).or_default().push(span);
+        let mut scopes: Vec<EncodedScope> = Vec::new();
+        let mut bodies = Vec::new();
+        // (trace id, scope, where the span's body lies in `bodies`), then grouped by trace and
+        // scope, in arrival order within each.
+        let mut spans: Vec<([u8; 16], usize, Range<usize>)> = Vec::with_capacity(batch.len());
+        for span in &batch {
+            let scope = match scopes.iter().position(|s| s.scope == span.instrumentation_scope) {
+                Some(index) => index,
+                None => {
+                    scopes.push(EncodedScope::new(&span.instrumentation_scope));
+                    scopes.len() - 1
+                }
+            };
+            let start = bodies.len();
+            otlp::write_span(span, &mut bodies);
+            spans.push((span.span_context.trace_id().to_bytes(), scope, start..bodies.len()));
         }
-        by_trace
-            .into_iter()
-            .map(|(trace_id, spans)| {
-                let request = ExportTraceServiceRequest { resource_spans: group_spans_by_resource_and_scope(spans, &self.resource) };
-                (trace_id, request.encode_to_vec())
-            })
-            .collect()
+        spans.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+
+        let mut records = Vec::new();
+        for trace in spans.chunk_by(|a, b| a.0 == b.0) {
+            let groups: Vec<&[([u8; 16], usize, Range<usize>)]> = trace.chunk_by(|a, b| a.1 == b.1).collect();
+            let scope_body = |group: &[([u8; 16], usize, Range<usize>)]| scopes[group[0].1].fields.len() + group.iter().map(|s| length_delimited_len(s.2.len())).sum::<usize>();
+            let resource_body = self.resource_fields.len() + groups.iter().map(|g| length_delimited_len(scope_body(g))).sum::<usize>();
+            let mut out = Vec::with_capacity(length_delimited_len(resource_body));
+            encode_length_delimited_header(REQUEST_RESOURCE_SPANS, resource_body, &mut out);
+            // `resource` first and `schema_url` last would be the usual order; protobuf takes
+            // fields in any order, and the two are kept together as one encoded run.
+            out.extend_from_slice(&self.resource_fields);
+            for group in &groups {
+                encode_length_delimited_header(RESOURCE_SPANS_SCOPE_SPANS, scope_body(group), &mut out);
+                out.extend_from_slice(&scopes[group[0].1].fields);
+                for (_, _, body) in *group {
+                    encode_length_delimited_header(SCOPE_SPANS_SPANS, body.len(), &mut out);
+                    out.extend_from_slice(&bodies[body.clone()]);
+                }
+            }
+            records.push((trace[0].0, out));
+        }
+        records
     }
 }
 
@@ -96,6 +169,97 @@ impl SpanExporter for KafkaSpanExporter {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.resource = resource.into();
+        let resource = ResourceAttributesWithSchema::from(resource);
+        self.resource_fields.clear();
+        let proto = ProtoResource { attributes: resource.attributes.0, ..Default::default() };
+        prost::encoding::message::encode(RESOURCE_SPANS_RESOURCE, &proto, &mut self.resource_fields);
+        if let Some(url) = resource.schema_url {
+            prost::encoding::string::encode(RESOURCE_SPANS_SCHEMA_URL, &url, &mut self.resource_fields);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+    use opentelemetry::{Array, KeyValue, Value};
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use prost::Message;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+
+    use super::*;
+
+    /// A span of `trace`; the ids pick among the shapes a span can have.
+    fn span(trace: u8, id: u8, scope: &InstrumentationScope) -> SpanData {
+        let trace_state = if id % 2 == 0 { TraceState::from_key_value([("vendor", "a1")]).unwrap() } else { TraceState::default() };
+        let context = SpanContext::new(TraceId::from_bytes([trace; 16]), SpanId::from_bytes([id; 8]), TraceFlags::SAMPLED, false, trace_state);
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_nanos(1_764_000_000_000_000_000 + s);
+        let mut events = SpanEvents::default();
+        let mut links = SpanLinks::default();
+        if id % 3 == 0 {
+            events.events.push(Event::new("exception", at(500), vec![KeyValue::new("exception.type", "Timeout"), KeyValue::new("exception.escaped", false)], 1));
+            events.dropped_count = 2;
+            let linked = SpanContext::new(TraceId::from_bytes([9; 16]), SpanId::from_bytes([9; 8]), TraceFlags::SAMPLED, true, TraceState::from_key_value([("k", "v")]).unwrap());
+            links.links.push(Link::new(linked, vec![KeyValue::new("messaging.operation.type", "process")], 3));
+        }
+        SpanData {
+            span_context: context,
+            parent_span_id: if id == 1 { SpanId::INVALID } else { SpanId::from_bytes([1; 8]) },
+            parent_span_is_remote: id % 2 == 1,
+            span_kind: [SpanKind::Client, SpanKind::Server, SpanKind::Producer, SpanKind::Consumer, SpanKind::Internal][usize::from(id % 5)].clone(),
+            name: format!("op-{id}").into(),
+            start_time: at(0),
+            end_time: at(1_000_000 * u64::from(id)),
+            attributes: vec![
+                KeyValue::new("http.route", "/cart"),
+                KeyValue::new("retries", i64::from(id) - 3),
+                KeyValue::new("zero", 0_i64),
+                KeyValue::new("empty", ""),
+                KeyValue::new("cached", id % 2 == 0),
+                KeyValue::new("ratio", 0.25 * f64::from(id)),
+                KeyValue::new("tags", Value::Array(Array::String(vec!["a".into(), "".into()]))),
+                KeyValue::new("codes", Value::Array(Array::I64(vec![0, -1, 300]))),
+                KeyValue::new("flags", Value::Array(Array::Bool(vec![true, false]))),
+                KeyValue::new("weights", Value::Array(Array::F64(vec![0.0, 1.5]))),
+            ],
+            dropped_attributes_count: u32::from(id % 2),
+            events,
+            links,
+            status: match id % 3 {
+                0 => Status::error("deadline exceeded"),
+                1 => Status::Ok,
+                _ => Status::Unset,
+            },
+            instrumentation_scope: scope.clone(),
+        }
+    }
+
+    /// Every record decodes to what opentelemetry-proto's own conversion makes of that trace's
+    /// spans, resource and scopes included.
+    #[test]
+    fn each_trace_becomes_the_request_the_otlp_conversion_would_build() {
+        let kafka = KafkaExport { brokers: "127.0.0.1:1".into(), topic: "otlp_spans".into(), producer: Vec::new() };
+        let mut exporter = KafkaSpanExporter::new(&kafka).unwrap();
+        let resource = Resource::builder_empty().with_attributes([KeyValue::new("service.name", "checkout")]).with_schema_url([], "https://opentelemetry.io/schemas/1.26.0").build();
+        exporter.set_resource(&resource);
+        let http = InstrumentationScope::builder("http").with_version("1.0").build();
+        let kafka_scope = InstrumentationScope::builder("kafka").with_schema_url("https://opentelemetry.io/schemas/1.26.0").build();
+        let batch = vec![span(1, 1, &http), span(2, 2, &kafka_scope), span(1, 3, &kafka_scope), span(1, 4, &http), span(2, 3, &http), span(2, 6, &http), span(1, 5, &kafka_scope)];
+        let mut records = exporter.records(batch.clone());
+        records.sort_by_key(|(trace_id, _)| *trace_id);
+        assert_eq!(records.iter().map(|(id, _)| id[0]).collect::<Vec<_>>(), vec![1, 2]);
+        for (trace_id, bytes) in records {
+            let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+            let spans: Vec<SpanData> = batch.iter().filter(|s| s.span_context.trace_id().to_bytes() == trace_id).cloned().collect();
+            let mut expected = ExportTraceServiceRequest { resource_spans: group_spans_by_resource_and_scope(spans, &(&resource).into()) };
+            // Scopes in the order their first span came; the conversion's order is its own.
+            expected.resource_spans[0].scope_spans.sort_by_key(|s| s.scope.as_ref().unwrap().name.clone());
+            let mut decoded = decoded;
+            decoded.resource_spans[0].scope_spans.sort_by_key(|s| s.scope.as_ref().unwrap().name.clone());
+            assert_eq!(decoded, expected);
+        }
     }
 }
