@@ -1,10 +1,16 @@
 //! Two figures against Tansu, in one run:
 //!
 //! 1. The example shop (examples/shop_*.rs, release builds) without and with
-//!    `tracepipe-instrument` at 100% sampling, spans exported to Kafka: requests per second and
-//!    p99 latency of `GET /checkout/{item}` (frontend → HTTP → orders → Kafka → frontend), under
-//!    the same closed-loop load. The runs alternate (off, on, off, on) and each figure is the
-//!    better of its two runs.
+//!    `tracepipe-instrument` at 100% sampling, spans exported to Kafka, on `GET /checkout/{item}`
+//!    (frontend → HTTP → orders → Kafka, and the frontend consuming the event):
+//!    - saturated, 16 clients in a closed loop: requests per second, and the CPU time both
+//!      services spent per request (from /proc/PID/stat, all threads, the Kafka clients' and the
+//!      exporter's included) with their CPU utilization, near 100% when they are the bottleneck;
+//!    - at a fixed rate both modes sustain ([`FIXED_RATE`], open loop, latency counted from when
+//!      each request was due, so a stall is not hidden): p50 and p99 latency and CPU per request.
+//!    The services share one CPU, the load generator and broker the other. Every run has a
+//!    broker of its own (one that piles up the earlier runs' records slows down as it goes); the
+//!    runs alternate (off, on, off, on, …) and each figure is the median of its runs.
 //! 2. The OTLP gateway's intake: spans per second stored in `tracepipe.spans` (acknowledged by
 //!    Kafka) over OTLP/HTTP protobuf and OTLP/gRPC, 16 concurrent exporters.
 //!
@@ -27,6 +33,8 @@ const CONCURRENCY: usize = 16;
 const RUN: Duration = Duration::from_secs(10);
 /// Alternating runs of each kind in the shop comparison.
 const RUNS: usize = 3;
+/// Requests per second of the fixed-rate phase.
+const FIXED_RATE: u32 = 1_000;
 
 fn example(name: &str) -> PathBuf {
     let path = repo_path(&format!("target/release/examples/{name}"));
@@ -35,8 +43,26 @@ fn example(name: &str) -> PathBuf {
 }
 
 struct Figures {
+    /// Saturated: requests per second, CPU µs per request, CPU utilization (1.0 = one CPU).
     requests_per_second: f64,
-    p99_ms: f64,
+    cpu_us_per_request: f64,
+    cpu_utilization: f64,
+    /// At [`FIXED_RATE`]: latency percentiles (ms) and CPU µs per request.
+    fixed_p50_ms: f64,
+    fixed_p99_ms: f64,
+    fixed_cpu_us_per_request: f64,
+}
+
+/// CPU time (user + system, all threads) a process has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat(5), the 12th and 13th after the command
+    // name, in clock ticks of USER_HZ, which Linux fixes at 100 a second for user space.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Starts the example `name` with `env`, on CPU 0 when `pinned`, and waits for its port.
@@ -53,16 +79,24 @@ fn spawn_service(cluster: &Cluster, name: &str, port: u16, pinned: bool, env: &[
     process
 }
 
-/// Starts both services with `instrumented`, drives them for `RUN`, stops them.
-fn run_shop(cluster: &Cluster, instrumented: bool, pinned: bool) -> Figures {
+fn percentile(sorted: &[Duration], p: usize) -> f64 {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)].as_secs_f64() * 1e3
+}
+
+/// A broker of its own, both services with `instrumented`, then the saturated and the
+/// fixed-rate phase, each `RUN` long.
+fn run_shop(instrumented: bool, pinned: bool) -> Figures {
+    let cluster = shop_cluster();
     let (orders_port, frontend_port) = (free_port(), free_port());
     let flag = if instrumented { "on" } else { "off" };
     // Logging as a production service would (warnings only), so what is measured is tracing.
     let common = |port: u16| vec![("PORT", port.to_string()), ("KAFKA_BROKERS", cluster.brokers()), ("INSTRUMENT", flag.to_string()), ("RUST_LOG", "warn".to_string())];
-    let mut orders = spawn_service(cluster, "shop_orders", orders_port, pinned, &common(orders_port));
+    let mut orders = spawn_service(&cluster, "shop_orders", orders_port, pinned, &common(orders_port));
     let mut env = common(frontend_port);
     env.push(("ORDERS_URL", format!("http://127.0.0.1:{orders_port}")));
-    let mut frontend = spawn_service(cluster, "shop_frontend", frontend_port, pinned, &env);
+    let mut frontend = spawn_service(&cluster, "shop_frontend", frontend_port, pinned, &env);
+    let pids = [frontend.pid(), orders.pid()];
+    let cpu = || pids.iter().map(|&pid| cpu_seconds(pid)).sum::<f64>();
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let figures = runtime.block_on(async {
@@ -72,33 +106,69 @@ fn run_shop(cluster: &Cluster, instrumented: bool, pinned: bool) -> Figures {
         for i in 0..200 {
             client.get(format!("{url}{i}")).send().await.unwrap().error_for_status().unwrap();
         }
-        let deadline = Instant::now() + RUN;
+
+        // Saturated: CONCURRENCY clients, each sending its next request when the last returns.
+        let cpu_before = cpu();
+        let started = Instant::now();
+        let deadline = started + RUN;
         let mut tasks = Vec::new();
         for worker in 0..CONCURRENCY {
             let (client, url) = (client.clone(), url.clone());
             tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
+                let mut done = 0u64;
                 let mut i = worker;
                 while Instant::now() < deadline {
-                    let started = Instant::now();
                     client.get(format!("{url}{i}")).send().await.unwrap().error_for_status().unwrap();
-                    latencies.push(started.elapsed());
+                    done += 1;
                     i += CONCURRENCY;
                 }
-                latencies
+                done
             }));
         }
-        let mut latencies = Vec::new();
+        let mut requests = 0;
         for task in tasks {
-            latencies.extend(task.await.unwrap());
+            requests += task.await.unwrap();
         }
+        let elapsed = started.elapsed().as_secs_f64();
+        let saturated_cpu = cpu() - cpu_before;
+
+        // Fixed rate: one request due every 1/FIXED_RATE s, each on its own task.
+        let cpu_before = cpu();
+        let interval = Duration::from_secs(1) / FIXED_RATE;
+        let started = tokio::time::Instant::now();
+        let total = FIXED_RATE as u64 * RUN.as_secs();
+        let mut tasks = Vec::with_capacity(total as usize);
+        for i in 0..total {
+            let due = started + interval * i as u32;
+            tokio::time::sleep_until(due).await;
+            let (client, url) = (client.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                client.get(format!("{url}{i}")).send().await.unwrap().error_for_status().unwrap();
+                due.elapsed()
+            }));
+        }
+        let mut latencies = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            latencies.push(task.await.unwrap());
+        }
+        let fixed_cpu = cpu() - cpu_before;
         latencies.sort();
-        let p99 = latencies[latencies.len() * 99 / 100];
-        Figures { requests_per_second: latencies.len() as f64 / RUN.as_secs_f64(), p99_ms: p99.as_secs_f64() * 1e3 }
+        Figures {
+            requests_per_second: requests as f64 / elapsed,
+            cpu_us_per_request: saturated_cpu * 1e6 / requests as f64,
+            cpu_utilization: saturated_cpu / elapsed,
+            fixed_p50_ms: percentile(&latencies, 50),
+            fixed_p99_ms: percentile(&latencies, 99),
+            fixed_cpu_us_per_request: fixed_cpu * 1e6 / total as f64,
+        }
     });
     frontend.terminate();
     orders.terminate();
     figures
+}
+
+fn shop_cluster() -> Cluster {
+    Cluster::start_batched_with(|yaml| yaml.replace("  tracepipe.spans:", "  orders.placed:    { partitions: 3, replication: 1 }\n  tracepipe.spans:"))
 }
 
 /// Gives the services a CPU of their own when there are two or more: this process, its load
@@ -120,22 +190,50 @@ fn pin_away_from_services_cpu() -> bool {
 
 fn shop_overhead() {
     let pinned = pin_away_from_services_cpu();
-    let cluster = Cluster::start_batched_with(|yaml| yaml.replace("  tracepipe.spans:", "  orders.placed:    { partitions: 3, replication: 1 }\n  tracepipe.spans:"));
     let mut off = Vec::new();
     let mut on = Vec::new();
     for _ in 0..RUNS {
-        off.push(run_shop(&cluster, false, pinned));
-        on.push(run_shop(&cluster, true, pinned));
+        off.push(run_shop(false, pinned));
+        on.push(run_shop(true, pinned));
     }
-    let best = |runs: &[Figures]| (runs.iter().map(|f| f.requests_per_second).fold(0.0, f64::max), runs.iter().map(|f| f.p99_ms).fold(f64::MAX, f64::min));
-    let (off_rps, off_p99) = best(&off);
-    let (on_rps, on_p99) = best(&on);
-    println!("example shop, {CONCURRENCY} concurrent clients, {}s per run, best of {RUNS} (GET /checkout: HTTP call + Kafka hop):", RUN.as_secs());
+    let median = |runs: &[Figures], figure: fn(&Figures) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    println!("example shop, GET /checkout (HTTP call + Kafka hop), {}s phases, median of {RUNS} runs each:", RUN.as_secs());
     for (label, runs) in [("uninstrumented", &off), ("instrumented, 100% sampled", &on)] {
-        let each: Vec<String> = runs.iter().map(|f| format!("{:.0} req/s p99 {:.2} ms", f.requests_per_second, f.p99_ms)).collect();
-        println!("  {label:<28} runs: {}", each.join("; "));
+        for f in runs.iter() {
+            println!(
+                "  {label:<28} saturated {:>5.0} req/s {:>4.0} µs CPU/req (CPU {:>3.0}%); at {FIXED_RATE}/s p50 {:.2} ms p99 {:.2} ms {:>4.0} µs CPU/req",
+                f.requests_per_second,
+                f.cpu_us_per_request,
+                f.cpu_utilization * 100.0,
+                f.fixed_p50_ms,
+                f.fixed_p99_ms,
+                f.fixed_cpu_us_per_request
+            );
+        }
     }
-    println!("  throughput ratio {:.3} (overhead {:.1}%), p99 {off_p99:.2} ms -> {on_p99:.2} ms", on_rps / off_rps, (1.0 - on_rps / off_rps) * 100.0);
+    let ratio = |figure: fn(&Figures) -> f64| median(&on, figure) / median(&off, figure);
+    println!(
+        "  saturated: throughput ratio {:.3} (overhead {:.1}%); CPU per request {:.0} -> {:.0} µs ({:+.1}%)",
+        ratio(|f| f.requests_per_second),
+        (1.0 - ratio(|f| f.requests_per_second)) * 100.0,
+        median(&off, |f| f.cpu_us_per_request),
+        median(&on, |f| f.cpu_us_per_request),
+        (ratio(|f| f.cpu_us_per_request) - 1.0) * 100.0
+    );
+    println!(
+        "  at {FIXED_RATE}/s: p50 {:.2} -> {:.2} ms, p99 {:.2} -> {:.2} ms; CPU per request {:.0} -> {:.0} µs ({:+.1}%)",
+        median(&off, |f| f.fixed_p50_ms),
+        median(&on, |f| f.fixed_p50_ms),
+        median(&off, |f| f.fixed_p99_ms),
+        median(&on, |f| f.fixed_p99_ms),
+        median(&off, |f| f.fixed_cpu_us_per_request),
+        median(&on, |f| f.fixed_cpu_us_per_request),
+        (ratio(|f| f.fixed_cpu_us_per_request) - 1.0) * 100.0
+    );
 }
 
 fn gateway_intake() {
