@@ -1,7 +1,9 @@
 //! An assembled trace read by borrowing: what analysis needs of each span (ids, name, kind, times,
 //! status, the first exception, the attributes that name a peer), straight from the protobuf
 //! bytes. Nothing is copied and attributes nobody looks at are skipped, so analysis decodes each
-//! trace once and allocates one vector per trace, not per span.
+//! trace once and allocates one vector per trace, not per span. Any other attribute of a span or
+//! resource is found by key when asked for ([`SpanView::attribute`],
+//! [`TraceView::resource_attribute`]), from the bytes the view keeps.
 
 use crate::wire::{Reader, Value};
 use crate::{DecodeError, TraceId};
@@ -58,9 +60,16 @@ pub struct SpanView<'a> {
     /// `sampler.param`: the probability a head sampler kept this span's trace with, as Jaeger
     /// clients and tracepipe's instrumentation record on the root.
     pub head_sampling_probability: Option<f64>,
+    /// The span's encoded fields, for attributes looked up by key.
+    pub body: &'a [u8],
 }
 
-impl SpanView<'_> {
+impl<'a> SpanView<'a> {
+    /// The value of the span attribute `key`, if it has one (the last, if repeated).
+    pub fn attribute(&self, key: &str) -> Option<AttributeValue<'a>> {
+        find_attribute(self.body, 9, key)
+    }
+
     pub fn is_error(&self) -> bool {
         self.status_code == STATUS_ERROR || self.exception.is_some()
     }
@@ -78,6 +87,8 @@ pub struct TraceView<'a> {
     /// `service.name` of each resource, `unknown_service` when missing (as OpenTelemetry SDKs do).
     pub services: Vec<&'a str>,
     pub spans: Vec<SpanView<'a>>,
+    /// Each resource's encoded fields, for attributes looked up by key.
+    pub resources: Vec<&'a [u8]>,
     /// 0 for a trace's first emission, n for its n-th late fragment.
     pub fragment: u32,
     pub truncated: bool,
@@ -106,7 +117,7 @@ impl<'a> TraceView<'a> {
     /// Reads an `AssembledTrace` or `TraceSpans` message (they share fields 1 and 2).
     pub fn parse(message: &'a [u8]) -> Result<Self, DecodeError> {
         // Encoded spans take 100 to 400 bytes: reserve once rather than grow and copy.
-        let mut view = TraceView { trace_id: TraceId([0; 16]), services: Vec::new(), spans: Vec::with_capacity(message.len() / 200 + 1), fragment: 0, truncated: false };
+        let mut view = TraceView { trace_id: TraceId([0; 16]), services: Vec::new(), spans: Vec::with_capacity(message.len() / 200 + 1), resources: Vec::new(), fragment: 0, truncated: false };
         let mut trace_id = None;
         for field in Reader::new(message, 0) {
             let field = field.map_err(|e| invalid("AssembledTrace", e))?;
@@ -130,13 +141,20 @@ impl<'a> TraceView<'a> {
         self.services[span.resource as usize]
     }
 
+    /// The value of the attribute `key` of the resource `span` came from.
+    pub fn resource_attribute(&self, span: &SpanView<'_>, key: &str) -> Option<AttributeValue<'a>> {
+        find_attribute(self.resources[span.resource as usize], 1, key)
+    }
+
     fn read_resource_spans(&mut self, body: &'a [u8]) -> Result<(), DecodeError> {
         let resource = u32::try_from(self.services.len()).map_err(|_| DecodeError::Invalid("too many resources".into()))?;
         let mut service = UNKNOWN_SERVICE;
+        let mut resource_fields: &[u8] = &[];
         for field in Reader::new(body, 0) {
             let field = field.map_err(|e| invalid("ResourceSpans", e))?;
             match (field.number, field.value) {
                 (1, Value::Len(resource_body)) => {
+                    resource_fields = resource_body;
                     for attribute in Reader::new(resource_body, 0) {
                         let attribute = attribute.map_err(|e| invalid("Resource", e))?;
                         if let (1, Value::Len(kv)) = (attribute.number, attribute.value) {
@@ -159,16 +177,20 @@ impl<'a> TraceView<'a> {
             }
         }
         self.services.push(service);
+        self.resources.push(resource_fields);
         Ok(())
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum AttributeValue<'a> {
+/// An attribute's value as found in the bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AttributeValue<'a> {
     /// String bytes, not yet checked to be UTF-8: most attributes are skipped unread.
     Str(&'a [u8]),
+    Bool(bool),
     Int(i64),
     Double(f64),
+    /// Bytes, arrays and maps.
     Other,
 }
 
@@ -179,6 +201,32 @@ impl<'a> AttributeValue<'a> {
             _ => Ok(None),
         }
     }
+
+    /// The string, if this is one and valid UTF-8.
+    pub fn as_str(self) -> Option<&'a str> {
+        match self {
+            AttributeValue::Str(bytes) => std::str::from_utf8(bytes).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// The value of the `KeyValue` with `key` among the `field` fields of `message` (the last one,
+/// as a decoder keeping the last would see). Unreadable bytes count as absent: the view was
+/// parsed from the same bytes, so only values nobody else reads can be malformed.
+fn find_attribute<'a>(message: &'a [u8], field: u32, key: &str) -> Option<AttributeValue<'a>> {
+    let mut found = None;
+    for entry in Reader::new(message, 0) {
+        let Ok(entry) = entry else { break };
+        if let (number, Value::Len(kv)) = (entry.number, entry.value) {
+            if number == field {
+                if let Ok(Some((_, value))) = read_key_value(kv, |k| k == key.as_bytes()) {
+                    found = Some(value);
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Reads a `KeyValue` whose key `wanted` accepts; `None` for any other (its value unread).
@@ -200,6 +248,7 @@ fn read_key_value<'a>(body: &'a [u8], wanted: impl Fn(&[u8]) -> bool) -> Result<
                     let v = v.map_err(|e| invalid("AnyValue", e))?;
                     value = match (v.number, v.value) {
                         (1, Value::Len(s)) => AttributeValue::Str(s),
+                        (2, Value::Varint(b)) => AttributeValue::Bool(b != 0),
                         (3, Value::Varint(i)) => AttributeValue::Int(i as i64),
                         (4, Value::I64(bits)) => AttributeValue::Double(f64::from_bits(bits)),
                         _ => AttributeValue::Other,
@@ -230,7 +279,7 @@ const SPAN_KEYS: &[&[u8]] = &[
 ];
 
 fn read_span(body: &[u8], resource: u32) -> Result<SpanView<'_>, DecodeError> {
-    let mut span = SpanView { resource, kind: kind::UNSPECIFIED, ..Default::default() };
+    let mut span = SpanView { resource, kind: kind::UNSPECIFIED, body, ..Default::default() };
     let mut has_id = false;
     for field in Reader::new(body, 0) {
         let field = field.map_err(|e| invalid("Span", e))?;
@@ -408,6 +457,13 @@ mod tests {
         assert_eq!(view.spans[0].parent_span_id, None);
         assert_eq!(view.spans[0].head_sampling_probability, Some(0.25));
         assert_eq!(db.head_sampling_probability, None);
+        // Any attribute by key, from the span or its resource.
+        assert_eq!(db.attribute("unrelated"), Some(AttributeValue::Str(b"x")));
+        assert_eq!(db.attribute("http.response.status_code"), Some(AttributeValue::Int(503)));
+        assert_eq!(db.attribute("missing"), None);
+        assert_eq!(view.spans[0].attribute("sampler.param"), Some(AttributeValue::Double(0.25)));
+        assert_eq!(view.resource_attribute(db, "host").and_then(AttributeValue::as_str), Some("a"));
+        assert_eq!(view.resource_attribute(&view.spans[2], "host"), None);
         assert_eq!(view.spans[2].parent_span_id, None, "an all-zero parent id is a root");
         assert_eq!(view.service(&view.spans[2]), UNKNOWN_SERVICE);
         for len in 0..message.len() {

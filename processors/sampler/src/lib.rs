@@ -21,9 +21,8 @@ pub mod rules;
 use std::sync::Arc;
 
 use prometheus::IntCounter;
-use prost::Message;
 use tracepipe_runtime::{Emitter, InputRecord, OutputId, Poison, Processor, UnixNanos};
-use tracepipe_schemas::v1::AssembledTrace;
+use tracepipe_schemas::trace_view::TraceView;
 
 pub use facts::TraceFacts;
 pub use rules::{AttributeScope, Matcher, RuleKind, SamplingRule, Verdict};
@@ -94,7 +93,7 @@ impl TailSampler {
     }
 
     /// Runs the rules in order on one trace.
-    pub fn decide(&mut self, trace: &AssembledTrace, now: UnixNanos) -> Decision {
+    pub fn decide(&mut self, trace: TraceView<'_>, now: UnixNanos) -> Decision {
         let facts = TraceFacts::new(trace);
         for rule in &mut self.rules {
             match rule.state.evaluate(&facts, now) {
@@ -120,20 +119,16 @@ impl Processor for TailSampler {
     }
 
     fn on_input(&mut self, input: &InputRecord<'_>, now: UnixNanos, out: &mut Emitter) -> Result<(), Poison> {
-        let trace = AssembledTrace::decode(input.payload).map_err(|e| Poison::new("decode", format!("tracepipe.v1.AssembledTrace: {e}")))?;
-        let trace_id: [u8; 16] = trace
-            .trace_id
-            .as_slice()
-            .try_into()
-            .map_err(|_| Poison::new("decode", format!("trace id of {} bytes", trace.trace_id.len())))?;
-        let cached = if trace.fragment > 0 { self.decisions.get(&trace_id) } else { None };
-        if trace.fragment > 0 {
+        let trace = TraceView::parse(input.payload).map_err(|e| Poison::new("decode", format!("tracepipe.v1.AssembledTrace: {e}")))?;
+        let (trace_id, fragment) = (trace.trace_id.0, trace.fragment);
+        let cached = if fragment > 0 { self.decisions.get(&trace_id) } else { None };
+        if fragment > 0 {
             metrics::LATE_FRAGMENTS.with_label_values(&[if cached.is_some() { "cached" } else { "evaluated" }]).inc();
         }
         let decision = match cached {
             Some(decision) => decision,
             None => {
-                let decision = self.decide(&trace, now);
+                let decision = self.decide(trace, now);
                 self.decisions.insert(trace_id, decision.clone());
                 decision
             }

@@ -11,8 +11,7 @@ use hdrhistogram::Histogram;
 use regex::Regex;
 use rustc_hash::FxHasher;
 use tracepipe_runtime::UnixNanos;
-use tracepipe_schemas::otlp_common::any_value::Value;
-use tracepipe_schemas::otlp_common::KeyValue;
+use tracepipe_schemas::trace_view::AttributeValue;
 
 use crate::facts::TraceFacts;
 
@@ -27,14 +26,16 @@ pub enum Matcher {
 }
 
 impl Matcher {
-    fn matches(&self, value: &Value) -> bool {
+    fn matches(&self, value: AttributeValue<'_>) -> bool {
         match (self, value) {
-            (Matcher::Equals(expected), Value::StringValue(s)) => s == expected,
-            (Matcher::Equals(expected), other) => tracepipe_schemas::attributes::to_text(other) == *expected,
-            (Matcher::Regex(re), Value::StringValue(s)) => re.is_match(s),
-            (Matcher::Range { min, max }, Value::IntValue(i)) => in_range(*i as f64, *min, *max),
-            (Matcher::Range { min, max }, Value::DoubleValue(d)) => in_range(*d, *min, *max),
-            (Matcher::Bool(expected), Value::BoolValue(b)) => b == expected,
+            (Matcher::Equals(expected), AttributeValue::Str(s)) => s == expected.as_bytes(),
+            (Matcher::Equals(expected), AttributeValue::Int(i)) => expected.parse() == Ok(i),
+            (Matcher::Equals(expected), AttributeValue::Double(d)) => expected.parse() == Ok(d),
+            (Matcher::Equals(expected), AttributeValue::Bool(b)) => expected.parse() == Ok(b),
+            (Matcher::Regex(re), value) => value.as_str().is_some_and(|s| re.is_match(s)),
+            (Matcher::Range { min, max }, AttributeValue::Int(i)) => in_range(i as f64, *min, *max),
+            (Matcher::Range { min, max }, AttributeValue::Double(d)) => in_range(d, *min, *max),
+            (Matcher::Bool(expected), AttributeValue::Bool(b)) => b == *expected,
             _ => false,
         }
     }
@@ -153,14 +154,6 @@ impl RuleState {
     }
 }
 
-fn attribute_matches(attributes: &[KeyValue], key: &str, matcher: &Matcher) -> bool {
-    attributes
-        .iter()
-        .filter(|kv| kv.key == key)
-        .filter_map(|kv| kv.value.as_ref()?.value.as_ref())
-        .any(|v| matcher.matches(v))
-}
-
 fn evaluate_stateless(kind: &RuleKind, facts: &TraceFacts<'_>) -> Verdict {
     let keep_if = |matched: bool| if matched { KEEP } else { Verdict::NoMatch };
     match kind {
@@ -169,21 +162,15 @@ fn evaluate_stateless(kind: &RuleKind, facts: &TraceFacts<'_>) -> Verdict {
         RuleKind::Errors => keep_if(facts.has_error),
         RuleKind::Latency { threshold } => keep_if(facts.duration_nanos() >= threshold.as_nanos() as u64),
         RuleKind::Attribute { key, matcher, scope } => {
-            let spans: Box<dyn Iterator<Item = _>> = match scope {
-                AttributeScope::Root => Box::new(facts.root().into_iter()),
-                AttributeScope::AnySpan => Box::new(facts.spans.iter()),
+            let matches = |span| facts.attribute(span, key).is_some_and(|value| matcher.matches(value));
+            let matched = match scope {
+                AttributeScope::Root => facts.root().is_some_and(matches),
+                AttributeScope::AnySpan => facts.spans().iter().any(matches),
             };
-            let mut matched = false;
-            for s in spans {
-                if attribute_matches(&s.span.attributes, key, matcher) || attribute_matches(s.resource, key, matcher) {
-                    matched = true;
-                    break;
-                }
-            }
             keep_if(matched)
         }
         RuleKind::SpanCount { min, max } => {
-            let count = facts.spans.len() as u32;
+            let count = facts.spans().len() as u32;
             keep_if(count >= *min && max.is_none_or(|m| count <= m))
         }
         RuleKind::Probabilistic { rate } => {
@@ -270,11 +257,12 @@ pub struct RareState {
 /// A hash of the trace's set of parent→child (service, operation) pairs. FxHash, not the
 /// standard library's randomly keyed hasher, so every instance of a build fingerprints alike.
 fn shape_fingerprint(facts: &TraceFacts<'_>) -> u64 {
-    let by_id: HashMap<&[u8], (&str, &str)> = facts.spans.iter().map(|s| (s.span.span_id.as_slice(), (s.service, s.span.name.as_str()))).collect();
+    let spans = facts.spans();
+    let by_id: HashMap<[u8; 8], (&str, &str)> = spans.iter().map(|s| (s.span_id, (facts.service(s), s.name))).collect();
     let mut edges: BTreeSet<((&str, &str), (&str, &str))> = BTreeSet::new();
-    for s in &facts.spans {
-        let child = (s.service, s.span.name.as_str());
-        let parent = by_id.get(s.span.parent_span_id.as_slice()).copied().unwrap_or(("", ""));
+    for s in spans {
+        let child = (facts.service(s), s.name);
+        let parent = s.parent_span_id.and_then(|id| by_id.get(&id).copied()).unwrap_or(("", ""));
         edges.insert((parent, child));
     }
     let mut hasher = FxHasher::default();

@@ -8,6 +8,7 @@ use tracepipe_sampler::{AttributeScope, Matcher, RuleKind, SamplerConfig, Sampli
 use tracepipe_schemas::attributes;
 use tracepipe_schemas::otlp_resource::Resource;
 use tracepipe_schemas::otlp_trace::{span, ResourceSpans, ScopeSpans, Span, Status};
+use tracepipe_schemas::trace_view::TraceView;
 use tracepipe_schemas::v1::AssembledTrace;
 
 const MS: u64 = 1_000_000;
@@ -17,6 +18,8 @@ fn trace_id(n: u32) -> Vec<u8> {
     // Spread over the id space like random ids: the low 8 bytes from a multiplicative hash.
     let mut id = vec![0u8; 16];
     id[0..4].copy_from_slice(&n.to_be_bytes());
+    // Never all zero, which is no trace id at all.
+    id[4] = 0xab;
     id[8..16].copy_from_slice(&(u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_be_bytes());
     id
 }
@@ -80,6 +83,12 @@ fn sampler(rules: Vec<(&str, RuleKind)>) -> TailSampler {
     TailSampler::new(SamplerConfig { rules, decision_cache: 10_000 }, OutputId(0))
 }
 
+/// Decides `trace` as the sampler would read it from `tracepipe.traces`.
+fn decide(sampler: &mut TailSampler, trace: &AssembledTrace, now: u64) -> tracepipe_sampler::Decision {
+    let bytes = trace.encode_to_vec();
+    sampler.decide(TraceView::parse(&bytes).unwrap(), now)
+}
+
 fn plain(n: u32) -> AssembledTrace {
     TraceBuilder::new(n, "frontend", "GET /", 10).build()
 }
@@ -106,12 +115,12 @@ fn errors_latency_attributes_and_span_count() {
     let big = TraceBuilder::new(8, "a", "x", 10).child(2, "b", "y", |_| {}).child(3, "c", "z", |_| {}).build();
     let expected = [("errors", &error_status), ("errors", &exception), ("slow", &slow), ("vip", &vip), ("beta", &beta), ("5xx", &server_error), ("cached", &miss), ("big", &big)];
     for (rule, trace) in expected {
-        let decision = s.decide(trace, 0);
+        let decision = decide(&mut s, trace, 0);
         assert!(decision.keep, "{rule}");
         assert_eq!(&*decision.rule, rule);
         assert_eq!(decision.adjusted_count, 1.0);
     }
-    let decision = s.decide(&plain(9), 0);
+    let decision = decide(&mut s, &plain(9), 0);
     assert!(!decision.keep);
     assert_eq!(&*decision.rule, "(none)");
 }
@@ -123,8 +132,8 @@ fn probabilistic_is_consistent_on_the_trace_id_with_adjusted_counts() {
     let mut kept = 0;
     for n in 0..20_000 {
         let trace = plain(n);
-        let a = first.decide(&trace, 0);
-        assert_eq!(a, second.decide(&trace, 0), "two instances decide the same trace the same way");
+        let a = decide(&mut first, &trace, 0);
+        assert_eq!(a, decide(&mut second, &trace, 0), "two instances decide the same trace the same way");
         if a.keep {
             kept += 1;
             assert!((a.adjusted_count - 10.0).abs() < 1e-9);
@@ -138,30 +147,30 @@ fn latency_percentile_learns_the_root_operation() {
     let mut s = sampler(vec![("p99", RuleKind::LatencyPercentile { percentile: 99.0, min_samples: 100, window: Duration::from_secs(60) })]);
     for n in 0..1_000 {
         let duration = 10 + u64::from(n % 10);
-        assert!(!s.decide(&TraceBuilder::new(n, "a", "x", duration).build(), u64::from(n) * MS).keep || n < 100);
+        assert!(!decide(&mut s, &TraceBuilder::new(n, "a", "x", duration).build(), u64::from(n) * MS).keep || n < 100);
     }
-    assert!(s.decide(&TraceBuilder::new(5_000, "a", "x", 200).build(), 2 * SECOND).keep, "above the live p99");
-    assert!(!s.decide(&TraceBuilder::new(5_001, "a", "x", 12).build(), 2 * SECOND).keep);
-    assert!(!s.decide(&TraceBuilder::new(5_002, "a", "other", 200).build(), 2 * SECOND).keep, "another operation has no baseline yet");
+    assert!(decide(&mut s, &TraceBuilder::new(5_000, "a", "x", 200).build(), 2 * SECOND).keep, "above the live p99");
+    assert!(!decide(&mut s, &TraceBuilder::new(5_001, "a", "x", 12).build(), 2 * SECOND).keep);
+    assert!(!decide(&mut s, &TraceBuilder::new(5_002, "a", "other", 200).build(), 2 * SECOND).keep, "another operation has no baseline yet");
 }
 
 #[test]
 fn rare_structure_keeps_new_shapes_once_per_window() {
     let mut s = sampler(vec![("rare", RuleKind::RareStructure { window: Duration::from_secs(60), max_shapes: 1000 })]);
     let shape = |n| TraceBuilder::new(n, "a", "x", 10).child(2, "b", "y", |_| {}).build();
-    assert!(s.decide(&shape(1), 0).keep);
-    assert!(!s.decide(&shape(2), SECOND).keep, "seen recently");
-    assert!(s.decide(&TraceBuilder::new(3, "a", "x", 10).child(2, "c", "y", |_| {}).build(), SECOND).keep, "new edge");
-    assert!(s.decide(&shape(4), 61 * SECOND).keep, "window passed");
+    assert!(decide(&mut s, &shape(1), 0).keep);
+    assert!(!decide(&mut s, &shape(2), SECOND).keep, "seen recently");
+    assert!(decide(&mut s, &TraceBuilder::new(3, "a", "x", 10).child(2, "c", "y", |_| {}).build(), SECOND).keep, "new edge");
+    assert!(decide(&mut s, &shape(4), 61 * SECOND).keep, "window passed");
 }
 
 #[test]
 fn rate_limit_per_root_operation() {
     let mut s = sampler(vec![("limit", RuleKind::RateLimit { per_second: 5.0 })]);
-    let kept = (0..50).filter(|&n| s.decide(&plain(n), 10 * SECOND).keep).count();
+    let kept = (0..50).filter(|&n| decide(&mut s, &plain(n), 10 * SECOND).keep).count();
     assert_eq!(kept, 5);
-    assert!(s.decide(&TraceBuilder::new(99, "b", "other", 10).build(), 10 * SECOND).keep, "keys are separate");
-    let next = s.decide(&plain(100), 11 * SECOND);
+    assert!(decide(&mut s, &TraceBuilder::new(99, "b", "other", 10).build(), 10 * SECOND).keep, "keys are separate");
+    let next = decide(&mut s, &plain(100), 11 * SECOND);
     assert!(next.keep);
     assert_eq!(next.adjusted_count, 10.0, "one kept stood for 50 / 5 in the last second");
 }
@@ -171,15 +180,15 @@ fn dynamic_gives_rare_keys_lower_rates() {
     let mut s = sampler(vec![("dynamic", RuleKind::Dynamic { goal_sample_rate: 10.0, weight: 0.5, adjustment_interval: Duration::from_secs(30) })]);
     let mut n = 0;
     for _ in 0..10_000 {
-        s.decide(&TraceBuilder::new(n, "a", "frequent", 10).build(), 0);
+        decide(&mut s, &TraceBuilder::new(n, "a", "frequent", 10).build(), 0);
         n += 1;
     }
     for _ in 0..10 {
-        s.decide(&TraceBuilder::new(n, "a", "rare", 10).build(), 0);
+        decide(&mut s, &TraceBuilder::new(n, "a", "rare", 10).build(), 0);
         n += 1;
     }
-    let rare = s.decide(&TraceBuilder::new(n, "a", "rare", 10).build(), 31 * SECOND);
-    let frequent: Vec<_> = (0..2000).map(|i| s.decide(&TraceBuilder::new(n + 1 + i, "a", "frequent", 10).build(), 31 * SECOND)).collect();
+    let rare = decide(&mut s, &TraceBuilder::new(n, "a", "rare", 10).build(), 31 * SECOND);
+    let frequent: Vec<_> = (0..2000).map(|i| decide(&mut s, &TraceBuilder::new(n + 1 + i, "a", "frequent", 10).build(), 31 * SECOND)).collect();
     assert!(rare.keep && rare.adjusted_count == 1.0, "a rare key is kept at rate 1: {rare:?}");
     let rate = frequent.iter().find(|d| d.keep).unwrap().adjusted_count;
     assert!(rate > 10.0, "a frequent key gets a rate above the goal: {rate}");
@@ -189,7 +198,7 @@ fn dynamic_gives_rare_keys_lower_rates() {
 fn rate_limit_below_one_a_second_keeps_one_per_period() {
     let mut s = sampler(vec![("trickle", RuleKind::RateLimit { per_second: 0.1 })]);
     // Ten traces a second for a minute: one kept every ten seconds.
-    let kept: Vec<_> = (0..600u32).map(|n| (n, s.decide(&plain(n), 100 * SECOND + u64::from(n) * SECOND / 10))).filter(|(_, d)| d.keep).collect();
+    let kept: Vec<_> = (0..600u32).map(|n| (n, decide(&mut s, &plain(n), 100 * SECOND + u64::from(n) * SECOND / 10))).filter(|(_, d)| d.keep).collect();
     assert_eq!(kept.len(), 6, "{kept:?}");
     assert!(kept.windows(2).all(|w| w[1].0 - w[0].0 == 100), "one every 10 s: {kept:?}");
     // Each kept trace after the first window stood for the hundred seen in its window.
@@ -205,14 +214,14 @@ fn dynamic_rates_follow_a_moving_average_and_forget_keys() {
     let mut interval = |s: &mut TailSampler, index: u64, frequent: u32, rare: u32| {
         for (operation, count) in [("frequent", frequent), ("rare", rare)] {
             for _ in 0..count {
-                s.decide(&TraceBuilder::new(n, "a", operation, 10).build(), index * 10 * SECOND);
+                decide(s, &TraceBuilder::new(n, "a", operation, 10).build(), index * 10 * SECOND);
                 n += 1;
             }
         }
     };
     // The adjusted count of the first kept trace: the rate the key is sampled at.
     let rate_of = |s: &mut TailSampler, index: u64, operation: &str| {
-        (0..5_000u32).map(|i| s.decide(&TraceBuilder::new(1_000_000 + i, "a", operation, 10).build(), index * 10 * SECOND)).find(|d| d.keep).unwrap().adjusted_count
+        (0..5_000u32).map(|i| decide(s, &TraceBuilder::new(1_000_000 + i, "a", operation, 10).build(), index * 10 * SECOND)).find(|d| d.keep).unwrap().adjusted_count
     };
     for index in 0..10 {
         interval(&mut s, index, 5_000, 20);
@@ -235,13 +244,13 @@ fn dynamic_rates_follow_a_moving_average_and_forget_keys() {
 fn rare_structure_forgets_the_least_recently_seen_shape_first() {
     let mut s = sampler(vec![("rare", RuleKind::RareStructure { window: Duration::from_secs(600), max_shapes: 2 })]);
     let shape = |n: u32, child: &str| TraceBuilder::new(n, "a", "x", 10).child(2, child, "y", |_| {}).build();
-    assert!(s.decide(&shape(1, "b"), 0).keep);
-    assert!(s.decide(&shape(2, "c"), SECOND).keep);
+    assert!(decide(&mut s, &shape(1, "b"), 0).keep);
+    assert!(decide(&mut s, &shape(2, "c"), SECOND).keep);
     // b is seen again, so c is now the least recently seen and makes room for d.
-    assert!(!s.decide(&shape(3, "b"), 2 * SECOND).keep);
-    assert!(s.decide(&shape(4, "d"), 3 * SECOND).keep);
-    assert!(!s.decide(&shape(5, "b"), 4 * SECOND).keep, "b was kept in memory");
-    assert!(s.decide(&shape(6, "c"), 5 * SECOND).keep, "c was forgotten");
+    assert!(!decide(&mut s, &shape(3, "b"), 2 * SECOND).keep);
+    assert!(decide(&mut s, &shape(4, "d"), 3 * SECOND).keep);
+    assert!(!decide(&mut s, &shape(5, "b"), 4 * SECOND).keep, "b was kept in memory");
+    assert!(decide(&mut s, &shape(6, "c"), 5 * SECOND).keep, "c was forgotten");
 }
 
 /// Two instances with every kind of rule, fed the same traces at the same times, make the same
@@ -283,8 +292,8 @@ fn two_instances_with_every_rule_decide_identically() {
             trace.resource_spans[0].scope_spans[0].spans[0].attributes.push(attributes::string("http.route", "/health"));
         }
         let now = u64::from(n) * 3 * MS;
-        let decision = first.decide(&trace, now);
-        assert_eq!(decision, second.decide(&trace, now), "trace {n}");
+        let decision = decide(&mut first, &trace, now);
+        assert_eq!(decision, decide(&mut second, &trace, now), "trace {n}");
         *by_rule.entry((decision.rule.to_string(), decision.keep)).or_insert(0) += 1;
     }
     // Every rule decided some traces, so the comparison covered all of them.
@@ -327,11 +336,11 @@ fn and_combines_conditions_and_a_sampler_decides_last() {
         ])),
         ("all", RuleKind::Always),
     ]);
-    assert_eq!(&*s.decide(&TraceBuilder::new(1, "checkout", "POST", 150).build(), 0).rule, "slow-checkout");
-    assert_eq!(&*s.decide(&TraceBuilder::new(2, "checkout", "POST", 50).build(), 0).rule, "all");
+    assert_eq!(&*decide(&mut s, &TraceBuilder::new(1, "checkout", "POST", 150).build(), 0).rule, "slow-checkout");
+    assert_eq!(&*decide(&mut s, &TraceBuilder::new(2, "checkout", "POST", 50).build(), 0).rule, "all");
     let mut health = TraceBuilder::new(3, "web", "GET", 1).build();
     health.resource_spans[0].scope_spans[0].spans[0].attributes.push(attributes::string("http.route", "/health"));
-    let decision = s.decide(&health, 0);
+    let decision = decide(&mut s, &health, 0);
     assert!(!decision.keep);
     assert_eq!(&*decision.rule, "drop-health");
 }
