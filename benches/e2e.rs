@@ -1,7 +1,8 @@
 //! End-to-end benchmark against a real Kafka-protocol broker (Tansu), in one run on the same
-//! broker and topic: raw consume of otlp_spans (nothing decoded) beside the router's throughput,
-//! then the assembler and sampler on what the router produced, then the analyzer and the
-//! dependencies processor on the assembled backlog.
+//! broker and topic: raw consume of otlp_spans (nothing decoded), then router → assembler →
+//! sampler running together on the same backlog (each stage timed from its first record to its
+//! last, and the whole from the router's first record to the sampler's last decision), then the
+//! analyzer and the dependencies processor on the assembled backlog.
 //! `TRACEPIPE_BENCH_SPANS` sets the load (default 1 000 000 spans).
 
 #[path = "../tests/support/mod.rs"]
@@ -14,6 +15,15 @@ use rdkafka::{Offset, TopicPartitionList};
 use support::{free_port, metric_value, metrics, Cluster};
 use tracepipe_runtime::KafkaSettings;
 use tracepipe_schemas::Encoding;
+
+/// Records in `topic`, from its partitions' watermarks.
+fn records_in(brokers: &str, topic: &str) -> u64 {
+    let consumer: BaseConsumer = KafkaSettings::new(brokers).consumer_config("tracepipe-bench-count", "tracepipe-bench").create().unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    (0..metadata.topics()[0].partitions().len())
+        .map(|p| consumer.fetch_watermarks(topic, p as i32, Duration::from_secs(10)).map_or(0, |(low, high)| (high - low).max(0) as u64))
+        .sum()
+}
 
 fn raw_consume(brokers: &str, topic: &str, messages: u64) -> (Duration, u64) {
     let consumer: BaseConsumer = KafkaSettings::new(brokers).consumer_config("tracepipe-bench-raw", "tracepipe-bench").create().unwrap();
@@ -58,38 +68,61 @@ fn main() {
         truth.span_count, raw.as_secs_f64(), raw_rate, bytes as f64 / raw.as_secs_f64() / 1e6
     );
 
-    let admin = free_port();
-    let router = cluster.spawn_with_admin("router", admin);
-    let routed_series = "tracepipe_router_routed_spans_total{encoding=\"otlp_proto\"}";
-    let routed = measure(&router, admin, "tracepipe_consumed_messages_total{processor=\"router\",topic=\"otlp_spans\"}", |m| {
-        metric_value(m, routed_series) >= truth.span_count as f64 && metric_value(m, "tracepipe_in_flight_outputs{processor=\"router\"}") == 0.0
-    });
-    let router_rate = truth.span_count as f64 / routed.as_secs_f64();
-    println!("router      {:>9} spans, acknowledged       {:>7.2}s  {:>10.0} spans/s", truth.span_count, routed.as_secs_f64(), router_rate);
-    println!("router / raw consume: {:.0}%", 100.0 * router_rate / raw_rate);
-
-    // The assembler and sampler then take the routed backlog; the assembler's rate is measured
-    // on its input side (completion waits a grace period by design), the sampler's by decisions.
-    let assembler_admin = free_port();
-    let assembler = cluster.spawn_with_admin("assembler", assembler_admin);
-    let sampler_admin = free_port();
-    let sampler = cluster.spawn_with_admin("sampler", sampler_admin);
-    let assembled = measure(&assembler, assembler_admin, "tracepipe_assembler_spans_total", |m| {
-        metric_value(m, "tracepipe_assembler_spans_total") >= truth.span_count as f64
-    });
-    let assembler_rate = truth.span_count as f64 / assembled.as_secs_f64();
-    println!("assembler   {:>9} spans taken              {:>7.2}s  {:>10.0} spans/s  ({:.0}% of raw consume)", truth.span_count, assembled.as_secs_f64(), assembler_rate, 100.0 * assembler_rate / raw_rate);
-    let sampled = measure(&sampler, sampler_admin, "tracepipe_consumed_messages_total{processor=\"sampler\",topic=\"tracepipe.traces\"}", |m| {
-        let decided: f64 = m.lines().filter(|l| l.starts_with("tracepipe_sampler_decisions_total{")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
-        decided >= truth.trace_count as f64
-    });
-    let sampler_rate = truth.trace_count as f64 / sampled.as_secs_f64();
+    // Router, assembler and sampler together, as deployed: each stage's rate from its first
+    // record to its last, and the pipeline's from the router's first record to the sampler's
+    // last decision (which includes the assembler's 2 s grace after the last span).
+    let spans = truth.span_count as f64;
+    let traces = truth.trace_count as f64;
+    let stages = [
+        Stage::new(&cluster, "router", "tracepipe_consumed_messages_total{processor=\"router\",topic=\"otlp_spans\"}", move |m| {
+            metric_value(m, "tracepipe_router_routed_spans_total{encoding=\"otlp_proto\"}") >= spans && metric_value(m, "tracepipe_in_flight_outputs{processor=\"router\"}") == 0.0
+        }),
+        Stage::new(&cluster, "assembler", "tracepipe_assembler_spans_total", move |m| metric_value(m, "tracepipe_assembler_spans_total") >= spans),
+        Stage::new(&cluster, "sampler", "tracepipe_consumed_messages_total{processor=\"sampler\",topic=\"tracepipe.traces\"}", move |m| {
+            let decided: f64 = m.lines().filter(|l| l.starts_with("tracepipe_sampler_decisions_total{")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+            decided >= traces
+        }),
+    ];
+    let [router, assembler, sampler] = measure_together(stages);
+    // What each stage read, consumed raw from the same broker: Kafka's cost is per record, and
+    // the assembler and sampler read many small records where the router read few large ones.
+    let mut raw_of = std::collections::BTreeMap::new();
+    for topic in ["tracepipe.spans", "tracepipe.traces"] {
+        let records = records_in(&cluster.brokers(), topic);
+        let (took, bytes) = raw_consume(&cluster.brokers(), topic, records);
+        println!(
+            "raw consume {:>9} records of {topic:<17} {:>7.2}s  {:>10.0} records/s  {:>7.1} MB/s",
+            records,
+            took.as_secs_f64(),
+            records as f64 / took.as_secs_f64(),
+            bytes as f64 / took.as_secs_f64() / 1e6
+        );
+        raw_of.insert(topic, took);
+    }
+    let rate = |stage: &Timed| spans / stage.took().as_secs_f64();
+    println!("router      {:>9} spans, acknowledged       {:>7.2}s  {:>10.0} spans/s  ({:.0}% of raw consume)", truth.span_count, router.took().as_secs_f64(), rate(&router), 100.0 * rate(&router) / raw_rate);
+    let of_raw = |stage: &Timed, topic: &str| 100.0 * raw_of[topic].as_secs_f64() / stage.took().as_secs_f64();
     println!(
-        "sampler     {:>9} traces decided            {:>7.2}s  {:>10.0} traces/s ({:.0} spans/s)",
+        "assembler   {:>9} spans taken              {:>7.2}s  {:>10.0} spans/s  ({:.0}% of raw consume of tracepipe.spans)",
+        truth.span_count,
+        assembler.took().as_secs_f64(),
+        rate(&assembler),
+        of_raw(&assembler, "tracepipe.spans")
+    );
+    println!(
+        "sampler     {:>9} traces decided            {:>7.2}s  {:>10.0} traces/s ({:.0} spans/s; {:.0}% of raw consume of tracepipe.traces)",
         truth.trace_count,
-        sampled.as_secs_f64(),
-        sampler_rate,
-        sampler_rate * truth.span_count as f64 / truth.trace_count as f64
+        sampler.took().as_secs_f64(),
+        traces / sampler.took().as_secs_f64(),
+        rate(&sampler),
+        of_raw(&sampler, "tracepipe.traces")
+    );
+    let pipeline = sampler.done.duration_since(router.first);
+    println!(
+        "router → assembler → sampler, end to end: {:>7.2}s  {:>10.0} spans/s  ({:.0}% of raw consume; includes the 2 s grace)",
+        pipeline.as_secs_f64(),
+        spans / pipeline.as_secs_f64(),
+        100.0 * spans / pipeline.as_secs_f64() / raw_rate
     );
 
     // Every trace is in tracepipe.traces now: the analyzer and the dependencies processor read
@@ -113,6 +146,59 @@ fn main() {
         dependencies_rate,
         100.0 * dependencies_rate / raw_rate
     );
+}
+
+/// A processor started for the pipeline run: its admin port, the series whose first non-zero
+/// value marks its first record, and when it is done.
+struct Stage {
+    process: support::Process,
+    admin: u16,
+    started: &'static str,
+    done: Box<dyn Fn(&str) -> bool>,
+}
+
+impl Stage {
+    fn new(cluster: &Cluster, name: &str, started: &'static str, done: impl Fn(&str) -> bool + 'static) -> Stage {
+        let admin = free_port();
+        Stage { process: cluster.spawn_with_admin(name, admin), admin, started, done: Box::new(done) }
+    }
+}
+
+/// When a stage took its first record and finished.
+struct Timed {
+    first: Instant,
+    done: Instant,
+}
+
+impl Timed {
+    fn took(&self) -> Duration {
+        self.done.duration_since(self.first)
+    }
+}
+
+/// Polls every stage's /metrics until all are done.
+fn measure_together<const N: usize>(stages: [Stage; N]) -> [Timed; N] {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut first: [Option<Instant>; N] = [None; N];
+    let mut done: [Option<Instant>; N] = [None; N];
+    while done.iter().any(Option::is_none) {
+        for (i, stage) in stages.iter().enumerate() {
+            if done[i].is_some() {
+                continue;
+            }
+            let text = metrics(stage.admin);
+            let now = Instant::now();
+            if first[i].is_none() && metric_value(&text, stage.started) > 0.0 {
+                first[i] = Some(now);
+            }
+            if first[i].is_some() && (stage.done)(&text) {
+                done[i] = Some(now);
+            }
+            assert!(now < deadline, "did not finish:\n{}", stage.process.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::array::from_fn(|i| Timed { first: first[i].unwrap(), done: done[i].unwrap() })
 }
 
 /// Polls a processor's /metrics from the first time `started` is non-zero until `done`.
