@@ -64,7 +64,9 @@ fn assembles_at_least_999_in_1000_traces_complete() {
     assert!(completeness >= 0.999, "completeness {completeness}");
 }
 
-fn disrupted_run(disrupt: impl FnOnce(&Cluster, &mut support::Process) -> Option<support::Process>) {
+/// Runs the load, disrupts the assembler with `disrupt` once traces are coming out, and checks
+/// that every span made it; returns the log of the assembler `disrupt` started, if any.
+fn disrupted_run(disrupt: impl FnOnce(&Cluster, &mut support::Process) -> Option<support::Process>) -> Option<String> {
     let cluster = Cluster::start();
     let _router = cluster.spawn("router");
     let mut assembler = cluster.spawn("assembler");
@@ -72,12 +74,13 @@ fn disrupted_run(disrupt: impl FnOnce(&Cluster, &mut support::Process) -> Option
     let load = run_load(&cluster, 100_000, 10_000.0);
     // Disrupt while traces are being emitted, with more still open.
     support::wait_for_records(&cluster.brokers(), "tracepipe.traces", 1_000, Duration::from_secs(60));
-    let _other = disrupt(&cluster, &mut assembler);
+    let other = disrupt(&cluster, &mut assembler);
     let truth = load.join().unwrap();
     let records = read_traces(&cluster.brokers(), "tracepipe.traces", READ_TIMEOUT, all_spans_in(&truth));
     assert_every_span_present(&truth, &records);
     let emitted: usize = records.iter().map(|r| r.span_ids.len()).sum();
     eprintln!("{} spans generated, {emitted} emitted ({} replayed)", truth.span_count, emitted as u64 - truth.span_count);
+    other.map(|process| process.log_text())
 }
 
 #[test]
@@ -91,7 +94,9 @@ fn sigkill_of_the_assembler_loses_no_span() {
 
 #[test]
 fn a_second_assembler_joining_loses_no_span() {
-    disrupted_run(|cluster, _| Some(cluster.spawn("assembler")));
+    let log = disrupted_run(|cluster, _| Some(cluster.spawn("assembler"))).unwrap();
+    // The partitions really moved: the newcomer took some of them over.
+    assert!(log.lines().any(|l| l.contains("partitions assigned") && l.contains("(0, ")), "the second assembler was given partitions:\n{log}");
 }
 
 #[test]
