@@ -976,10 +976,11 @@ fn validate_rule(at: &str, rule: &RawRule, problems: &mut Collector) -> Option<R
         problems.add(format!("{at}.type"), format!("is required (one of {RULE_TYPES})"));
         return None;
     };
-    let fraction = |field: &str, value: Option<f64>, problems: &mut Collector| match value {
-        Some(v) if (0.0..=1.0).contains(&v) => Some(v),
+    // A required number that `accept` takes, or a problem saying it must be `expected`.
+    let bounded = |field: &str, value: Option<f64>, accept: fn(f64) -> bool, expected: &str, problems: &mut Collector| match value {
+        Some(v) if accept(v) => Some(v),
         Some(v) => {
-            problems.add(format!("{at}.{field}"), format!("must be between 0 and 1, got {v}"));
+            problems.add(format!("{at}.{field}"), format!("must be {expected}, got {v}"));
             None
         }
         None => {
@@ -987,6 +988,7 @@ fn validate_rule(at: &str, rule: &RawRule, problems: &mut Collector) -> Option<R
             None
         }
     };
+    let fraction = |field: &str, value: Option<f64>, problems: &mut Collector| bounded(field, value, |v| (0.0..=1.0).contains(&v), "between 0 and 1", problems);
     let positive = |field: &str, value: Option<f64>, problems: &mut Collector| match value {
         Some(v) if v > 0.0 && v.is_finite() => Some(v),
         _ => {
@@ -1075,17 +1077,7 @@ fn validate_rule(at: &str, rule: &RawRule, problems: &mut Collector) -> Option<R
         "probabilistic" => RuleKind::Probabilistic { rate: fraction("rate", rule.rate, problems)? },
         "rate_limit" => RuleKind::RateLimit { per_second: positive("per_second", rule.per_second, problems)? },
         "dynamic" => {
-            let goal_sample_rate = match rule.goal_sample_rate {
-                Some(goal) if goal >= 1.0 && goal.is_finite() => Some(goal),
-                Some(goal) => {
-                    problems.add(format!("{at}.goal_sample_rate"), format!("must be 1 or more (keep 1 in N traces), got {goal}"));
-                    None
-                }
-                None => {
-                    problems.add(format!("{at}.goal_sample_rate"), "is required (keep about 1 in N traces)");
-                    None
-                }
-            };
+            let goal_sample_rate = bounded("goal_sample_rate", rule.goal_sample_rate, |goal| goal >= 1.0 && goal.is_finite(), "1 or more (keep 1 in N traces)", problems);
             let weight = match rule.weight {
                 None => Some(0.5),
                 Some(w) if w > 0.0 && w <= 1.0 => Some(w),
