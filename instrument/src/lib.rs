@@ -120,28 +120,25 @@ impl Config {
         self
     }
 
-    /// The usual OpenTelemetry environment: `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER_ARG` (a
-    /// ratio, or with `OTEL_TRACES_SAMPLER=parentbased_jaeger_remote` the remote sampler's
-    /// `endpoint=…,pollingIntervalMs=…,initialSamplingRate=…`, with `TRACEPIPE_SAMPLING_TOKEN`
-    /// as the query server's bearer token if it wants one), and tracepipe's `TRACEPIPE_KAFKA_BROKERS` / `TRACEPIPE_SPANS_TOPIC` for the exporter.
+    /// The usual OpenTelemetry environment: `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and
+    /// `OTEL_TRACES_SAMPLER_ARG` (see [`Sampling::from_otel_env`]; with the Jaeger remote sampler,
+    /// `TRACEPIPE_SAMPLING_TOKEN` is the query server's bearer token if it wants one), and
+    /// tracepipe's `TRACEPIPE_KAFKA_BROKERS` / `TRACEPIPE_SPANS_TOPIC` for the exporter.
     pub fn from_env(default_service: &str) -> Config {
         let mut config = Config::new(std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| default_service.to_string()));
         if let Ok(brokers) = std::env::var("TRACEPIPE_KAFKA_BROKERS") {
             config = config.kafka(brokers, std::env::var("TRACEPIPE_SPANS_TOPIC").unwrap_or_else(|_| "otlp_spans".into()));
         }
         let argument = std::env::var("OTEL_TRACES_SAMPLER_ARG").unwrap_or_default();
-        match std::env::var("OTEL_TRACES_SAMPLER").as_deref() {
-            Ok("jaeger_remote" | "parentbased_jaeger_remote") => {
-                let mut remote = RemoteSampling::from_sampler_argument(&argument);
-                remote.bearer_token = std::env::var("TRACEPIPE_SAMPLING_TOKEN").ok().filter(|t| !t.is_empty());
-                config = config.sampling(Sampling::Remote(remote));
-            }
-            _ => {
-                if let Ok(ratio) = argument.parse() {
-                    config = config.ratio(ratio);
-                }
-            }
+        let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok();
+        let mut sampling = Sampling::from_otel_env(sampler.as_deref(), &argument).unwrap_or_else(|unknown| {
+            eprintln!("OTEL_TRACES_SAMPLER={unknown} is not a sampler this SDK knows; sampling every trace (parentbased_always_on)");
+            Sampling::AlwaysOn
+        });
+        if let Sampling::Remote(remote) = &mut sampling {
+            remote.bearer_token = std::env::var("TRACEPIPE_SAMPLING_TOKEN").ok().filter(|t| !t.is_empty());
         }
+        config = config.sampling(sampling);
         config
     }
 }

@@ -66,6 +66,25 @@ impl RemoteSampling {
 }
 
 impl Sampling {
+    /// The sampling that `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` name, as the
+    /// OpenTelemetry SDK configuration specifies them: `always_on`, `always_off`, `traceidratio`
+    /// (the argument is the ratio, 1 when missing), `jaeger_remote` (the argument is
+    /// `endpoint=…,pollingIntervalMs=…,initialSamplingRate=…`), each also as `parentbased_…`.
+    /// Every sampling here is parent-based, so the plain names are read as their parent-based
+    /// ones: a service never breaks a trace it continues. Unset, a ratio argument alone is used;
+    /// else every trace is kept. An unknown name is returned as the error.
+    pub fn from_otel_env(sampler: Option<&str>, argument: &str) -> Result<Sampling, String> {
+        let ratio = || argument.trim().parse::<f64>().ok();
+        match sampler.map(str::trim).map(|s| s.strip_prefix("parentbased_").unwrap_or(s)) {
+            None | Some("") => Ok(ratio().map_or(Sampling::AlwaysOn, Sampling::Ratio)),
+            Some("always_on") => Ok(Sampling::AlwaysOn),
+            Some("always_off") => Ok(Sampling::Ratio(0.0)),
+            Some("traceidratio") => Ok(Sampling::Ratio(ratio().unwrap_or(1.0))),
+            Some("jaeger_remote") => Ok(Sampling::Remote(RemoteSampling::from_sampler_argument(argument))),
+            Some(_) => Err(sampler.unwrap_or_default().to_string()),
+        }
+    }
+
     pub(crate) fn sampler(&self, service: &str) -> Result<Box<dyn ShouldSample>, String> {
         match self {
             Sampling::AlwaysOn => Ok(Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))),
@@ -216,6 +235,27 @@ impl ShouldSample for AdaptiveSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_sdks_sampler_names() {
+        let ratio = |s: Sampling| match s {
+            Sampling::Ratio(r) => Some(r),
+            _ => None,
+        };
+        assert!(matches!(Sampling::from_otel_env(None, ""), Ok(Sampling::AlwaysOn)));
+        assert_eq!(ratio(Sampling::from_otel_env(None, "0.25").unwrap()), Some(0.25));
+        assert!(matches!(Sampling::from_otel_env(Some("always_on"), ""), Ok(Sampling::AlwaysOn)));
+        assert!(matches!(Sampling::from_otel_env(Some("parentbased_always_on"), "0.5"), Ok(Sampling::AlwaysOn)));
+        assert_eq!(ratio(Sampling::from_otel_env(Some("always_off"), "").unwrap()), Some(0.0));
+        assert_eq!(ratio(Sampling::from_otel_env(Some("parentbased_always_off"), "").unwrap()), Some(0.0));
+        assert_eq!(ratio(Sampling::from_otel_env(Some("traceidratio"), "0.1").unwrap()), Some(0.1));
+        assert_eq!(ratio(Sampling::from_otel_env(Some("parentbased_traceidratio"), "").unwrap()), Some(1.0));
+        match Sampling::from_otel_env(Some("parentbased_jaeger_remote"), "endpoint=http://q:16686/api/sampling,initialSamplingRate=0.5") {
+            Ok(Sampling::Remote(remote)) => assert_eq!((remote.url.as_str(), remote.default_ratio), ("http://q:16686/api/sampling", 0.5)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(Sampling::from_otel_env(Some("xray"), "").unwrap_err(), "xray");
+    }
 
     #[test]
     fn reads_jaeger_strategies() {
