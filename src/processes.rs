@@ -5,7 +5,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracepipe_analyzer::{Analyzer, AnalyzerOutputs};
-use tracepipe_assembler::TraceAssembler;
+use tracepipe_assembler::{AssemblerConfig, TraceAssembler};
 use tracepipe_dependencies::{Dependencies, DependenciesOutputs};
 use tracepipe_router::Router;
 use tracepipe_sampler::TailSampler;
@@ -34,7 +34,11 @@ pub fn spawn(topology: &Topology, name: &str, shutdown: &CancellationToken, heal
         "sampler" => {
             let spec = topology.sampler.as_ref().context("topology has no processors.sampler section")?;
             let sampler = TailSampler::new(spec.config.clone(), OutputId(0));
-            Ok(Pipeline::new(topology.stage_pipeline(spec), sampler).spawn(shutdown.clone(), health.clone()))
+            let mut settings = topology.stage_pipeline(spec);
+            // The sampler forwards whole traces as large as the assembler writes them.
+            let largest = topology.assembler.as_ref().map_or_else(|| AssemblerConfig::default().largest_record_bytes(), |a| a.config.largest_record_bytes());
+            settings.kafka.producer.entry("message.max.bytes".into()).or_insert_with(|| largest.to_string());
+            Ok(Pipeline::new(settings, sampler).spawn(shutdown.clone(), health.clone()))
         }
         "analyzer" => {
             let spec = topology.analyzer.as_ref().context("topology has no processors.analyzer section")?;

@@ -170,6 +170,7 @@ struct RawAssembler {
     idle_timeout: Option<String>,
     max_duration: Option<String>,
     max_spans: Option<i64>,
+    max_trace_bytes: Option<Value>,
     memory_budget: Option<Value>,
     emitted_cache: Option<i64>,
     commit_interval: Option<String>,
@@ -681,7 +682,7 @@ fn validate_assembler(path: &str, raw: RawAssembler, topics: &BTreeMap<String, T
     problems.unknown(
         path,
         &raw.unknown,
-        &["group", "input", "output", "dlq", "grace", "idle_timeout", "max_duration", "max_spans", "memory_budget", "emitted_cache", "commit_interval", "max_in_flight"],
+        &["group", "input", "output", "dlq", "grace", "idle_timeout", "max_duration", "max_spans", "max_trace_bytes", "memory_budget", "emitted_cache", "commit_interval", "max_in_flight"],
     );
     let stage = validate_stage(path, &raw.group, &raw.input, &raw.output, &raw.dlq, &raw.commit_interval, raw.max_in_flight, topics, problems);
     let defaults = AssemblerConfig::default();
@@ -693,11 +694,23 @@ fn validate_assembler(path: &str, raw: RawAssembler, topics: &BTreeMap<String, T
             defaults.memory_budget_bytes
         }
     };
+    let max_trace_bytes = match raw.max_trace_bytes.as_ref().map(|v| scalar_text(v).as_deref().and_then(parse_bytes)) {
+        None => defaults.max_trace_bytes,
+        Some(Some(bytes)) if (64 << 10..=256 << 20).contains(&bytes) => bytes,
+        Some(_) => {
+            problems.add(format!("{path}.max_trace_bytes"), "must be a size from 64KiB to 256MiB, like 8MiB");
+            defaults.max_trace_bytes
+        }
+    };
+    if max_trace_bytes > memory_budget_bytes / 16 {
+        problems.add(format!("{path}.max_trace_bytes"), format!("must be at most a sixteenth of memory_budget ({} bytes): one trace is emitted at a time", memory_budget_bytes / 16));
+    }
     let config = AssemblerConfig {
         grace: optional_duration(format!("{path}.grace"), &raw.grace, defaults.grace, problems),
         idle_timeout: optional_duration(format!("{path}.idle_timeout"), &raw.idle_timeout, defaults.idle_timeout, problems),
         max_duration: optional_duration(format!("{path}.max_duration"), &raw.max_duration, defaults.max_duration, problems),
         max_spans: bounded(format!("{path}.max_spans"), raw.max_spans, i64::from(defaults.max_spans), 1..=1_000_000, problems) as u32,
+        max_trace_bytes,
         memory_budget_bytes,
         emitted_cache_traces: bounded(format!("{path}.emitted_cache"), raw.emitted_cache, defaults.emitted_cache_traces as i64, 1..=100_000_000, problems) as usize,
     };
@@ -1310,6 +1323,16 @@ mod tests {
         for (message, expected) in messages.iter().zip(expected) {
             assert!(message.starts_with(expected), "{message:?} should start with {expected:?}");
         }
+    }
+
+    #[test]
+    fn one_trace_fits_in_a_sixteenth_of_the_assembler_budget() {
+        let text = DEFAULT_TOPOLOGY.replace("memory_budget: 256MiB", "memory_budget: 64MiB");
+        let messages: Vec<String> = Topology::from_yaml(&text).unwrap_err().0.iter().map(|p| p.to_string()).collect();
+        assert_eq!(messages.len(), 1, "{messages:#?}");
+        assert!(messages[0].starts_with("processors.assembler.max_trace_bytes: must be at most a sixteenth of memory_budget"), "{}", messages[0]);
+        let assembler = Topology::from_yaml(&text.replace("max_trace_bytes: 8MiB", "max_trace_bytes: 4MiB")).unwrap().assembler.unwrap();
+        assert_eq!(assembler.config.max_trace_bytes, 4 << 20);
     }
 
     #[test]

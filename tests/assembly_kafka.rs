@@ -146,6 +146,44 @@ fn keeps_every_error_and_slow_trace_at_a_one_percent_base_rate() {
     }
 }
 
+/// A 3 MB trace, sent in several requests as an SDK's batches would carry it: the router writes
+/// it in payloads of at most 512 KiB, the assembler joins them and writes the whole trace as one
+/// record, which the producer and the topic take.
+#[test]
+fn a_trace_of_megabytes_comes_out_whole() {
+    use prost::Message;
+    use tracepipe_schemas::otlp_trace::{ResourceSpans, ScopeSpans, Span};
+    let cluster = Cluster::start();
+    let _router = cluster.spawn("router");
+    let assembler = cluster.spawn("assembler");
+    assembler.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let trace_id = [0x5a; 16];
+    let span = |id: u16| Span {
+        trace_id: trace_id.to_vec(),
+        span_id: [&[7u8; 6][..], &id.to_be_bytes()].concat(),
+        parent_span_id: if id == 0 { Vec::new() } else { [&[7u8; 6][..], &0u16.to_be_bytes()].concat() },
+        name: format!("step {id}"),
+        start_time_unix_nano: 1_764_000_000_000_000_000,
+        end_time_unix_nano: 1_764_000_000_000_000_000 + u64::from(id),
+        attributes: vec![tracepipe_schemas::attributes::string("db.statement", &"x".repeat(1_500))],
+        ..Default::default()
+    };
+    let requests: Vec<Vec<u8>> = (0..5u16)
+        .map(|batch| {
+            let spans = (batch * 400..(batch + 1) * 400).map(span).collect();
+            tracepipe_schemas::ExportTraceServiceRequest { resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }] }.encode_to_vec()
+        })
+        .collect();
+    let records: Vec<(Option<&[u8]>, &[u8])> = requests.iter().map(|r| (None, r.as_slice())).collect();
+    support::produce_raw(&cluster.brokers(), "otlp_spans", &records);
+    let traces = read_traces(&cluster.brokers(), "tracepipe.traces", READ_TIMEOUT, |t| t.iter().map(|r| r.span_ids.len()).sum::<usize>() >= 2_000);
+    assert_eq!(traces.len(), 1, "one record: {:?}", traces.iter().map(|t| (t.span_ids.len(), t.payload.len())).collect::<Vec<_>>());
+    let trace = &traces[0];
+    assert_eq!(trace.span_ids.len(), 2_000);
+    assert_eq!(trace.completion, Completion::RootAndGrace as i32);
+    assert!(trace.payload.len() > 3_000_000, "{} bytes", trace.payload.len());
+}
+
 #[test]
 fn overload_at_ten_times_the_memory_budget_stays_bounded() {
     const BUDGET: u64 = 32 << 20;

@@ -31,6 +31,7 @@ pub enum Completion {
     MaxDuration = 3,
     MaxSpans = 4,
     MemoryPressure = 5,
+    MaxBytes = 6,
 }
 
 impl Completion {
@@ -43,6 +44,7 @@ impl Completion {
             Completion::MaxDuration => "max_duration",
             Completion::MaxSpans => "max_spans",
             Completion::MemoryPressure => "memory_pressure",
+            Completion::MaxBytes => "max_bytes",
         }
     }
 }

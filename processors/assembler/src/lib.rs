@@ -2,7 +2,8 @@
 //!
 //! A trace is complete when its root has arrived and no span came for `grace`; or when no span
 //! came for `idle_timeout` (the root never arrived); or, flagged truncated, when it has been open
-//! for `max_duration` or reached `max_spans`. Spans of a trace that was already emitted go out as
+//! for `max_duration`, reached `max_spans`, or its spans reached `max_trace_bytes` (so that no
+//! record is larger than Kafka takes; see [`AssemblerConfig::bound_kafka_buffers`]). Spans of a trace that was already emitted go out as
 //! numbered late fragments of the same trace id once no span came for `grace`. Duplicate span ids
 //! within an open trace are dropped and counted.
 //!
@@ -55,6 +56,8 @@ pub struct AssemblerConfig {
     pub idle_timeout: Duration,
     pub max_duration: Duration,
     pub max_spans: u32,
+    /// Encoded spans of one trace, past which it is emitted truncated.
+    pub max_trace_bytes: usize,
     pub memory_budget_bytes: usize,
     /// How many emitted trace ids are remembered to number late fragments.
     pub emitted_cache_traces: usize,
@@ -67,6 +70,7 @@ impl Default for AssemblerConfig {
             idle_timeout: Duration::from_secs(10),
             max_duration: Duration::from_secs(60),
             max_spans: 10_000,
+            max_trace_bytes: 8 << 20,
             memory_budget_bytes: 256 << 20,
             emitted_cache_traces: 500_000,
         }
@@ -124,6 +128,7 @@ impl AssemblerConfig {
     /// Sizes librdkafka's buffers in proportion to the memory budget (see the crate docs): the
     /// consumer's prefetch and the producer's queue are each set to a thirty-second of it, within
     /// librdkafka's limits (a fetch takes at least one 1 MB message) and at most its defaults.
+    /// The producer may send records as large as the largest trace ([`Self::largest_record_bytes`]).
     /// Settings made explicitly in the topology's kafka section win.
     pub fn bound_kafka_buffers(&self, kafka: &mut KafkaSettings) {
         let kbytes = (self.memory_budget_bytes / 32 / 1024).max(1024);
@@ -133,6 +138,14 @@ impl AssemblerConfig {
         default(&mut kafka.consumer, "queued.max.messages.kbytes", kbytes.min(65_536));
         default(&mut kafka.consumer, "fetch.max.bytes", kbytes.min(51_200) * 1024);
         default(&mut kafka.producer, "queue.buffering.max.kbytes", kbytes.min(1_048_576));
+        default(&mut kafka.producer, "message.max.bytes", self.largest_record_bytes());
+    }
+
+    /// The largest record the assembler (and the sampler after it) writes: `max_trace_bytes`,
+    /// overshot by at most one input record (the router's payloads are at most 512 KiB), plus
+    /// the record's own fields.
+    pub fn largest_record_bytes(&self) -> usize {
+        self.max_trace_bytes + tracepipe_schemas::split::MAX_CHUNK_BYTES + (64 << 10)
     }
 }
 
@@ -261,7 +274,7 @@ impl TraceAssembler {
 
     fn emit(&mut self, slot: u32, completion: Completion, now: UnixNanos, out: &mut Emitter) {
         let mut trace = self.remove(slot);
-        let truncated = matches!(completion, Completion::MaxDuration | Completion::MaxSpans | Completion::MemoryPressure);
+        let truncated = matches!(completion, Completion::MaxDuration | Completion::MaxSpans | Completion::MaxBytes | Completion::MemoryPressure);
         let buf = &mut self.encoded;
         buf.clear();
         buf.extend_from_slice(&[0x0a, 16]);
@@ -424,13 +437,19 @@ impl TraceAssembler {
         let opened = open.is_none();
         let root_came = !had_root && trace.has_root;
         trace.last_activity = now;
-        let full = trace.span_ids.len() >= self.config.max_spans as usize;
+        let full = if trace.span_ids.len() >= self.config.max_spans as usize {
+            Some(Completion::MaxSpans)
+        } else if trace.body.len() >= self.config.max_trace_bytes {
+            Some(Completion::MaxBytes)
+        } else {
+            None
+        };
         let cost_after = trace.cost();
         let spans_after = trace.span_ids.len();
         self.buffered_bytes = self.buffered_bytes + cost_after - cost_before;
         self.buffered_spans += spans_after - spans_before;
-        if full {
-            self.emit(slot, Completion::MaxSpans, now, out);
+        if let Some(completion) = full {
+            self.emit(slot, completion, now, out);
         } else if opened || root_came {
             // Other records only move the deadline later: the entry is pushed again when it
             // comes due (see `on_tick`), so the heap holds about one entry per open trace. The

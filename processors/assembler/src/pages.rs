@@ -68,6 +68,11 @@ impl PagedBytes {
         self.len = 0;
     }
 
+    /// Bytes stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// Bytes held: whole pages plus the page index.
     pub fn cost(&self) -> usize {
         self.pages.len() * PAGE_SIZE + self.pages.capacity() * 4

@@ -128,6 +128,29 @@ fn limits_truncate() {
 }
 
 #[test]
+fn a_trace_reaching_max_trace_bytes_is_emitted_truncated_and_continues_as_a_fragment() {
+    let config = AssemblerConfig { max_trace_bytes: 64 << 10, ..Default::default() };
+    let mut h = Harness::new(config);
+    let big = |trace: u8, ids: std::ops::Range<u8>| {
+        let mut message = TraceSpans::decode(record(trace, &ids.map(|id| (id, Some(200))).collect::<Vec<_>>()).as_slice()).unwrap();
+        for span in message.resource_spans[0].scope_spans[0].spans.iter_mut() {
+            span.name = "x".repeat(4_000);
+        }
+        message.encode_to_vec()
+    };
+    // 20 spans of about 4 KB: past 64 KiB with the 17th.
+    for id in 1..=20u8 {
+        h.feed(&big(1, id..id + 1), 0);
+    }
+    let first = &h.emitted[0];
+    assert_eq!((first.completion, first.truncated, first.fragment), (Completion::MaxBytes as i32, true, 0));
+    assert_eq!(first.span_count, 17);
+    h.tick(60 * SECOND);
+    let rest = &h.emitted[1];
+    assert_eq!((rest.fragment, rest.span_count), (1, 3), "the spans after the cut come out as the next fragment");
+}
+
+#[test]
 fn duplicate_span_ids_are_dropped_and_counted() {
     let mut h = Harness::new(AssemblerConfig::default());
     h.feed(&record(1, &[(1, None), (2, Some(1))]), 0);
