@@ -1306,6 +1306,7 @@ mod tests {
       - { name: d, type: attribute, key: http.status_code, min: 599, max: 500 }
       - { name: e, type: dynamic, goal_sample_rate: 0.5, weight: 2 }
       - { name: f, type: dynamic, goal_sample_rate: 20, weight: 0.25 }
+      - { name: g, type: and, rules: [ { type: and, rules: [ { type: errors }, { type: probabilistic, rate: 0.5 } ] }, { type: errors } ] }
 ";
         let start = DEFAULT_TOPOLOGY.find("    rules:\n").unwrap();
         let end = start + DEFAULT_TOPOLOGY[start..].find("\n\n").unwrap() + 1;
@@ -1318,6 +1319,7 @@ mod tests {
             "processors.sampler.rules[3]: min (599) is above max (500)",
             "processors.sampler.rules[4].goal_sample_rate: must be 1 or more (keep 1 in N traces), got 0.5",
             "processors.sampler.rules[4].weight: must be above 0 and at most 1, got 2",
+            "processors.sampler.rules[6].rules[0]: only the last member of an and rule may decide",
         ];
         assert_eq!(messages.len(), expected.len(), "{messages:#?}");
         for (message, expected) in messages.iter().zip(expected) {

@@ -274,7 +274,7 @@ fn overload_gets_resource_exhausted_and_429_and_acknowledged_spans_are_stored() 
     let requests = export_requests(7, 32, 250);
     let request_bytes = requests[0].0.encoded_len();
     assert!((200_000..1_000_000).contains(&request_bytes), "requests of {request_bytes} bytes");
-    // One burst per protocol, 16 requests at once, each four times the bytes allowed in flight.
+    // One burst per protocol: 16 requests at once, about four times the bytes allowed in flight.
     let (http_statuses, grpc_codes, acknowledged) = runtime().block_on(async {
         let http = reqwest::Client::new();
         let grpc = TraceServiceClient::connect(format!("http://127.0.0.1:{}", gateway.grpc)).await.unwrap();

@@ -241,14 +241,15 @@ fn run(steps: &[Step], config: AssemblerConfig, crash_at: Option<usize>) -> Resu
     let mut now = 0;
     let mut next_id: BTreeMap<u8, u8> = BTreeMap::new();
     let mut log: Vec<Logged> = Vec::new();
-    let mut next_offset: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut last_offset: BTreeMap<i32, i64> = BTreeMap::new();
     for (i, step) in steps.iter().enumerate() {
         if crash_at == Some(i) {
             let mut fresh = Harness::new(config.clone());
             fresh.emitted = std::mem::take(&mut h.emitted);
             for record in &log {
                 let source = SourcePartition { input: 0, partition: record.partition };
-                let committed = h.assembler.low_watermark(source).unwrap_or(next_offset[&record.partition]);
+                // Nothing held: everything up to the partition's last record was committed.
+                let committed = h.assembler.low_watermark(source).unwrap_or(last_offset[&record.partition] + 1);
                 if record.offset >= committed {
                     fresh.feed_at(source, record.offset, &record.payload, now);
                 }
@@ -265,7 +266,7 @@ fn run(steps: &[Step], config: AssemblerConfig, crash_at: Option<usize>) -> Resu
         }
         next_id.insert(step.trace, first + step.spans);
         let partition = i32::from(step.trace % 3);
-        let offset = *next_offset.entry(partition).and_modify(|o| *o += 1).or_insert(0);
+        let offset = *last_offset.entry(partition).and_modify(|o| *o += 1).or_insert(0);
         let payload = record(step.trace, &spans);
         let source = SourcePartition { input: 0, partition };
         h.feed_at(source, offset, &payload, now);

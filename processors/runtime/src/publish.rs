@@ -33,19 +33,12 @@ impl PublishError {
     }
 }
 
-/// Whether the broker refused a record for what it is (too large, malformed), so that sending it
-/// again can never succeed. Everything else (the broker down, a timeout, a leader moving, an
-/// authorization an operator can still grant) may pass later.
+/// Whether the broker refused a record for what it is (too large, or a record it will not take),
+/// so that sending it again can never succeed. Everything else (the broker down, a timeout, a
+/// leader moving, a corrupted transfer, an authorization an operator can still grant) may pass
+/// later.
 fn refuses_for_good(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::InvalidRecord
-        )
-    )
+    matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord))
 }
 
 /// One producer for one topic, shared by every request (it is `Sync`).

@@ -35,9 +35,9 @@ impl<'a> TraceFacts<'a> {
         self.trace.service(span)
     }
 
-    /// The attribute `key` of `span`, or else of its resource.
-    pub fn attribute(&self, span: &SpanView<'a>, key: &str) -> Option<AttributeValue<'a>> {
-        span.attribute(key).or_else(|| self.trace.resource_attribute(span, key))
+    /// The values of the attribute `key` on `span` and on its resource (either may match a rule).
+    pub fn attributes(&self, span: &SpanView<'a>, key: &str) -> impl Iterator<Item = AttributeValue<'a>> {
+        span.attribute(key).into_iter().chain(self.trace.resource_attribute(span, key))
     }
 
     /// Duration of the root span, or of the whole trace when the root is missing.

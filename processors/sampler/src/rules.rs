@@ -29,9 +29,10 @@ impl Matcher {
     fn matches(&self, value: AttributeValue<'_>) -> bool {
         match (self, value) {
             (Matcher::Equals(expected), AttributeValue::Str(s)) => s == expected.as_bytes(),
-            (Matcher::Equals(expected), AttributeValue::Int(i)) => expected.parse() == Ok(i),
-            (Matcher::Equals(expected), AttributeValue::Double(d)) => expected.parse() == Ok(d),
-            (Matcher::Equals(expected), AttributeValue::Bool(b)) => expected.parse() == Ok(b),
+            // Other scalars compare by their text, as the topology's `equals: 200` is written.
+            (Matcher::Equals(expected), AttributeValue::Int(i)) => i.to_string() == *expected,
+            (Matcher::Equals(expected), AttributeValue::Double(d)) => d.to_string() == *expected,
+            (Matcher::Equals(expected), AttributeValue::Bool(b)) => b.to_string() == *expected,
             (Matcher::Regex(re), value) => value.as_str().is_some_and(|s| re.is_match(s)),
             (Matcher::Range { min, max }, AttributeValue::Int(i)) => in_range(i as f64, *min, *max),
             (Matcher::Range { min, max }, AttributeValue::Double(d)) => in_range(d, *min, *max),
@@ -80,7 +81,12 @@ impl RuleKind {
     /// Whether the rule only matches or not (a condition), rather than deciding keep or drop
     /// itself (drop and the samplers); only the last member of an `and` may decide.
     pub fn is_condition(&self) -> bool {
-        !matches!(self, RuleKind::Drop | RuleKind::Probabilistic { .. } | RuleKind::RateLimit { .. } | RuleKind::Dynamic { .. })
+        match self {
+            RuleKind::Drop | RuleKind::Probabilistic { .. } | RuleKind::RateLimit { .. } | RuleKind::Dynamic { .. } => false,
+            // An `and` decides when its last member does.
+            RuleKind::And(members) => members.last().is_none_or(RuleKind::is_condition),
+            _ => true,
+        }
     }
 }
 
@@ -149,7 +155,8 @@ impl RuleState {
         match self {
             RuleState::Stateless(kind) => kind.is_condition(),
             RuleState::RateLimit(_) | RuleState::Dynamic(_) => false,
-            RuleState::Percentile(_) | RuleState::Rare(_) | RuleState::And(_) => true,
+            RuleState::Percentile(_) | RuleState::Rare(_) => true,
+            RuleState::And(members) => members.last().is_none_or(RuleState::is_condition),
         }
     }
 }
@@ -162,7 +169,7 @@ fn evaluate_stateless(kind: &RuleKind, facts: &TraceFacts<'_>) -> Verdict {
         RuleKind::Errors => keep_if(facts.has_error),
         RuleKind::Latency { threshold } => keep_if(facts.duration_nanos() >= threshold.as_nanos() as u64),
         RuleKind::Attribute { key, matcher, scope } => {
-            let matches = |span| facts.attribute(span, key).is_some_and(|value| matcher.matches(value));
+            let matches = |span| facts.attributes(span, key).any(|value| matcher.matches(value));
             let matched = match scope {
                 AttributeScope::Root => facts.root().is_some_and(matches),
                 AttributeScope::AnySpan => facts.spans().iter().any(matches),
@@ -412,7 +419,8 @@ impl DynamicState {
             *self.averages.entry(key).or_insert(0.0) += self.weight * count as f64;
         }
         self.averages.retain(|_, average| *average >= EMA_AGE_OUT);
-        self.average_sum = self.averages.values().sum();
+        // As Refinery counts it for burst detection: every key at least one trace.
+        self.average_sum = self.averages.values().map(|a| a.max(1.0)).sum();
         self.counted = 0;
         self.intervals = self.intervals.saturating_add(1);
         self.rates = average_sample_rates(&self.averages, self.goal);
@@ -421,12 +429,20 @@ impl DynamicState {
     fn evaluate(&mut self, facts: &TraceFacts<'_>, now: UnixNanos) -> Verdict {
         let start = *self.window_start.get_or_insert(now);
         let burst = self.intervals >= BURST_DETECTION_DELAY && self.average_sum > 0.0 && self.counted as f64 >= BURST_MULTIPLE * self.average_sum;
-        if now.saturating_sub(start) >= self.interval || burst {
+        let due = now.saturating_sub(start) / self.interval.max(1);
+        if due >= 1 || burst {
             self.update_averages();
+            // Intervals that passed without a trace decay the averages too (with nothing to add);
+            // past a few dozen every average has aged out anyway.
+            for _ in 1..due.min(64) {
+                self.update_averages();
+            }
             self.window_start = Some(now);
         }
         let key = facts.root_key();
-        let rate = self.rates.get(&key).copied().unwrap_or(self.goal);
+        // Before the first averages every key samples at the goal; after, a key without a rate
+        // of its own is one too rare (or too new) to have one, and keeps everything.
+        let rate = self.rates.get(&key).copied().unwrap_or(if self.intervals == 0 { self.goal } else { 1.0 });
         if self.counts.len() < MAX_RATE_KEYS || self.counts.contains_key(&key) {
             *self.counts.entry(key).or_insert(0) += 1;
             self.counted += 1;

@@ -113,7 +113,10 @@ fn errors_latency_attributes_and_span_count() {
     let server_error = TraceBuilder::new(6, "a", "x", 10).child(2, "b", "y", |s| s.attributes.push(attributes::int("http.response.status_code", 503))).build();
     let miss = TraceBuilder::new(7, "a", "x", 10).child(2, "b", "y", |s| s.attributes.push(attributes::boolean("cache.hit", false))).build();
     let big = TraceBuilder::new(8, "a", "x", 10).child(2, "b", "y", |_| {}).child(3, "c", "z", |_| {}).build();
-    let expected = [("errors", &error_status), ("errors", &exception), ("slow", &slow), ("vip", &vip), ("beta", &beta), ("5xx", &server_error), ("cached", &miss), ("big", &big)];
+    // The span says otherwise, its resource says vip: either matching is a match.
+    let mut vip_resource = TraceBuilder::new(10, "a", "x", 10).child(2, "b", "y", |s| s.attributes.push(attributes::string("user.tier", "free"))).build();
+    vip_resource.resource_spans[1].resource.as_mut().unwrap().attributes.push(attributes::string("user.tier", "vip"));
+    let expected = [("errors", &error_status), ("errors", &exception), ("slow", &slow), ("vip", &vip), ("vip", &vip_resource), ("beta", &beta), ("5xx", &server_error), ("cached", &miss), ("big", &big)];
     for (rule, trace) in expected {
         let decision = decide(&mut s, trace, 0);
         assert!(decision.keep, "{rule}");
@@ -237,7 +240,26 @@ fn dynamic_rates_follow_a_moving_average_and_forget_keys() {
         interval(&mut s, index, 0, 20);
     }
     assert!(rate_of(&mut s, 40, "rare") >= 5.0, "alone, the once rare key carries the goal");
-    assert_eq!(rate_of(&mut s, 40, "frequent"), 10.0, "a forgotten key samples at the goal");
+    assert_eq!(rate_of(&mut s, 40, "frequent"), 1.0, "a forgotten key has no rate: too rare to sample");
+    assert_eq!(rate_of(&mut s, 40, "brand new"), 1.0, "neither has a key not seen before");
+}
+
+/// Averages decay over every interval that passed, also those no trace came in.
+#[test]
+fn dynamic_averages_decay_across_silent_intervals() {
+    let mut s = sampler(vec![("dynamic", RuleKind::Dynamic { goal_sample_rate: 10.0, weight: 0.5, adjustment_interval: Duration::from_secs(10) })]);
+    let mut n = 0;
+    for index in 0..5u64 {
+        for operation in ["frequent", "other"] {
+            for _ in 0..2_000 {
+                decide(&mut s, &TraceBuilder::new(n, "a", operation, 10).build(), index * 10 * SECOND);
+                n += 1;
+            }
+        }
+    }
+    // An hour of silence: 360 intervals, every average aged out, so nothing has a rate.
+    let after = (0..100u32).map(|i| decide(&mut s, &TraceBuilder::new(2_000_000 + i, "a", "frequent", 10).build(), 3_650 * SECOND)).find(|d| d.keep).unwrap();
+    assert_eq!(after.adjusted_count, 1.0);
 }
 
 #[test]
