@@ -47,12 +47,18 @@ fn all_spans_in(truth: &GroundTruth) -> impl Fn(&[TraceRecord]) -> bool + '_ {
     move |records| spans_seen(records).values().map(|s| s.len() as u64).sum::<u64>() >= truth.span_count
 }
 
+/// A router and an assembler on `cluster`, the assembler with its partitions.
+fn router_and_assembler(cluster: &Cluster) -> (support::Process, support::Process) {
+    let router = cluster.spawn("router");
+    let assembler = cluster.spawn("assembler");
+    assembler.wait_for_log("partitions assigned", Duration::from_secs(60));
+    (router, assembler)
+}
+
 #[test]
 fn assembles_at_least_999_in_1000_traces_complete() {
     let cluster = Cluster::start();
-    let _router = cluster.spawn("router");
-    let assembler = cluster.spawn("assembler");
-    assembler.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let (_router, _assembler) = router_and_assembler(&cluster);
     let truth = run_load(&cluster, 100_000, 10_000.0).join().unwrap();
     let records = read_traces(&cluster.brokers(), "tracepipe.traces", READ_TIMEOUT, all_spans_in(&truth));
     assert_every_span_present(&truth, &records);
@@ -68,9 +74,7 @@ fn assembles_at_least_999_in_1000_traces_complete() {
 /// that every span made it; returns the log of the assembler `disrupt` started, if any.
 fn disrupted_run(disrupt: impl FnOnce(&Cluster, &mut support::Process) -> Option<support::Process>) -> Option<String> {
     let cluster = Cluster::start();
-    let _router = cluster.spawn("router");
-    let mut assembler = cluster.spawn("assembler");
-    assembler.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let (_router, mut assembler) = router_and_assembler(&cluster);
     let load = run_load(&cluster, 100_000, 10_000.0);
     // Disrupt while traces are being emitted, with more still open.
     support::wait_for_records(&cluster.brokers(), "tracepipe.traces", 1_000, Duration::from_secs(60));
@@ -154,9 +158,7 @@ fn a_trace_of_megabytes_comes_out_whole() {
     use prost::Message;
     use tracepipe_schemas::otlp_trace::{ResourceSpans, ScopeSpans, Span};
     let cluster = Cluster::start();
-    let _router = cluster.spawn("router");
-    let assembler = cluster.spawn("assembler");
-    assembler.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let (_router, _assembler) = router_and_assembler(&cluster);
     let trace_id = [0x5a; 16];
     let span = |id: u16| Span {
         trace_id: trace_id.to_vec(),
