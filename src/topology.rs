@@ -694,17 +694,20 @@ fn validate_assembler(path: &str, raw: RawAssembler, topics: &BTreeMap<String, T
             defaults.memory_budget_bytes
         }
     };
+    // One trace is emitted at a time, so it must fit the budget's eviction batch, a sixteenth.
     let max_trace_bytes = match raw.max_trace_bytes.as_ref().map(|v| scalar_text(v).as_deref().and_then(parse_bytes)) {
-        None => defaults.max_trace_bytes,
-        Some(Some(bytes)) if (64 << 10..=256 << 20).contains(&bytes) => bytes,
+        None => defaults.max_trace_bytes.min(memory_budget_bytes / 16),
+        Some(Some(bytes)) if (64 << 10..=256 << 20).contains(&bytes) => {
+            if bytes > memory_budget_bytes / 16 {
+                problems.add(format!("{path}.max_trace_bytes"), format!("must be at most a sixteenth of memory_budget ({} bytes): one trace is emitted at a time", memory_budget_bytes / 16));
+            }
+            bytes
+        }
         Some(_) => {
             problems.add(format!("{path}.max_trace_bytes"), "must be a size from 64KiB to 256MiB, like 8MiB");
             defaults.max_trace_bytes
         }
     };
-    if max_trace_bytes > memory_budget_bytes / 16 {
-        problems.add(format!("{path}.max_trace_bytes"), format!("must be at most a sixteenth of memory_budget ({} bytes): one trace is emitted at a time", memory_budget_bytes / 16));
-    }
     let config = AssemblerConfig {
         grace: optional_duration(format!("{path}.grace"), &raw.grace, defaults.grace, problems),
         idle_timeout: optional_duration(format!("{path}.idle_timeout"), &raw.idle_timeout, defaults.idle_timeout, problems),
@@ -1329,12 +1332,16 @@ mod tests {
 
     #[test]
     fn one_trace_fits_in_a_sixteenth_of_the_assembler_budget() {
-        let text = DEFAULT_TOPOLOGY.replace("memory_budget: 256MiB", "memory_budget: 64MiB");
+        let shipped = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap().assembler.unwrap();
+        assert_eq!(shipped.config.max_trace_bytes, 8 << 20);
+        // Unset, it follows a smaller budget down.
+        let small = DEFAULT_TOPOLOGY.replace("memory_budget: 256MiB", "memory_budget: 32MiB");
+        assert_eq!(Topology::from_yaml(&small).unwrap().assembler.unwrap().config.max_trace_bytes, 2 << 20);
+        // Set above a sixteenth, it is a problem.
+        let text = small.replace("    memory_budget: 32MiB", "    memory_budget: 32MiB\n    max_trace_bytes: 4MiB");
         let messages: Vec<String> = Topology::from_yaml(&text).unwrap_err().0.iter().map(|p| p.to_string()).collect();
         assert_eq!(messages.len(), 1, "{messages:#?}");
         assert!(messages[0].starts_with("processors.assembler.max_trace_bytes: must be at most a sixteenth of memory_budget"), "{}", messages[0]);
-        let assembler = Topology::from_yaml(&text.replace("max_trace_bytes: 8MiB", "max_trace_bytes: 4MiB")).unwrap().assembler.unwrap();
-        assert_eq!(assembler.config.max_trace_bytes, 4 << 20);
     }
 
     #[test]
