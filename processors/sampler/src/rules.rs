@@ -112,7 +112,8 @@ pub enum RuleState {
     Rare(RareState),
     RateLimit(RateLimitState),
     Dynamic(DynamicState),
-    And(Vec<RuleState>),
+    /// Each member, and whether it is a condition ([`RuleKind::is_condition`]).
+    And(Vec<(RuleState, bool)>),
 }
 
 impl RuleState {
@@ -126,7 +127,7 @@ impl RuleState {
             RuleKind::Dynamic { goal_sample_rate, weight, adjustment_interval } => {
                 RuleState::Dynamic(DynamicState::new(*goal_sample_rate, *weight, *adjustment_interval))
             }
-            RuleKind::And(members) => RuleState::And(members.iter().map(RuleState::new).collect()),
+            RuleKind::And(members) => RuleState::And(members.iter().map(|member| (RuleState::new(member), member.is_condition())).collect()),
             other => RuleState::Stateless(other.clone()),
         }
     }
@@ -139,24 +140,15 @@ impl RuleState {
             RuleState::RateLimit(state) => state.evaluate(facts, now),
             RuleState::Dynamic(state) => state.evaluate(facts, now),
             RuleState::And(members) => {
-                for member in members.iter_mut() {
+                for (member, is_condition) in members.iter_mut() {
                     match member.evaluate(facts, now) {
                         Verdict::NoMatch => return Verdict::NoMatch,
-                        Verdict::Keep { .. } if member.is_condition() => continue,
+                        Verdict::Keep { .. } if *is_condition => continue,
                         decided => return decided,
                     }
                 }
                 KEEP
             }
-        }
-    }
-
-    fn is_condition(&self) -> bool {
-        match self {
-            RuleState::Stateless(kind) => kind.is_condition(),
-            RuleState::RateLimit(_) | RuleState::Dynamic(_) => false,
-            RuleState::Percentile(_) | RuleState::Rare(_) => true,
-            RuleState::And(members) => members.last().is_none_or(RuleState::is_condition),
         }
     }
 }
