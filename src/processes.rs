@@ -35,9 +35,7 @@ pub fn spawn(topology: &Topology, name: &str, shutdown: &CancellationToken, heal
             let spec = topology.sampler.as_ref().context("topology has no processors.sampler section")?;
             let sampler = TailSampler::new(spec.config.clone(), OutputId(0));
             let mut settings = topology.stage_pipeline(spec);
-            // The sampler forwards whole traces as large as the assembler writes them.
-            let largest = topology.assembler.as_ref().map_or_else(|| AssemblerConfig::default().largest_record_bytes(), |a| a.config.largest_record_bytes());
-            settings.kafka.producer.entry("message.max.bytes".into()).or_insert_with(|| largest.to_string());
+            topology.assembler.as_ref().map_or_else(AssemblerConfig::default, |a| a.config.clone()).allow_whole_traces(&mut settings.kafka);
             Ok(Pipeline::new(settings, sampler).spawn(shutdown.clone(), health.clone()))
         }
         "analyzer" => {

@@ -3,8 +3,9 @@
 //! A trace is complete when its root has arrived and no span came for `grace`; or when no span
 //! came for `idle_timeout` (the root never arrived); or, flagged truncated, when it has been open
 //! for `max_duration`, reached `max_spans`, or its spans reached `max_trace_bytes` (so that no
-//! record is larger than Kafka takes; see [`AssemblerConfig::bound_kafka_buffers`]). Spans of a trace that was already emitted go out as
-//! numbered late fragments of the same trace id once no span came for `grace`. Duplicate span ids
+//! record is larger than Kafka takes; see [`AssemblerConfig::allow_whole_traces`]). Spans of a
+//! trace that was already emitted go out as numbered late fragments of the same trace id once no
+//! span came for `grace`. Duplicate span ids
 //! within an open trace are dropped and counted.
 //!
 //! Spans are kept as the encoded `resource_spans` bytes they arrived in, plus 8 bytes of span id
@@ -128,7 +129,7 @@ impl AssemblerConfig {
     /// Sizes librdkafka's buffers in proportion to the memory budget (see the crate docs): the
     /// consumer's prefetch and the producer's queue are each set to a thirty-second of it, within
     /// librdkafka's limits (a fetch takes at least one 1 MB message) and at most its defaults.
-    /// The producer may send records as large as the largest trace ([`Self::largest_record_bytes`]).
+    /// The producer may send records as large as the largest trace ([`Self::allow_whole_traces`]).
     /// Settings made explicitly in the topology's kafka section win.
     pub fn bound_kafka_buffers(&self, kafka: &mut KafkaSettings) {
         let kbytes = (self.memory_budget_bytes / 32 / 1024).max(1024);
@@ -138,14 +139,16 @@ impl AssemblerConfig {
         default(&mut kafka.consumer, "queued.max.messages.kbytes", kbytes.min(65_536));
         default(&mut kafka.consumer, "fetch.max.bytes", kbytes.min(51_200) * 1024);
         default(&mut kafka.producer, "queue.buffering.max.kbytes", kbytes.min(1_048_576));
-        default(&mut kafka.producer, "message.max.bytes", self.largest_record_bytes());
+        self.allow_whole_traces(kafka);
     }
 
-    /// The largest record the assembler (and the sampler after it) writes: `max_trace_bytes`,
-    /// overshot by at most one input record (the router's payloads are at most 512 KiB), plus
-    /// the record's own fields.
-    pub fn largest_record_bytes(&self) -> usize {
-        self.max_trace_bytes + tracepipe_schemas::split::MAX_CHUNK_BYTES + (64 << 10)
+    /// Lets a producer (the assembler's, and the sampler's, which forwards the same records) send
+    /// the largest record the assembler writes: `max_trace_bytes`, overshot by at most one input
+    /// record (the router's payloads are at most 512 KiB), plus the record's own fields. An
+    /// explicit `message.max.bytes` wins.
+    pub fn allow_whole_traces(&self, kafka: &mut KafkaSettings) {
+        let largest = self.max_trace_bytes + tracepipe_schemas::split::MAX_CHUNK_BYTES + (64 << 10);
+        kafka.producer.entry("message.max.bytes".to_string()).or_insert_with(|| largest.to_string());
     }
 }
 
