@@ -13,11 +13,11 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
-use crate::{otlp, KafkaExport};
+use crate::otlp::{self, delimited_len, write_delimited_header};
+use crate::KafkaExport;
 
 pub struct KafkaSpanExporter {
     producer: FutureProducer,
@@ -44,15 +44,6 @@ const RESOURCE_SPANS_SCHEMA_URL: u32 = 3;
 const SCOPE_SPANS_SCOPE: u32 = 1;
 const SCOPE_SPANS_SPANS: u32 = 2;
 const SCOPE_SPANS_SCHEMA_URL: u32 = 3;
-
-fn length_delimited_len(body: usize) -> usize {
-    1 + encoded_len_varint(body as u64) + body
-}
-
-fn encode_length_delimited_header(field: u32, body: usize, out: &mut Vec<u8>) {
-    encode_key(field, WireType::LengthDelimited, out);
-    encode_varint(body as u64, out);
-}
 
 /// One instrumentation scope of a batch, with its `ScopeSpans.scope` and `.schema_url` fields
 /// encoded once.
@@ -118,18 +109,18 @@ impl KafkaSpanExporter {
         let mut records = Vec::new();
         for trace in spans.chunk_by(|a, b| a.0 == b.0) {
             let groups: Vec<&[([u8; 16], usize, Range<usize>)]> = trace.chunk_by(|a, b| a.1 == b.1).collect();
-            let scope_body = |group: &[([u8; 16], usize, Range<usize>)]| scopes[group[0].1].fields.len() + group.iter().map(|s| length_delimited_len(s.2.len())).sum::<usize>();
-            let resource_body = self.resource_fields.len() + groups.iter().map(|g| length_delimited_len(scope_body(g))).sum::<usize>();
-            let mut out = Vec::with_capacity(length_delimited_len(resource_body));
-            encode_length_delimited_header(REQUEST_RESOURCE_SPANS, resource_body, &mut out);
+            let scope_body = |group: &[([u8; 16], usize, Range<usize>)]| scopes[group[0].1].fields.len() + group.iter().map(|s| delimited_len(SCOPE_SPANS_SPANS, s.2.len())).sum::<usize>();
+            let resource_body = self.resource_fields.len() + groups.iter().map(|g| delimited_len(RESOURCE_SPANS_SCOPE_SPANS, scope_body(g))).sum::<usize>();
+            let mut out = Vec::with_capacity(delimited_len(REQUEST_RESOURCE_SPANS, resource_body));
+            write_delimited_header(REQUEST_RESOURCE_SPANS, resource_body, &mut out);
             // `resource` first and `schema_url` last would be the usual order; protobuf takes
             // fields in any order, and the two are kept together as one encoded run.
             out.extend_from_slice(&self.resource_fields);
             for group in &groups {
-                encode_length_delimited_header(RESOURCE_SPANS_SCOPE_SPANS, scope_body(group), &mut out);
+                write_delimited_header(RESOURCE_SPANS_SCOPE_SPANS, scope_body(group), &mut out);
                 out.extend_from_slice(&scopes[group[0].1].fields);
                 for (_, _, body) in *group {
-                    encode_length_delimited_header(SCOPE_SPANS_SPANS, body.len(), &mut out);
+                    write_delimited_header(SCOPE_SPANS_SPANS, body.len(), &mut out);
                     out.extend_from_slice(&bodies[body.clone()]);
                 }
             }
@@ -185,10 +176,10 @@ mod tests {
 
     use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
     use opentelemetry::{Array, KeyValue, Value};
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
-    use prost::Message;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use prost::Message;
 
     use super::*;
 

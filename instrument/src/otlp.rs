@@ -42,7 +42,8 @@ fn kind(kind: &SpanKind) -> u64 {
 
 // ---- sizes ---------------------------------------------------------------------------------
 
-fn delimited_len(field: u32, body: usize) -> usize {
+/// A length-delimited field of `body` bytes, with its key and length.
+pub(crate) fn delimited_len(field: u32, body: usize) -> usize {
     key_len(field) + encoded_len_varint(body as u64) + body
 }
 
@@ -126,7 +127,8 @@ fn status_len(status: &Status) -> usize {
 
 // ---- writing -------------------------------------------------------------------------------
 
-fn write_delimited_header(field: u32, body: usize, out: &mut Vec<u8>) {
+/// The key and length of a length-delimited field whose `body` bytes follow.
+pub(crate) fn write_delimited_header(field: u32, body: usize, out: &mut Vec<u8>) {
     encode_key(field, WireType::LengthDelimited, out);
     encode_varint(body as u64, out);
 }
