@@ -616,6 +616,19 @@ fn parse_section<R: serde::de::DeserializeOwned, S>(
     }
 }
 
+/// A size field (`16MiB`, `1000000`): `None` when unset. One that is not a size, or outside
+/// `range`, is a problem saying it must be `expected`, and counts as unset.
+fn optional_size(path: String, value: &Option<Value>, range: std::ops::RangeInclusive<usize>, expected: &str, problems: &mut Collector) -> Option<usize> {
+    let given = value.as_ref()?;
+    match scalar_text(given).as_deref().and_then(parse_bytes) {
+        Some(bytes) if range.contains(&bytes) => Some(bytes),
+        _ => {
+            problems.add(path, format!("must be {expected}"));
+            None
+        }
+    }
+}
+
 fn optional_duration(path: String, value: &Option<String>, default: Duration, problems: &mut Collector) -> Duration {
     match value {
         Some(text) => parse_duration(path, text, problems).unwrap_or(default),
@@ -686,26 +699,16 @@ fn validate_assembler(path: &str, raw: RawAssembler, topics: &BTreeMap<String, T
     );
     let stage = validate_stage(path, &raw.group, &raw.input, &raw.output, &raw.dlq, &raw.commit_interval, raw.max_in_flight, topics, problems);
     let defaults = AssemblerConfig::default();
-    let memory_budget_bytes = match raw.memory_budget.as_ref().map(|v| scalar_text(v).as_deref().and_then(parse_bytes)) {
-        None => defaults.memory_budget_bytes,
-        Some(Some(bytes)) if bytes >= 1 << 20 => bytes,
-        Some(_) => {
-            problems.add(format!("{path}.memory_budget"), "must be a size of at least 1MiB, like 256MiB");
-            defaults.memory_budget_bytes
-        }
-    };
+    let memory_budget_bytes = optional_size(format!("{path}.memory_budget"), &raw.memory_budget, 1 << 20..=usize::MAX, "a size of at least 1MiB, like 256MiB", problems)
+        .unwrap_or(defaults.memory_budget_bytes);
     // One trace is emitted at a time, so it must fit the budget's eviction batch, a sixteenth.
-    let max_trace_bytes = match raw.max_trace_bytes.as_ref().map(|v| scalar_text(v).as_deref().and_then(parse_bytes)) {
+    let max_trace_bytes = match optional_size(format!("{path}.max_trace_bytes"), &raw.max_trace_bytes, 64 << 10..=256 << 20, "a size from 64KiB to 256MiB, like 8MiB", problems) {
         None => defaults.max_trace_bytes.min(memory_budget_bytes / 16),
-        Some(Some(bytes)) if (64 << 10..=256 << 20).contains(&bytes) => {
+        Some(bytes) => {
             if bytes > memory_budget_bytes / 16 {
                 problems.add(format!("{path}.max_trace_bytes"), format!("must be at most a sixteenth of memory_budget ({} bytes): one trace is emitted at a time", memory_budget_bytes / 16));
             }
             bytes
-        }
-        Some(_) => {
-            problems.add(format!("{path}.max_trace_bytes"), "must be a size from 64KiB to 256MiB, like 8MiB");
-            defaults.max_trace_bytes
         }
     };
     let config = AssemblerConfig {
@@ -958,14 +961,7 @@ fn validate_gateway(path: &str, raw: RawGateway, topics: &BTreeMap<String, Topic
     };
     let grpc_listen = listen("grpc_listen", &raw.grpc_listen, defaults.grpc_listen);
     let http_listen = listen("http_listen", &raw.http_listen, defaults.http_listen);
-    let mut size = |field: &str, value: &Option<Value>, default: usize| match value.as_ref().map(|v| scalar_text(v).as_deref().and_then(parse_bytes)) {
-        None => default,
-        Some(Some(bytes)) if bytes > 0 => bytes,
-        Some(_) => {
-            problems.add(format!("{path}.{field}"), "must be a size like 16MiB or 1000000");
-            default
-        }
-    };
+    let mut size = |field: &str, value: &Option<Value>, default: usize| optional_size(format!("{path}.{field}"), value, 1..=usize::MAX, "a size like 16MiB or 1000000", problems).unwrap_or(default);
     let max_request_bytes = size("max_request_bytes", &raw.max_request_bytes, defaults.max_request_bytes);
     let max_in_flight_bytes = size("max_in_flight_bytes", &raw.max_in_flight_bytes, defaults.max_in_flight_bytes);
     if max_in_flight_bytes < max_request_bytes {
@@ -1158,14 +1154,7 @@ fn validate_router(path: &str, raw: RawRouter, topics: &BTreeMap<String, TopicSp
     }
     let output = topic_ref(format!("{path}.output"), &raw.output, topics, problems);
     let dlq = topic_ref(format!("{path}.dlq"), &raw.dlq, topics, problems);
-    let max_message_bytes = match raw.max_message_bytes.as_ref().map(|v| scalar_text(v).as_deref().and_then(parse_bytes)) {
-        None => 16 << 20,
-        Some(Some(bytes)) if bytes > 0 => bytes,
-        Some(_) => {
-            problems.add(format!("{path}.max_message_bytes"), "must be a size like 16MiB or 1000000");
-            0
-        }
-    };
+    let max_message_bytes = optional_size(format!("{path}.max_message_bytes"), &raw.max_message_bytes, 1..=usize::MAX, "a size like 16MiB or 1000000", problems).unwrap_or(16 << 20);
     let commit_interval = optional_duration(format!("{path}.commit_interval"), &raw.commit_interval, Duration::from_secs(1), problems);
     let max_in_flight = bounded(format!("{path}.max_in_flight"), raw.max_in_flight, 50_000, 1..=10_000_000, problems) as usize;
     Some(RouterSpec {
