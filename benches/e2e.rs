@@ -127,17 +127,14 @@ fn main() {
 
     // Every trace is in tracepipe.traces now: the analyzer and the dependencies processor read
     // that backlog at their own speed.
-    let analyzer_admin = free_port();
-    let analyzer = cluster.spawn_with_admin("analyzer", analyzer_admin);
-    let analyzed = measure(&analyzer, analyzer_admin, "tracepipe_analyzer_spans_total", |m| metric_value(m, "tracepipe_analyzer_spans_total") >= truth.span_count as f64);
+    let [analyzed] = measure_together([Stage::new(&cluster, "analyzer", "tracepipe_analyzer_spans_total", move |m| metric_value(m, "tracepipe_analyzer_spans_total") >= spans)]);
+    let analyzed = analyzed.took();
     let analyzer_rate = truth.span_count as f64 / analyzed.as_secs_f64();
     println!("analyzer    {:>9} spans analyzed           {:>7.2}s  {:>10.0} spans/s  ({:.0}% of raw consume)", truth.span_count, analyzed.as_secs_f64(), analyzer_rate, 100.0 * analyzer_rate / raw_rate);
-    drop(analyzer);
-    let dependencies_admin = free_port();
-    let dependencies = cluster.spawn_with_admin("dependencies", dependencies_admin);
-    let mapped = measure(&dependencies, dependencies_admin, "tracepipe_dependencies_traces_total", |m| {
-        metric_value(m, "tracepipe_dependencies_traces_total") >= truth.trace_count as f64
-    });
+    let [mapped] = measure_together([Stage::new(&cluster, "dependencies", "tracepipe_dependencies_traces_total", move |m| {
+        metric_value(m, "tracepipe_dependencies_traces_total") >= traces
+    })]);
+    let mapped = mapped.took();
     let dependencies_rate = truth.span_count as f64 / mapped.as_secs_f64();
     println!(
         "dependencies{:>9} spans mapped             {:>7.2}s  {:>10.0} spans/s  ({:.0}% of raw consume)",
@@ -199,21 +196,4 @@ fn measure_together<const N: usize>(stages: [Stage; N]) -> [Timed; N] {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::array::from_fn(|i| Timed { first: first[i].unwrap(), done: done[i].unwrap() })
-}
-
-/// Polls a processor's /metrics from the first time `started` is non-zero until `done`.
-fn measure(process: &support::Process, admin: u16, started: &str, done: impl Fn(&str) -> bool) -> Duration {
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let mut first = None;
-    loop {
-        let text = metrics(admin);
-        if first.is_none() && metric_value(&text, started) > 0.0 {
-            first = Some(Instant::now());
-        }
-        if first.is_some() && done(&text) {
-            return first.unwrap().elapsed();
-        }
-        assert!(Instant::now() < deadline, "did not finish:\n{}", process.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
