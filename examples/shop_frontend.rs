@@ -44,10 +44,10 @@ async fn confirm_orders(brokers: String, instrumented: bool) {
     loop {
         match consumer.recv().await {
             Ok(message) if instrumented => {
-                let span = tracepipe_instrument::kafka::consumer_span_in_group(&message, Some(GROUP));
-                span.in_scope(|| {
-                    let _confirm = tracing::info_span!("confirm order", order.id = ?message.key().map(String::from_utf8_lossy)).entered();
-                });
+                // The consumer span is current while the event is processed, so the `tracing`
+                // span below is its child; it ends when the attached context is dropped.
+                let _consumer = tracepipe_instrument::kafka::consumer_span_in_group(&message, Some(GROUP)).attach();
+                let _confirm = tracing::info_span!("confirm order", order.id = ?message.key().map(String::from_utf8_lossy)).entered();
             }
             Ok(_) => {}
             Err(error) => eprintln!("orders.placed: {error}"),

@@ -1,13 +1,14 @@
-//! A `reqwest-middleware` middleware for HTTP clients: one client span per request, with the W3C
-//! trace context injected into the request's headers so the server continues the trace.
+//! A `reqwest-middleware` middleware for HTTP clients: one client span per request, a child of
+//! the current OpenTelemetry context (the server span, or the `tracing` span the call is made
+//! in), with the W3C trace context injected into the request's headers so the server continues
+//! the trace.
 
-use opentelemetry::trace::Status;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::KeyValue;
 use reqwest_middleware::{Middleware, Next};
-use tracing::field::Empty;
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::propagation::inject_http;
+use crate::tracer::{method_name, tracer};
 
 /// Add with `reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(TracingMiddleware)`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -16,29 +17,39 @@ pub struct TracingMiddleware;
 #[async_trait::async_trait]
 impl Middleware for TracingMiddleware {
     async fn handle(&self, mut request: reqwest::Request, extensions: &mut http::Extensions, next: Next<'_>) -> reqwest_middleware::Result<reqwest::Response> {
-        let method = request.method().as_str().to_string();
+        let method = method_name(request.method());
         let url = request.url();
-        let span = tracing::info_span!(
-            "http.client",
-            otel.name = %method,
-            otel.kind = "client",
-            http.request.method = %method,
-            server.address = url.host_str().unwrap_or_default(),
-            server.port = url.port_or_known_default().unwrap_or_default(),
-            url.full = %url,
-            http.response.status_code = Empty,
-        );
-        inject_http(&span.context(), request.headers_mut());
-        let result = next.run(request, extensions).instrument(span.clone()).await;
+        let mut attributes = Vec::with_capacity(5);
+        attributes.push(KeyValue::new("http.request.method", method.clone()));
+        if let Some(host) = url.host_str() {
+            attributes.push(KeyValue::new("server.address", host.to_string()));
+        }
+        if let Some(port) = url.port_or_known_default() {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+        attributes.push(KeyValue::new("url.full", url.to_string()));
+        let parent = opentelemetry::Context::current();
+        let tracer = tracer();
+        let span = tracer.span_builder(method).with_kind(SpanKind::Client).with_attributes(attributes).start_with_context(tracer, &parent);
+        let context = parent.with_span(span);
+        inject_http(&context, request.headers_mut());
+        let result = next.run(request, extensions).await;
+        let span = context.span();
         match &result {
             Ok(response) => {
-                span.record("http.response.status_code", response.status().as_u16());
-                if response.status().is_client_error() || response.status().is_server_error() {
-                    span.set_status(Status::error(response.status().to_string()));
+                let status = response.status();
+                span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+                if status.is_client_error() || status.is_server_error() {
+                    span.set_attribute(KeyValue::new("error.type", status.as_str().to_string()));
+                    span.set_status(Status::error(status.to_string()));
                 }
             }
-            Err(error) => span.set_status(Status::error(error.to_string())),
+            Err(error) => {
+                span.set_attribute(KeyValue::new("error.type", if error.is_middleware() { "middleware" } else { "request" }));
+                span.set_status(Status::error(error.to_string()));
+            }
         }
+        span.end();
         result
     }
 }

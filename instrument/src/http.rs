@@ -1,17 +1,22 @@
 //! A tower layer for HTTP servers (axum, hyper, tonic): one server span per request, continuing
 //! the caller's W3C trace context, named and attributed per the OpenTelemetry HTTP conventions.
+//!
+//! The span is current (`opentelemetry::Context::current()`) while the request's future runs, so
+//! the handler's own `tracing` spans are its children, and the handler can add to it with
+//! `opentelemetry::trace::get_active_span(|span| span.set_attribute(...))`.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::extract::MatchedPath;
-use opentelemetry::trace::Status;
-use tracing::field::Empty;
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::KeyValue;
 
 use crate::propagation::extract_http;
+use crate::tracer::{method_name, tracer};
 
 /// Wraps a service so each request runs inside a server span.
 ///
@@ -47,50 +52,56 @@ where
     }
 
     fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
-        let span = server_span(&request);
+        let context = server_span(&request);
         let response = {
-            let _entered = span.enter();
+            let _attached = context.clone().attach();
             self.inner.call(request)
         };
+        let ended = context.clone();
         Box::pin(
             async move {
                 let result = response.await;
-                let span = tracing::Span::current();
+                let span = ended.span();
                 match &result {
                     Ok(response) => {
                         let status = response.status();
-                        span.record("http.response.status_code", status.as_u16());
+                        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
                         // Server spans are errors for 5xx only; a 4xx is the client's mistake.
                         if status.is_server_error() {
+                            span.set_attribute(KeyValue::new("error.type", status.as_str().to_string()));
                             span.set_status(Status::error(status.to_string()));
                         }
                     }
                     Err(_) => span.set_status(Status::error("the service failed")),
                 }
+                span.end();
                 result
             }
-            .instrument(span),
+            .with_context(context),
         )
     }
 }
 
-fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
-    let method = request.method().as_str();
+/// A started server span for `request`, as the current span of a context continuing the
+/// caller's.
+fn server_span<B>(request: &http::Request<B>) -> opentelemetry::Context {
+    let method = method_name(request.method());
     let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
     let name = match route {
-        Some(route) => format!("{method} {route}"),
-        None => method.to_string(),
+        Some(route) => Cow::Owned(format!("{method} {route}")),
+        None => method.clone(),
     };
-    let span = tracing::info_span!(
-        "http.server",
-        otel.name = %name,
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = route.unwrap_or_default(),
-        url.path = %request.uri().path(),
-        http.response.status_code = Empty,
-    );
+    let mut attributes = Vec::with_capacity(5);
+    attributes.push(KeyValue::new("http.request.method", method));
+    if let Some(route) = route {
+        attributes.push(KeyValue::new("http.route", route.to_string()));
+    }
+    attributes.push(KeyValue::new("url.path", request.uri().path().to_string()));
+    if let Some(scheme) = request.uri().scheme_str() {
+        attributes.push(KeyValue::new("url.scheme", scheme.to_string()));
+    }
     let parent = extract_http(request.headers());
-    let _ = span.set_parent(parent);
-    span
+    let tracer = tracer();
+    let span = tracer.span_builder(name).with_kind(SpanKind::Server).with_attributes(attributes).start_with_context(tracer, &parent);
+    parent.with_span(span)
 }

@@ -3,6 +3,11 @@
 //! processed, which continues the producer's trace and links to the producer span, so tools that
 //! follow either parents or links see the hop.
 //!
+//! Each span comes as an `opentelemetry::Context` holding it as the current span: attach it
+//! while the work runs (`let _attached = context.attach()`, or `.with_context(context)` on a
+//! future) and the `tracing` spans made inside are its children. The span ends when it is ended
+//! (`context.span().end()`) or when the last copy of its context is dropped.
+//!
 //! ```no_run
 //! # async fn example(producer: rdkafka::producer::FutureProducer) {
 //! use rdkafka::producer::FutureRecord;
@@ -12,90 +17,101 @@
 //! # }
 //! ```
 //!
-//! [`producer_span`], [`inject`] and [`record_delivery`] do the same by parts, for other producers.
+//! ```no_run
+//! # fn example(message: rdkafka::message::BorrowedMessage<'_>) {
+//! let context = tracepipe_instrument::kafka::consumer_span_in_group(&message, Some("billing"));
+//! let _attached = context.attach();
+//! tracing::info!("processing"); // an event on the consumer span
+//! # }
+//! ```
+//!
+//! [`producer_span`], [`inject`] and [`record_delivery`] do what [`send`] does by parts, for
+//! other producers.
 
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::{Link, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue};
 use rdkafka::message::{Headers, Message, OwnedHeaders, ToBytes};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use tracing::field::Empty;
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::propagation::{extract_kafka, inject_kafka};
+use crate::tracer::tracer;
 
-/// A PRODUCER span for sending to `topic`, a child of the current span. The key and where Kafka
-/// stored the record can be added with [`record_key`] and [`record_delivery`]; [`send`] does all
-/// of it.
-pub fn producer_span(topic: &str) -> tracing::Span {
-    tracing::info_span!(
-        "kafka.send",
-        otel.name = %format!("send {topic}"),
-        otel.kind = "producer",
-        otel.status_code = Empty,
-        messaging.system = "kafka",
-        messaging.operation.type = "send",
-        messaging.operation.name = "send",
-        messaging.destination.name = %topic,
-        messaging.kafka.message.key = Empty,
-        messaging.message.body.size = Empty,
-        messaging.destination.partition.id = Empty,
-        messaging.kafka.offset = Empty,
-        error.type = Empty,
-    )
+fn system() -> KeyValue {
+    KeyValue::new("messaging.system", "kafka")
+}
+
+/// A started PRODUCER span for sending to `topic`, a child of the current context. The key and
+/// where Kafka stored the record can be added with [`record_key`] and [`record_delivery`];
+/// [`send`] does all of it.
+pub fn producer_span(topic: &str) -> Context {
+    let attributes = vec![
+        system(),
+        KeyValue::new("messaging.operation.type", "send"),
+        KeyValue::new("messaging.operation.name", "send"),
+        KeyValue::new("messaging.destination.name", topic.to_string()),
+    ];
+    let parent = Context::current();
+    let tracer = tracer();
+    let span = tracer.span_builder(format!("send {topic}")).with_kind(SpanKind::Producer).with_attributes(attributes).start_with_context(tracer, &parent);
+    parent.with_span(span)
 }
 
 /// Records the record's key on a producer or consumer span, when it is text (as the conventions
 /// ask: binary keys are left out).
-pub fn record_key(span: &tracing::Span, key: &[u8]) {
+pub fn record_key(context: &Context, key: &[u8]) {
     if let Ok(key) = std::str::from_utf8(key) {
-        span.record("messaging.kafka.message.key", key);
+        context.span().set_attribute(KeyValue::new("messaging.kafka.message.key", key.to_string()));
     }
 }
 
 /// Records on a producer span where Kafka stored the record.
-pub fn record_delivery(span: &tracing::Span, partition: i32, offset: i64) {
-    span.record("messaging.destination.partition.id", partition.to_string());
-    span.record("messaging.kafka.offset", offset);
+pub fn record_delivery(context: &Context, partition: i32, offset: i64) {
+    let span = context.span();
+    span.set_attribute(KeyValue::new("messaging.destination.partition.id", partition.to_string()));
+    span.set_attribute(KeyValue::new("messaging.kafka.offset", offset));
 }
 
-/// Sends `record` inside a PRODUCER span (a child of the current span): the span's context goes
-/// into the record's headers, with its key and size, and where Kafka stored it or why it did
-/// not, on the span.
+/// Sends `record` inside a PRODUCER span (a child of the current context): the span's context
+/// goes into the record's headers, with its key and size, and where Kafka stored it or why it
+/// did not, on the span, which ends when Kafka has answered.
 pub async fn send<K, P>(producer: &FutureProducer, record: FutureRecord<'_, K, P>, queue_timeout: impl Into<Timeout>) -> OwnedDeliveryResult
 where
     K: ToBytes + ?Sized,
     P: ToBytes + ?Sized,
 {
-    let span = producer_span(record.topic);
+    let context = producer_span(record.topic);
     if let Some(key) = record.key {
-        record_key(&span, key.to_bytes());
+        record_key(&context, key.to_bytes());
     }
     if let Some(payload) = record.payload {
-        span.record("messaging.message.body.size", payload.to_bytes().len());
+        context.span().set_attribute(KeyValue::new("messaging.message.body.size", payload.to_bytes().len() as i64));
     }
     let mut record = record;
-    let headers = inject(&span, record.headers.take().unwrap_or_else(OwnedHeaders::new));
-    let result = producer.send(record.headers(headers), queue_timeout).instrument(span.clone()).await;
+    let headers = inject(&context, record.headers.take().unwrap_or_default());
+    let result = producer.send(record.headers(headers), queue_timeout).with_context(context.clone()).await;
     match &result {
-        Ok(delivery) => record_delivery(&span, delivery.partition, delivery.offset),
+        Ok(delivery) => record_delivery(&context, delivery.partition, delivery.offset),
         Err((error, _)) => {
-            span.record("otel.status_code", "ERROR");
-            span.record("error.type", error.rdkafka_error_code().map_or_else(|| error.to_string(), |code| format!("{code:?}")));
+            let span = context.span();
+            span.set_attribute(KeyValue::new("error.type", error.rdkafka_error_code().map_or_else(|| error.to_string(), |code| format!("{code:?}"))));
+            span.set_status(Status::error(error.to_string()));
         }
     }
+    context.span().end();
     result
 }
 
-/// `headers` with the context of `span` added (`traceparent`, `tracestate`).
-pub fn inject(span: &tracing::Span, headers: OwnedHeaders) -> OwnedHeaders {
-    inject_kafka(&span.context(), headers)
+/// `headers` with the trace context of `context` added (`traceparent`, `tracestate`).
+pub fn inject(context: &Context, headers: OwnedHeaders) -> OwnedHeaders {
+    inject_kafka(context, headers)
 }
 
-/// A CONSUMER span for processing `message`: child of the producer's context from its headers,
-/// and linked to it. Run the processing inside it (`.instrument(span)` or `span.in_scope`).
-pub fn consumer_span<M: Message>(message: &M) -> tracing::Span
+/// A started CONSUMER span for processing `message`: a child of the producer's context from its
+/// headers, and linked to it; with no context in the headers, a child of the current context.
+pub fn consumer_span<M: Message>(message: &M) -> Context
 where
     M::Headers: Headers,
 {
@@ -103,34 +119,39 @@ where
 }
 
 /// [`consumer_span`], naming the consumer group (`messaging.consumer.group.name`).
-pub fn consumer_span_in_group<M: Message>(message: &M, group: Option<&str>) -> tracing::Span
+pub fn consumer_span_in_group<M: Message>(message: &M, group: Option<&str>) -> Context
 where
     M::Headers: Headers,
 {
     let topic = message.topic();
-    let span = tracing::info_span!(
-        "kafka.process",
-        otel.name = %format!("process {topic}"),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.destination.name = %topic,
-        messaging.destination.partition.id = %message.partition(),
-        messaging.kafka.offset = message.offset(),
-        messaging.consumer.group.name = group,
-        messaging.message.body.size = message.payload().map_or(0, <[u8]>::len),
-        messaging.kafka.message.key = Empty,
-        messaging.kafka.message.tombstone = message.payload().is_none().then_some(true),
-    );
-    if let Some(key) = message.key() {
-        record_key(&span, key);
+    let mut attributes = Vec::with_capacity(11);
+    attributes.extend([
+        system(),
+        KeyValue::new("messaging.operation.type", "process"),
+        KeyValue::new("messaging.operation.name", "process"),
+        KeyValue::new("messaging.destination.name", topic.to_string()),
+        KeyValue::new("messaging.destination.partition.id", message.partition().to_string()),
+        KeyValue::new("messaging.kafka.offset", message.offset()),
+        KeyValue::new("messaging.message.body.size", message.payload().map_or(0, <[u8]>::len) as i64),
+    ]);
+    if let Some(group) = group {
+        attributes.push(KeyValue::new("messaging.consumer.group.name", group.to_string()));
+    }
+    if let Some(key) = message.key().and_then(|key| std::str::from_utf8(key).ok()) {
+        attributes.push(KeyValue::new("messaging.kafka.message.key", key.to_string()));
+    }
+    if message.payload().is_none() {
+        attributes.push(KeyValue::new("messaging.kafka.message.tombstone", true));
     }
     let producer = extract_kafka(message.headers());
     let producer_span = producer.span().span_context().clone();
-    if producer_span.is_valid() {
-        span.add_link(producer_span);
-        let _ = span.set_parent(producer);
-    }
-    span
+    let (parent, links) = if producer_span.is_valid() { (producer, vec![Link::with_context(producer_span)]) } else { (Context::current(), Vec::new()) };
+    let tracer = tracer();
+    let span = tracer
+        .span_builder(format!("process {topic}"))
+        .with_kind(SpanKind::Consumer)
+        .with_attributes(attributes)
+        .with_links(links)
+        .start_with_context(tracer, &parent);
+    parent.with_span(span)
 }
