@@ -1,9 +1,9 @@
 //! The tracer the library's own spans (HTTP server and client, Kafka producer and consumer) are
 //! started from: straight from the OpenTelemetry API, not through `tracing`. Through
-//! `tracing-opentelemetry` each cost nearly twice as much on the request's path (a registry
-//! entry, a span builder, every field formatted into an attribute, and the span's context
-//! started and re-attached on every poll; `benches/spans.rs` measures both), and a request makes
-//! several of them; the application's own `tracing` spans still become OpenTelemetry spans,
+//! `tracing-opentelemetry` each would cost about three times as much (a registry entry, a span
+//! builder, every field formatted into an attribute, and the span's context started and
+//! re-attached on every poll; `benches/spans.rs` measures both), and a request makes several of
+//! them; the application's own `tracing` spans still become OpenTelemetry spans,
 //! children of these, because the layer parents a span without a `tracing` parent on the current
 //! OpenTelemetry context, which these spans set while their work runs.
 
