@@ -183,7 +183,10 @@ impl Drop for Telemetry {
 /// shows in the service's tail latency when it shares that core.
 const EXPORT_BATCH_SPANS: usize = 512;
 
-/// Builds the tracer provider alone, for a service that installs its own subscriber.
+/// Builds the tracer provider alone, for a service that installs its own subscriber. Make it the
+/// global provider too (`opentelemetry::global::set_tracer_provider`), before the first request:
+/// the HTTP and Kafka spans of [`http`], [`client`] and [`kafka`] are started from the global
+/// provider's tracer.
 pub fn tracer_provider(config: &Config) -> Result<SdkTracerProvider, InitError> {
     let mut attributes = vec![KeyValue::new("service.name", config.service_name.clone()), KeyValue::new("telemetry.sdk.name", "tracepipe-instrument")];
     if let Some(version) = &config.service_version {
