@@ -3,12 +3,12 @@
 //! in), with the W3C trace context injected into the request's headers so the server continues
 //! the trace.
 
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _};
 use opentelemetry::KeyValue;
 use reqwest_middleware::{Middleware, Next};
 
 use crate::propagation::inject_http;
-use crate::tracer::{method_name, tracer};
+use crate::tracer::{method_name, record_response_status, start_span};
 
 /// Add with `reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(TracingMiddleware)`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,21 +28,14 @@ impl Middleware for TracingMiddleware {
             attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
         attributes.push(KeyValue::new("url.full", url.to_string()));
-        let parent = opentelemetry::Context::current();
-        let tracer = tracer();
-        let span = tracer.span_builder(method).with_kind(SpanKind::Client).with_attributes(attributes).start_with_context(tracer, &parent);
-        let context = parent.with_span(span);
+        let context = start_span(method, SpanKind::Client, attributes, Vec::new(), opentelemetry::Context::current());
         inject_http(&context, request.headers_mut());
         let result = next.run(request, extensions).await;
         let span = context.span();
         match &result {
             Ok(response) => {
                 let status = response.status();
-                span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
-                if status.is_client_error() || status.is_server_error() {
-                    span.set_attribute(KeyValue::new("error.type", status.as_str().to_string()));
-                    span.set_status(Status::error(status.to_string()));
-                }
+                record_response_status(&span, status, status.is_client_error() || status.is_server_error());
             }
             Err(error) => {
                 span.set_attribute(KeyValue::new("error.type", if error.is_middleware() { "middleware" } else { "request" }));

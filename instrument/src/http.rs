@@ -12,11 +12,11 @@ use std::task::{Context, Poll};
 
 use axum::extract::MatchedPath;
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _};
 use opentelemetry::KeyValue;
 
 use crate::propagation::extract_http;
-use crate::tracer::{method_name, tracer};
+use crate::tracer::{method_name, record_response_status, start_span};
 
 /// Wraps a service so each request runs inside a server span.
 ///
@@ -63,14 +63,10 @@ where
                 let result = response.await;
                 let span = ended.span();
                 match &result {
+                    // Server spans are errors for 5xx only; a 4xx is the client's mistake.
                     Ok(response) => {
                         let status = response.status();
-                        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
-                        // Server spans are errors for 5xx only; a 4xx is the client's mistake.
-                        if status.is_server_error() {
-                            span.set_attribute(KeyValue::new("error.type", status.as_str().to_string()));
-                            span.set_status(Status::error(status.to_string()));
-                        }
+                        record_response_status(&span, status, status.is_server_error());
                     }
                     Err(_) => span.set_status(Status::error("the service failed")),
                 }
@@ -100,8 +96,5 @@ fn server_span<B>(request: &http::Request<B>) -> opentelemetry::Context {
     if let Some(scheme) = request.uri().scheme_str() {
         attributes.push(KeyValue::new("url.scheme", scheme.to_string()));
     }
-    let parent = extract_http(request.headers());
-    let tracer = tracer();
-    let span = tracer.span_builder(name).with_kind(SpanKind::Server).with_attributes(attributes).start_with_context(tracer, &parent);
-    parent.with_span(span)
+    start_span(name, SpanKind::Server, attributes, Vec::new(), extract_http(request.headers()))
 }

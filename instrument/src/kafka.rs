@@ -29,7 +29,7 @@
 //! other producers.
 
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{Link, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{Link, SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 use rdkafka::message::{Headers, Message, OwnedHeaders, ToBytes};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
@@ -37,7 +37,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use crate::propagation::{extract_kafka, inject_kafka};
-use crate::tracer::tracer;
+use crate::tracer::start_span;
 
 fn system() -> KeyValue {
     KeyValue::new("messaging.system", "kafka")
@@ -53,18 +53,20 @@ pub fn producer_span(topic: &str) -> Context {
         KeyValue::new("messaging.operation.name", "send"),
         KeyValue::new("messaging.destination.name", topic.to_string()),
     ];
-    let parent = Context::current();
-    let tracer = tracer();
-    let span = tracer.span_builder(format!("send {topic}")).with_kind(SpanKind::Producer).with_attributes(attributes).start_with_context(tracer, &parent);
-    parent.with_span(span)
+    start_span(format!("send {topic}"), SpanKind::Producer, attributes, Vec::new(), Context::current())
 }
 
 /// Records the record's key on a producer or consumer span, when it is text (as the conventions
 /// ask: binary keys are left out).
 pub fn record_key(context: &Context, key: &[u8]) {
-    if let Ok(key) = std::str::from_utf8(key) {
-        context.span().set_attribute(KeyValue::new("messaging.kafka.message.key", key.to_string()));
+    if let Some(key) = key_attribute(key) {
+        context.span().set_attribute(key);
     }
+}
+
+/// `messaging.kafka.message.key` for a key that is text.
+fn key_attribute(key: &[u8]) -> Option<KeyValue> {
+    std::str::from_utf8(key).ok().map(|key| KeyValue::new("messaging.kafka.message.key", key.to_string()))
 }
 
 /// Records on a producer span where Kafka stored the record.
@@ -137,21 +139,12 @@ where
     if let Some(group) = group {
         attributes.push(KeyValue::new("messaging.consumer.group.name", group.to_string()));
     }
-    if let Some(key) = message.key().and_then(|key| std::str::from_utf8(key).ok()) {
-        attributes.push(KeyValue::new("messaging.kafka.message.key", key.to_string()));
-    }
+    attributes.extend(message.key().and_then(key_attribute));
     if message.payload().is_none() {
         attributes.push(KeyValue::new("messaging.kafka.message.tombstone", true));
     }
     let producer = extract_kafka(message.headers());
     let producer_span = producer.span().span_context().clone();
     let (parent, links) = if producer_span.is_valid() { (producer, vec![Link::with_context(producer_span)]) } else { (Context::current(), Vec::new()) };
-    let tracer = tracer();
-    let span = tracer
-        .span_builder(format!("process {topic}"))
-        .with_kind(SpanKind::Consumer)
-        .with_attributes(attributes)
-        .with_links(links)
-        .start_with_context(tracer, &parent);
-    parent.with_span(span)
+    start_span(format!("process {topic}"), SpanKind::Consumer, attributes, links, parent)
 }
