@@ -87,12 +87,17 @@ fn any_value_len(value: &Value) -> usize {
 /// The body of an `ArrayValue`: one `AnyValue` per element.
 fn array_len(array: &Array) -> usize {
     match array {
-        Array::Bool(values) => values.len() * delimited_len(1, key_len(2) + 1),
-        Array::I64(values) => values.iter().map(|i| delimited_len(1, key_len(3) + encoded_len_varint(*i as u64))).sum(),
-        Array::F64(values) => values.len() * delimited_len(1, key_len(4) + 8),
+        Array::Bool(values) => values.iter().map(|b| element_len(&Value::Bool(*b))).sum(),
+        Array::I64(values) => values.iter().map(|i| element_len(&Value::I64(*i))).sum(),
+        Array::F64(values) => values.iter().map(|f| element_len(&Value::F64(*f))).sum(),
         Array::String(values) => values.iter().map(|s| delimited_len(1, delimited_len(1, s.as_str().len()))).sum(),
         other => delimited_len(1, delimited_len(1, other.to_string().len())),
     }
+}
+
+/// One `AnyValue` element (field 1) of an `ArrayValue` holding a scalar `value`.
+fn element_len(value: &Value) -> usize {
+    delimited_len(1, any_value_len(value))
 }
 
 fn key_value_len(kv: &KeyValue) -> usize {
@@ -189,6 +194,12 @@ fn write_any_value(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// One `AnyValue` element of an `ArrayValue` (field 1) holding a scalar `value`.
+fn write_element(value: &Value, out: &mut Vec<u8>) {
+    write_delimited_header(1, any_value_len(value), out);
+    write_any_value(value, out);
+}
+
 /// One `AnyValue` element of an `ArrayValue` (field 1) holding `text`.
 fn write_text_element(text: &str, out: &mut Vec<u8>) {
     write_delimited_header(1, delimited_len(1, text.len()), out);
@@ -198,27 +209,9 @@ fn write_text_element(text: &str, out: &mut Vec<u8>) {
 
 fn write_array(array: &Array, out: &mut Vec<u8>) {
     match array {
-        Array::Bool(values) => {
-            for b in values {
-                write_delimited_header(1, key_len(2) + 1, out);
-                encode_key(2, WireType::Varint, out);
-                out.push(u8::from(*b));
-            }
-        }
-        Array::I64(values) => {
-            for i in values {
-                write_delimited_header(1, key_len(3) + encoded_len_varint(*i as u64), out);
-                encode_key(3, WireType::Varint, out);
-                encode_varint(*i as u64, out);
-            }
-        }
-        Array::F64(values) => {
-            for f in values {
-                write_delimited_header(1, key_len(4) + 8, out);
-                encode_key(4, WireType::SixtyFourBit, out);
-                out.extend_from_slice(&f.to_le_bytes());
-            }
-        }
+        Array::Bool(values) => values.iter().for_each(|b| write_element(&Value::Bool(*b), out)),
+        Array::I64(values) => values.iter().for_each(|i| write_element(&Value::I64(*i), out)),
+        Array::F64(values) => values.iter().for_each(|f| write_element(&Value::F64(*f), out)),
         Array::String(values) => values.iter().for_each(|s| write_text_element(s.as_str(), out)),
         other => write_text_element(&other.to_string(), out),
     }
