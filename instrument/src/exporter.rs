@@ -104,7 +104,7 @@ impl KafkaSpanExporter {
             otlp::write_span(span, &mut bodies);
             spans.push((span.span_context.trace_id().to_bytes(), scope, start..bodies.len()));
         }
-        spans.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        spans.sort_by_key(|&(trace, scope, _)| (trace, scope));
 
         let mut records = Vec::new();
         for trace in spans.chunk_by(|a, b| a.0 == b.0) {
