@@ -702,11 +702,12 @@ fn validate_assembler(path: &str, raw: RawAssembler, topics: &BTreeMap<String, T
     let memory_budget_bytes = optional_size(format!("{path}.memory_budget"), &raw.memory_budget, 1 << 20..=usize::MAX, "a size of at least 1MiB, like 256MiB", problems)
         .unwrap_or(defaults.memory_budget_bytes);
     // One trace is emitted at a time, so it must fit the budget's eviction batch, a sixteenth.
+    let largest_trace = tracepipe_assembler::largest_trace_limit(memory_budget_bytes);
     let max_trace_bytes = match optional_size(format!("{path}.max_trace_bytes"), &raw.max_trace_bytes, 64 << 10..=256 << 20, "a size from 64KiB to 256MiB, like 8MiB", problems) {
-        None => defaults.max_trace_bytes.min(memory_budget_bytes / 16),
+        None => defaults.max_trace_bytes.min(largest_trace),
         Some(bytes) => {
-            if bytes > memory_budget_bytes / 16 {
-                problems.add(format!("{path}.max_trace_bytes"), format!("must be at most a sixteenth of memory_budget ({} bytes): one trace is emitted at a time", memory_budget_bytes / 16));
+            if bytes > largest_trace {
+                problems.add(format!("{path}.max_trace_bytes"), format!("must be at most a sixteenth of memory_budget ({largest_trace} bytes): one trace is emitted at a time"));
             }
             bytes
         }

@@ -156,6 +156,12 @@ impl AssemblerConfig {
 const STATE_SIXTEENTHS: usize = 9;
 const AFTER_EVICTION_SIXTEENTHS: usize = 8;
 
+/// The largest `max_trace_bytes` a memory budget allows: one eviction batch, since one trace is
+/// emitted at a time.
+pub fn largest_trace_limit(memory_budget_bytes: usize) -> usize {
+    memory_budget_bytes / 16 * (STATE_SIXTEENTHS - AFTER_EVICTION_SIXTEENTHS)
+}
+
 pub struct TraceAssembler {
     config: AssemblerConfig,
     output: OutputId,
