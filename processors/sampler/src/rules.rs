@@ -161,10 +161,22 @@ fn evaluate_stateless(kind: &RuleKind, facts: &TraceFacts<'_>) -> Verdict {
         RuleKind::Errors => keep_if(facts.has_error),
         RuleKind::Latency { threshold } => keep_if(facts.duration_nanos() >= threshold.as_nanos() as u64),
         RuleKind::Attribute { key, matcher, scope } => {
-            let matches = |span| facts.attributes(span, key).any(|value| matcher.matches(value));
             let matched = match scope {
-                AttributeScope::Root => facts.root().is_some_and(matches),
-                AttributeScope::AnySpan => facts.spans().iter().any(matches),
+                AttributeScope::Root => facts.root().is_some_and(|root| facts.attributes(root, key).any(|value| matcher.matches(value))),
+                AttributeScope::AnySpan => {
+                    // A trace's spans share a few resources: each is read once, when a span of
+                    // it does not match on its own.
+                    let mut resource_matches: Vec<Option<bool>> = Vec::new();
+                    facts.spans().iter().any(|span| {
+                        span.attribute(key).is_some_and(|value| matcher.matches(value)) || {
+                            let index = span.resource as usize;
+                            if resource_matches.len() <= index {
+                                resource_matches.resize(index + 1, None);
+                            }
+                            *resource_matches[index].get_or_insert_with(|| facts.trace.resource_attribute(span, key).is_some_and(|value| matcher.matches(value)))
+                        }
+                    })
+                }
             };
             keep_if(matched)
         }
