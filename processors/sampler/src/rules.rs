@@ -414,19 +414,28 @@ impl DynamicState {
         }
     }
 
-    /// Folds the interval's counts into the averages and derives each key's rate.
-    fn update_averages(&mut self) {
+    /// Folds the interval's counts into the averages, decays them over `idle` further intervals
+    /// that passed without a trace (nothing to add, each one multiplying by 1 - weight), and
+    /// derives each key's rate. Averages only shrink after the fold, so aging out once at the end
+    /// drops the keys aging out after every interval would.
+    fn update_averages(&mut self, idle: u64) {
         for average in self.averages.values_mut() {
             *average *= 1.0 - self.weight;
         }
         for (key, count) in self.counts.drain() {
             *self.averages.entry(key).or_insert(0.0) += self.weight * count as f64;
         }
+        if idle > 0 {
+            let decay = (1.0 - self.weight).powf(idle as f64);
+            for average in self.averages.values_mut() {
+                *average *= decay;
+            }
+        }
         self.averages.retain(|_, average| *average >= EMA_AGE_OUT);
         // As Refinery counts it for burst detection: every key at least one trace.
         self.average_sum = self.averages.values().map(|a| a.max(1.0)).sum();
         self.counted = 0;
-        self.intervals = self.intervals.saturating_add(1);
+        self.intervals = self.intervals.saturating_add(1).saturating_add(u32::try_from(idle).unwrap_or(u32::MAX));
         self.rates = average_sample_rates(&self.averages, self.goal);
     }
 
@@ -435,12 +444,7 @@ impl DynamicState {
         let burst = self.intervals >= BURST_DETECTION_DELAY && self.average_sum > 0.0 && self.counted as f64 >= BURST_MULTIPLE * self.average_sum;
         let due = now.saturating_sub(start) / self.interval.max(1);
         if due >= 1 || burst {
-            self.update_averages();
-            // Intervals that passed without a trace decay the averages too (with nothing to add);
-            // past a few dozen every average has aged out anyway.
-            for _ in 1..due.min(64) {
-                self.update_averages();
-            }
+            self.update_averages(due.saturating_sub(1));
             self.window_start = Some(now);
         }
         let key = facts.root_key();

@@ -247,19 +247,22 @@ fn dynamic_rates_follow_a_moving_average_and_forget_keys() {
 /// Averages decay over every interval that passed, also those no trace came in.
 #[test]
 fn dynamic_averages_decay_across_silent_intervals() {
-    let mut s = sampler(vec![("dynamic", RuleKind::Dynamic { goal_sample_rate: 10.0, weight: 0.5, adjustment_interval: Duration::from_secs(10) })]);
-    let mut n = 0;
-    for index in 0..5u64 {
-        for operation in ["frequent", "other"] {
-            for _ in 0..2_000 {
-                decide(&mut s, &TraceBuilder::new(n, "a", operation, 10).build(), index * 10 * SECOND);
-                n += 1;
+    // A small weight forgets slowly: its averages need every one of the silent intervals.
+    for weight in [0.5, 0.05] {
+        let mut s = sampler(vec![("dynamic", RuleKind::Dynamic { goal_sample_rate: 10.0, weight, adjustment_interval: Duration::from_secs(10) })]);
+        let mut n = 0;
+        for index in 0..5u64 {
+            for operation in ["frequent", "other"] {
+                for _ in 0..2_000 {
+                    decide(&mut s, &TraceBuilder::new(n, "a", operation, 10).build(), index * 10 * SECOND);
+                    n += 1;
+                }
             }
         }
+        // An hour of silence: 360 intervals, every average aged out, so nothing has a rate.
+        let after = (0..100u32).map(|i| decide(&mut s, &TraceBuilder::new(2_000_000 + i, "a", "frequent", 10).build(), 3_650 * SECOND)).find(|d| d.keep).unwrap();
+        assert_eq!(after.adjusted_count, 1.0, "weight {weight}");
     }
-    // An hour of silence: 360 intervals, every average aged out, so nothing has a rate.
-    let after = (0..100u32).map(|i| decide(&mut s, &TraceBuilder::new(2_000_000 + i, "a", "frequent", 10).build(), 3_650 * SECOND)).find(|d| d.keep).unwrap();
-    assert_eq!(after.adjusted_count, 1.0);
 }
 
 #[test]
