@@ -60,6 +60,10 @@ fn library_and_tracing_spans_nest_across_http_and_kafka() {
     let headers = record_headers.lock().unwrap().take().expect("the producer ran");
     let message = OwnedMessage::new(Some(b"{}".to_vec()), Some(b"42".to_vec()), "orders.placed".into(), Timestamp::NotAvailable, 1, 7, Some(headers));
     drop(tracepipe_instrument::kafka::consumer_span_in_group(&message, Some("billing")).attach());
+    // A record whose context is garbage and whose key is not text: a trace of its own, no link.
+    let garbage = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header { key: "traceparent", value: Some("00-zz-not-a-context-01") });
+    let stray = OwnedMessage::new(Some(b"{}".to_vec()), Some(vec![0xff, 0xfe]), "orders.failed".into(), Timestamp::NotAvailable, 0, 3, Some(garbage));
+    drop(tracepipe_instrument::kafka::consumer_span(&stray));
     provider.force_flush().unwrap();
 
     let spans = collected.0.lock().unwrap().clone();
@@ -85,4 +89,9 @@ fn library_and_tracing_spans_nest_across_http_and_kafka() {
     assert_eq!(consumer.links.links.iter().map(|l| l.span_context.span_id()).collect::<Vec<_>>(), vec![producer.span_context.span_id()]);
     assert_eq!(attribute(&consumer, "messaging.consumer.group.name").as_deref(), Some("billing"));
     assert_eq!(attribute(&consumer, "messaging.kafka.message.key").as_deref(), Some("42"));
+    let stray = find("process orders.failed");
+    assert_ne!(stray.span_context.trace_id(), caller_trace, "an unreadable context starts a trace of its own");
+    assert_eq!(stray.parent_span_id, SpanId::INVALID);
+    assert!(stray.links.links.is_empty());
+    assert_eq!(attribute(&stray, "messaging.kafka.message.key"), None, "a binary key is left out");
 }
