@@ -5,7 +5,6 @@
 //! the handler's own `tracing` spans are its children, and the handler can add to it with
 //! `opentelemetry::trace::get_active_span(|span| span.set_attribute(...))`.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,7 +15,7 @@ use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _};
 use opentelemetry::KeyValue;
 
 use crate::propagation::extract_http;
-use crate::tracer::{method_name, record_response_status, start_span};
+use crate::tracer::{joined, method_name, record_response_status, start_span};
 
 /// Wraps a service so each request runs inside a server span.
 ///
@@ -84,13 +83,13 @@ fn server_span<B>(request: &http::Request<B>) -> opentelemetry::Context {
     let method = method_name(request.method());
     let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
     let name = match route {
-        Some(route) => Cow::Owned(format!("{method} {route}")),
+        Some(route) => joined(&[&method, route]),
         None => method.clone(),
     };
     let mut attributes = Vec::with_capacity(5);
     attributes.push(KeyValue::new("http.request.method", method));
     if let Some(route) = route {
-        attributes.push(KeyValue::new("http.route", route.to_string()));
+        attributes.push(KeyValue::new("http.route", joined(&[route])));
     }
     attributes.push(KeyValue::new("url.path", request.uri().path().to_string()));
     if let Some(scheme) = request.uri().scheme_str() {

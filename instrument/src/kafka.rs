@@ -37,7 +37,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use crate::propagation::{extract_kafka, inject_kafka};
-use crate::tracer::start_span;
+use crate::tracer::{joined, start_span};
 
 fn system() -> KeyValue {
     KeyValue::new("messaging.system", "kafka")
@@ -51,9 +51,9 @@ pub fn producer_span(topic: &str) -> Context {
         system(),
         KeyValue::new("messaging.operation.type", "send"),
         KeyValue::new("messaging.operation.name", "send"),
-        KeyValue::new("messaging.destination.name", topic.to_string()),
+        KeyValue::new("messaging.destination.name", joined(&[topic])),
     ];
-    start_span(format!("send {topic}"), SpanKind::Producer, attributes, Vec::new(), Context::current())
+    start_span(joined(&["send", topic]), SpanKind::Producer, attributes, Vec::new(), Context::current())
 }
 
 /// Records the record's key on a producer or consumer span, when it is text (as the conventions
@@ -69,10 +69,20 @@ fn key_attribute(key: &[u8]) -> Option<KeyValue> {
     std::str::from_utf8(key).ok().map(|key| KeyValue::new("messaging.kafka.message.key", key.to_string()))
 }
 
+/// A partition number as the conventions' string id; the numbers a topic has are few, so each
+/// is made once.
+fn partition_id(partition: i32) -> std::borrow::Cow<'static, str> {
+    let mut digits = [0u8; 11];
+    let mut text = std::io::Cursor::new(&mut digits[..]);
+    let _ = std::io::Write::write_fmt(&mut text, format_args!("{partition}"));
+    let length = text.position() as usize;
+    joined(&[std::str::from_utf8(&digits[..length]).unwrap_or_default()])
+}
+
 /// Records on a producer span where Kafka stored the record.
 pub fn record_delivery(context: &Context, partition: i32, offset: i64) {
     let span = context.span();
-    span.set_attribute(KeyValue::new("messaging.destination.partition.id", partition.to_string()));
+    span.set_attribute(KeyValue::new("messaging.destination.partition.id", partition_id(partition)));
     span.set_attribute(KeyValue::new("messaging.kafka.offset", offset));
 }
 
@@ -131,8 +141,8 @@ where
         system(),
         KeyValue::new("messaging.operation.type", "process"),
         KeyValue::new("messaging.operation.name", "process"),
-        KeyValue::new("messaging.destination.name", topic.to_string()),
-        KeyValue::new("messaging.destination.partition.id", message.partition().to_string()),
+        KeyValue::new("messaging.destination.name", joined(&[topic])),
+        KeyValue::new("messaging.destination.partition.id", partition_id(message.partition())),
         KeyValue::new("messaging.kafka.offset", message.offset()),
         KeyValue::new("messaging.message.body.size", message.payload().map_or(0, <[u8]>::len) as i64),
     ]);
@@ -146,5 +156,5 @@ where
     let producer = extract_kafka(message.headers());
     let producer_span = producer.span().span_context().clone();
     let (parent, links) = if producer_span.is_valid() { (producer, vec![Link::with_context(producer_span)]) } else { (Context::current(), Vec::new()) };
-    start_span(format!("process {topic}"), SpanKind::Consumer, attributes, links, parent)
+    start_span(joined(&["process", topic]), SpanKind::Consumer, attributes, links, parent)
 }

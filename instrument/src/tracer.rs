@@ -8,7 +8,8 @@
 //! OpenTelemetry context, which these spans set while their work runs.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{Link, SpanKind, SpanRef, Status, TraceContextExt as _, Tracer as _};
@@ -60,5 +61,65 @@ pub(crate) fn record_response_status(span: &SpanRef<'_>, status: http::StatusCod
     if failed {
         span.set_attribute(KeyValue::new("error.type", status.as_str().to_string()));
         span.set_status(Status::error(status.to_string()));
+    }
+}
+
+/// How many distinct names [`joined`] keeps; past it, names are built for each span.
+const MAX_INTERNED: usize = 4096;
+
+/// `parts` joined by spaces, as a `'static` string made once per distinct value: routes, topics
+/// and the span names made of them are few per service and repeat on every request, so each
+/// span borrows them instead of allocating its own copy. Looked up by a hash of the parts, with
+/// no string built on a hit; the entry found is compared in full, so a collision only ever costs
+/// a copy.
+pub(crate) fn joined(parts: &[&str]) -> Cow<'static, str> {
+    static INTERNED: OnceLock<RwLock<HashMap<u64, &'static str>>> = OnceLock::new();
+    let interned = INTERNED.get_or_init(Default::default);
+    // FNV-1a, with a separator between parts: the strings are short and a collision costs a copy.
+    let hash = parts.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, part| {
+        part.bytes().chain([b' ']).fold(hash, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
+    });
+    let is_joined = |candidate: &str| {
+        let mut rest = candidate;
+        for (index, part) in parts.iter().enumerate() {
+            if index > 0 {
+                let Some(after) = rest.strip_prefix(' ') else { return false };
+                rest = after;
+            }
+            let Some(after) = rest.strip_prefix(part) else { return false };
+            rest = after;
+        }
+        rest.is_empty()
+    };
+    if let Some(&name) = interned.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&hash) {
+        return if is_joined(name) { Cow::Borrowed(name) } else { Cow::Owned(parts.join(" ")) };
+    }
+    let mut interned = interned.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if interned.len() >= MAX_INTERNED {
+        return Cow::Owned(parts.join(" "));
+    }
+    let name: &'static str = interned.entry(hash).or_insert_with(|| Box::leak(parts.join(" ").into_boxed_str()));
+    if is_joined(name) {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(parts.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joined_names_are_made_once() {
+        let first = joined(&["GET", "/items/{id}"]);
+        assert_eq!(first, "GET /items/{id}");
+        assert!(matches!(first, Cow::Borrowed(_)));
+        let again = joined(&["GET", "/items/{id}"]);
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        assert_eq!(joined(&["GET /items/{id}"]), "GET /items/{id}");
+        assert_eq!(joined(&["send", "orders"]), "send orders");
+        assert_eq!(joined(&["orders"]), "orders");
+        assert_eq!(joined(&[""]), "");
     }
 }
