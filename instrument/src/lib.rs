@@ -226,5 +226,6 @@ pub fn init(config: Config) -> Result<Telemetry, InitError> {
         )
         .try_init()
         .map_err(|e| InitError::Subscriber(e.to_string()))?;
+    tracer::use_provider(&provider);
     Ok(Telemetry { provider })
 }
