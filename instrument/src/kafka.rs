@@ -72,11 +72,7 @@ fn key_attribute(key: &[u8]) -> Option<KeyValue> {
 /// A partition number as the conventions' string id; the numbers a topic has are few, so each
 /// is made once.
 fn partition_id(partition: i32) -> std::borrow::Cow<'static, str> {
-    let mut digits = [0u8; 11];
-    let mut text = std::io::Cursor::new(&mut digits[..]);
-    let _ = std::io::Write::write_fmt(&mut text, format_args!("{partition}"));
-    let length = text.position() as usize;
-    joined(&[std::str::from_utf8(&digits[..length]).unwrap_or_default()])
+    joined(&[itoa::Buffer::new().format(partition)])
 }
 
 /// Records on a producer span where Kafka stored the record.
