@@ -112,7 +112,8 @@ impl KafkaSpanExporter {
             otlp::write_span(span, &mut bodies);
             spans.push((span.span_context.trace_id().to_bytes(), scope, start..bodies.len()));
         }
-        spans.sort_by_key(|&(trace, scope, _)| (trace, scope));
+        // Each body starts past the one before, so ordering by it keeps arrival order.
+        spans.sort_unstable_by_key(|(trace, scope, body)| (*trace, *scope, body.start));
 
         let mut records = Vec::new();
         for trace in spans.chunk_by(|a, b| a.0 == b.0) {
