@@ -47,7 +47,8 @@ async fn confirm_orders(brokers: String, instrumented: bool) {
                 // The consumer span is current while the event is processed, so the `tracing`
                 // span below is its child; it ends when the attached context is dropped.
                 let _consumer = tracepipe_instrument::kafka::consumer_span_in_group(&message, Some(GROUP)).attach();
-                let _confirm = tracing::info_span!("confirm order", order.id = ?message.key().map(String::from_utf8_lossy)).entered();
+                let order_id = message.key().and_then(|key| std::str::from_utf8(key).ok()).unwrap_or_default();
+                let _confirm = tracing::info_span!("confirm order", order.id = order_id).entered();
             }
             Ok(_) => {}
             Err(error) => eprintln!("orders.placed: {error}"),

@@ -84,7 +84,9 @@ fn a_request_is_one_trace_across_the_http_call_and_the_kafka_hop() {
         assert_eq!(producer.name, "send orders.placed");
         assert_eq!(consumer.parent_span_id, producer.span_id, "the Kafka hop carries the context");
         assert_eq!(consumer.links.iter().map(|(_, span)| span.clone()).collect::<Vec<_>>(), vec![producer.span_id.clone()], "the consumer span links to the producer span");
-        assert!(trace.spans.iter().any(|s| s.name == "confirm order" && s.parent_span_id == consumer.span_id));
+        let confirm = trace.spans.iter().find(|s| s.name == "confirm order").expect("the service's own span");
+        assert_eq!(confirm.parent_span_id, consumer.span_id, "the service's span nests under the consumer span");
+        assert_eq!(confirm.attributes.get("order.id"), consumer.attributes.get("messaging.kafka.message.key"), "the order id, as text");
         // The messaging conventions' attributes, on both sides of the hop.
         for span in [producer, consumer] {
             let attribute = |key: &str| span.attributes.get(key).cloned().unwrap_or_else(|| panic!("{} has no {key}: {:?}", span.name, span.attributes));
