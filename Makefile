@@ -5,7 +5,7 @@ CARGO_BIN ?= $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 TANSU ?= $(CARGO_BIN)/tansu
 export TANSU
 
-.PHONY: up test bench tansu prometheus chromium postgres python
+.PHONY: up test bench bench-instructions tansu prometheus chromium postgres python
 
 # Root installs packages directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -31,6 +31,12 @@ bench: tansu
 	cargo bench --locked -p tracepipe-instrument --bench spans -- --warm-up-time 1 --measurement-time 3
 	cargo build --release --locked --examples
 	cargo bench --locked --bench instrumentation
+
+## The example shop's instructions per request without and with instrumentation, counted by
+## callgrind: the same on every run, unlike CPU time on a shared machine.
+bench-instructions: tansu
+	cargo build --release --locked --examples --bin tracepipe
+	benches/instrumentation_instructions.sh
 
 ## Tansu, the Kafka-protocol broker the integration tests start; built from crates.io once (10-25 minutes).
 tansu:
