@@ -8,7 +8,7 @@ use opentelemetry::KeyValue;
 use reqwest_middleware::{Middleware, Next};
 
 use crate::propagation::inject_http;
-use crate::tracer::{method_name, record_response_status, start_span};
+use crate::tracer::{record_method, record_response_status, start_span};
 
 /// Add with `reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(TracingMiddleware)`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -17,10 +17,9 @@ pub struct TracingMiddleware;
 #[async_trait::async_trait]
 impl Middleware for TracingMiddleware {
     async fn handle(&self, mut request: reqwest::Request, extensions: &mut http::Extensions, next: Next<'_>) -> reqwest_middleware::Result<reqwest::Response> {
-        let method = method_name(request.method());
         let url = request.url();
         let mut attributes = Vec::with_capacity(5);
-        attributes.push(KeyValue::new("http.request.method", method.clone()));
+        let method = record_method(request.method(), &mut attributes);
         if let Some(host) = url.host_str() {
             attributes.push(KeyValue::new("server.address", host.to_string()));
         }

@@ -5,6 +5,7 @@
 //! the handler's own `tracing` spans are its children, and the handler can add to it with
 //! `opentelemetry::trace::get_active_span(|span| span.set_attribute(...))`.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,7 +16,7 @@ use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _};
 use opentelemetry::KeyValue;
 
 use crate::propagation::extract_http;
-use crate::tracer::{joined, method_name, record_response_status, start_span};
+use crate::tracer::{joined, record_method, record_response_status, start_span};
 
 /// Wraps a service so each request runs inside a server span.
 ///
@@ -80,14 +81,13 @@ where
 /// A started server span for `request`, as the current span of a context continuing the
 /// caller's.
 fn server_span<B>(request: &http::Request<B>) -> opentelemetry::Context {
-    let method = method_name(request.method());
+    let mut attributes = Vec::with_capacity(5);
+    let method = record_method(request.method(), &mut attributes);
     let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
     let name = match route {
-        Some(route) => joined(&[&method, route]),
-        None => method.clone(),
+        Some(route) => joined(&[method, route]),
+        None => Cow::Borrowed(method),
     };
-    let mut attributes = Vec::with_capacity(5);
-    attributes.push(KeyValue::new("http.request.method", method));
     if let Some(route) = route {
         attributes.push(KeyValue::new("http.route", joined(&[route])));
     }

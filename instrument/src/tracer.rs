@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, RwLock};
 
 use opentelemetry::global::BoxedTracer;
@@ -63,9 +64,12 @@ pub(crate) fn start_span(name: impl Into<Cow<'static, str>>, kind: SpanKind, att
     }
 }
 
-/// A standard HTTP method's name without allocating; others are copied.
-pub(crate) fn method_name(method: &http::Method) -> Cow<'static, str> {
-    let name: &'static str = match *method {
+/// Adds the request method's attributes, as the HTTP conventions have them, and returns what
+/// span names start with: a method the conventions know by its name; any other as
+/// `http.request.method = _OTHER` with the request's own in `http.request.method_original`, and
+/// `HTTP` in the span name, so a client cannot mint span names (or interned strings) at will.
+pub(crate) fn record_method(method: &http::Method, attributes: &mut Vec<KeyValue>) -> &'static str {
+    let known = match *method {
         http::Method::GET => "GET",
         http::Method::POST => "POST",
         http::Method::PUT => "PUT",
@@ -75,9 +79,14 @@ pub(crate) fn method_name(method: &http::Method) -> Cow<'static, str> {
         http::Method::OPTIONS => "OPTIONS",
         http::Method::CONNECT => "CONNECT",
         http::Method::TRACE => "TRACE",
-        _ => return Cow::Owned(method.as_str().to_string()),
+        _ => {
+            attributes.push(KeyValue::new("http.request.method", "_OTHER"));
+            attributes.push(KeyValue::new("http.request.method_original", method.as_str().to_string()));
+            return "HTTP";
+        }
     };
-    Cow::Borrowed(name)
+    attributes.push(KeyValue::new("http.request.method", known));
+    known
 }
 
 /// Records an HTTP response's status on its span; `failed` (5xx for a server, 4xx or 5xx for a
@@ -90,8 +99,10 @@ pub(crate) fn record_response_status(span: &SpanRef<'_>, status: http::StatusCod
     }
 }
 
-/// How many distinct names [`joined`] keeps; past it, names are built for each span.
+/// How many distinct names [`joined`] keeps, and how long each may be; past either, names are
+/// built for each span.
 const MAX_INTERNED: usize = 4096;
+const MAX_INTERNED_LEN: usize = 256;
 
 /// `parts` joined by spaces, as a `'static` string made once per distinct value: routes, topics
 /// and the span names made of them are few per service and repeat on every request, so each
@@ -100,6 +111,12 @@ const MAX_INTERNED: usize = 4096;
 /// a copy.
 pub(crate) fn joined(parts: &[&str]) -> Cow<'static, str> {
     static INTERNED: OnceLock<RwLock<HashMap<u64, &'static str>>> = OnceLock::new();
+    // Set once the table is full, so names it will never hold do not queue on its write lock.
+    static FULL: AtomicBool = AtomicBool::new(false);
+    let length = parts.iter().map(|part| part.len() + 1).sum::<usize>();
+    if length > MAX_INTERNED_LEN {
+        return Cow::Owned(parts.join(" "));
+    }
     let interned = INTERNED.get_or_init(Default::default);
     // FNV-1a, with a separator between parts: the strings are short and a collision costs a copy.
     let hash = parts.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, part| {
@@ -120,8 +137,12 @@ pub(crate) fn joined(parts: &[&str]) -> Cow<'static, str> {
     if let Some(&name) = interned.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&hash) {
         return if is_joined(name) { Cow::Borrowed(name) } else { Cow::Owned(parts.join(" ")) };
     }
+    if FULL.load(Ordering::Relaxed) {
+        return Cow::Owned(parts.join(" "));
+    }
     let mut interned = interned.write().unwrap_or_else(|poisoned| poisoned.into_inner());
     if interned.len() >= MAX_INTERNED {
+        FULL.store(true, Ordering::Relaxed);
         return Cow::Owned(parts.join(" "));
     }
     let name: &'static str = interned.entry(hash).or_insert_with(|| Box::leak(parts.join(" ").into_boxed_str()));
@@ -147,5 +168,18 @@ mod tests {
         assert_eq!(joined(&["send", "orders"]), "send orders");
         assert_eq!(joined(&["orders"]), "orders");
         assert_eq!(joined(&[""]), "");
+        let long = "x".repeat(MAX_INTERNED_LEN);
+        assert!(matches!(joined(&["GET", &long]), Cow::Owned(_)), "long names are not kept");
+    }
+
+    #[test]
+    fn unknown_methods_are_recorded_as_other() {
+        let mut attributes = Vec::new();
+        assert_eq!(record_method(&http::Method::PATCH, &mut attributes), "PATCH");
+        assert_eq!(attributes, vec![KeyValue::new("http.request.method", "PATCH")]);
+        let mut attributes = Vec::new();
+        let method = http::Method::from_bytes(b"PURGE-EVERYTHING-1234").unwrap();
+        assert_eq!(record_method(&method, &mut attributes), "HTTP");
+        assert_eq!(attributes, vec![KeyValue::new("http.request.method", "_OTHER"), KeyValue::new("http.request.method_original", "PURGE-EVERYTHING-1234")]);
     }
 }
