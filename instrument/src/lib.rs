@@ -13,6 +13,10 @@
 //!   conventions' span kinds and attributes; the consumer span continues the producer's trace
 //!   and links to the producer span.
 //!
+//! The context these carry is W3C trace context (`traceparent`, `tracestate`), read and written
+//! by [`propagation`] itself: a propagator the service makes global (B3, baggage) is not used
+//! for them. [`init`] still installs the W3C propagator globally, for other libraries.
+//!
 //! These four kinds of span are made with the OpenTelemetry API directly, at about a third of
 //! what a `tracing` span costs through `tracing-opentelemetry` (`benches/spans.rs`), and are the
 //! current OpenTelemetry context while their work runs, so the service's own `tracing` spans nest

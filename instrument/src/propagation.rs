@@ -1,4 +1,6 @@
-//! W3C trace context (`traceparent` and `tracestate`) in HTTP and Kafka headers.
+//! W3C trace context (`traceparent` and `tracestate`) in HTTP and Kafka headers: the only
+//! context the library's HTTP and Kafka spans carry. A propagator the service makes global (B3,
+//! baggage) is not consulted for them.
 //!
 //! The header is read and written here, on the stack, rather than through the global
 //! `TextMapPropagator`: the SDK's `TraceContextPropagator` collects the header's parts into a
@@ -8,6 +10,8 @@
 //! W3C Trace Context specification accepts (the SDK is more lenient: it takes short ids and
 //! upper-case versions); what it writes is byte for byte what the SDK writes, except that an
 //! empty `tracestate` is left out instead of sent as an empty header.
+
+use std::borrow::Cow;
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
 use opentelemetry::Context;
@@ -100,22 +104,39 @@ fn continued(context: Context, remote: Option<SpanContext>) -> Context {
     }
 }
 
-/// Writes `context` into HTTP headers.
+/// Writes `context` into HTTP headers, replacing any trace context they held.
 pub fn inject_http(context: &Context, headers: &mut http::HeaderMap) {
     if let Some((traceparent, tracestate)) = traceparent(context) {
         if let Ok(value) = http::HeaderValue::from_bytes(&traceparent) {
             headers.insert(http::HeaderName::from_static(TRACEPARENT), value);
         }
-        if let Some(value) = tracestate.and_then(|state| http::HeaderValue::from_str(&state).ok()) {
-            headers.insert(http::HeaderName::from_static(TRACESTATE), value);
-        }
+        match tracestate.and_then(|state| http::HeaderValue::from_str(&state).ok()) {
+            Some(value) => headers.insert(http::HeaderName::from_static(TRACESTATE), value),
+            // A forwarded request's old state does not belong to the new parent.
+            None => headers.remove(TRACESTATE),
+        };
     }
 }
 
 /// The context HTTP headers carry, as a child of the current context (the current context when
-/// they carry none).
+/// they carry none). A `traceparent` sent twice is no context, as the specification's test suite
+/// has it; several `tracestate` lines are one list.
 pub fn extract_http(headers: &http::HeaderMap) -> Context {
-    let remote = headers.get(TRACEPARENT).and_then(|traceparent| parse_traceparent(traceparent.as_bytes(), headers.get(TRACESTATE).map(http::HeaderValue::as_bytes)));
+    let mut traceparents = headers.get_all(TRACEPARENT).iter();
+    let remote = match (traceparents.next(), traceparents.next()) {
+        (Some(traceparent), None) => {
+            let mut states = headers.get_all(TRACESTATE).iter();
+            let state: Option<Cow<'_, [u8]>> = match (states.next(), states.next()) {
+                (Some(first), Some(second)) => {
+                    let lines: Vec<&[u8]> = [first, second].into_iter().chain(states).map(http::HeaderValue::as_bytes).collect();
+                    Some(Cow::Owned(lines.join(&b","[..])))
+                }
+                (first, _) => first.map(|state| Cow::Borrowed(state.as_bytes())),
+            };
+            parse_traceparent(traceparent.as_bytes(), state.as_deref())
+        }
+        _ => None,
+    };
     continued(Context::current(), remote)
 }
 
@@ -132,10 +153,11 @@ pub fn inject_kafka(context: &Context, headers: OwnedHeaders) -> OwnedHeaders {
 }
 
 /// The context a Kafka record's headers carry, as a child of the current context. Header keys
-/// are matched regardless of case, as HTTP's are.
+/// are matched regardless of case, as HTTP's are; of several, the last counts, since Kafka
+/// headers are appended to (a forwarded record keeps its old ones ahead of the new).
 pub fn extract_kafka<H: Headers>(headers: Option<&H>) -> Context {
     let remote = headers.and_then(|headers| {
-        let value = |name: &str| headers.iter().find(|header| header.key.eq_ignore_ascii_case(name)).and_then(|header| header.value);
+        let value = |name: &str| headers.iter().filter(|header| header.key.eq_ignore_ascii_case(name)).last().and_then(|header| header.value);
         parse_traceparent(value(TRACEPARENT)?, value(TRACESTATE))
     });
     continued(Context::current(), remote)
@@ -234,9 +256,37 @@ mod tests {
             assert_eq!(read.span().span_context().trace_state(), &state);
             assert_eq!(extract_http(&http_headers).span().span_context(), read.span().span_context());
         }
+        // A forwarded request's old context is replaced, state included.
+        let mut forwarded = http::HeaderMap::new();
+        forwarded.insert(TRACEPARENT, http::HeaderValue::from_static("00-11111111111111111111111111111111-2222222222222222-01"));
+        forwarded.insert(TRACESTATE, http::HeaderValue::from_static("old=1"));
+        let fresh = Context::new().with_remote_span_context(SpanContext::new(TraceId::from_bytes([3; 16]), SpanId::from_bytes([4; 8]), TraceFlags::SAMPLED, false, TraceState::NONE));
+        inject_http(&fresh, &mut forwarded);
+        assert_eq!(forwarded.get(TRACEPARENT).unwrap(), "00-03030303030303030303030303030303-0404040404040404-01");
+        assert_eq!(forwarded.get(TRACESTATE), None);
+
         let mut untouched = http::HeaderMap::new();
         inject_http(&Context::new(), &mut untouched);
         assert!(untouched.is_empty());
         assert_eq!(inject_kafka(&Context::new(), OwnedHeaders::new()).count(), 0);
+    }
+
+    #[test]
+    fn duplicated_traceparents_carry_no_context_and_tracestate_lines_are_one_list() {
+        const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut headers = http::HeaderMap::new();
+        headers.append(TRACEPARENT, http::HeaderValue::from_static(PARENT));
+        headers.append(TRACESTATE, http::HeaderValue::from_static("a=1"));
+        headers.append(TRACESTATE, http::HeaderValue::from_static("b=2,c=3"));
+        let context = extract_http(&headers);
+        assert_eq!(context.span().span_context().trace_state().header(), "a=1,b=2,c=3");
+        headers.append(TRACEPARENT, http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-01"));
+        assert!(!extract_http(&headers).span().span_context().is_valid());
+
+        // Kafka: the last header wins, whatever the case of its key.
+        let kafka = OwnedHeaders::new()
+            .insert(Header { key: "traceparent", value: Some("00-11111111111111111111111111111111-2222222222222222-01") })
+            .insert(Header { key: "TraceParent", value: Some(PARENT) });
+        assert_eq!(extract_kafka(Some(&kafka)).span().span_context().trace_id(), TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap());
     }
 }
