@@ -33,7 +33,7 @@ bench: tansu
 	cargo bench --locked --bench instrumentation
 
 ## The example shop's instructions per request without and with instrumentation, counted by
-## callgrind: the same on every run, unlike CPU time on a shared machine.
+## callgrind: within a percent or two from run to run, unlike CPU time on a shared machine.
 bench-instructions: tansu
 	cargo build --release --locked --examples --bin tracepipe
 	benches/instrumentation_instructions.sh

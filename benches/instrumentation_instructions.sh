@@ -2,8 +2,10 @@
 # Instructions per request of the example shop (both services, every thread, librdkafka's and
 # the exporter's included), counted by callgrind: uninstrumented, instrumented with nothing
 # sampled (`always_off`: context still propagated), and instrumented at 100%. Unlike CPU time,
-# the count is the same on every run, whatever else the machine is doing, so it shows what a
-# change to the instrumentation costs or saves.
+# the count hardly depends on what else the machine is doing (a percent or two from run to run,
+# from timer-driven work such as export intervals and producer batching), so it shows what a
+# change to the instrumentation costs or saves. Callgrind runs one thread at a time: what
+# contention between cores costs is not in it.
 #
 # Each mode: a Tansu broker of its own, both services under `valgrind --tool=callgrind`, 300
 # warm-up requests, counters zeroed, REQUESTS requests four at a time, counters dumped.
@@ -33,9 +35,30 @@ wait_for_port() {
     return 1
 }
 
+# What a mode leaves running, stopped on any exit.
+pids=()
+dir=
+cleanup() {
+    if [ ${#pids[@]} -gt 0 ]; then
+        kill "${pids[@]}" 2>/dev/null || true
+        wait "${pids[@]}" 2>/dev/null || true
+    fi
+    [ -n "$dir" ] && rm -rf "$dir"
+    pids=()
+    dir=
+}
+trap cleanup EXIT
+
+# The count callgrind dumped for a service, after the counters were zeroed.
+dumped() {
+    local file=$1.1
+    [ -s "$file" ] || { echo "callgrind wrote no dump at $file (see ${1%.out}.log)" >&2; return 1; }
+    callgrind_annotate "$file" | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
+}
+
 # Prints the instructions per request of one mode: `off`, `always_off` or `on`.
 count() {
-    local mode=$1 dir pids=()
+    local mode=$1
     dir=$(mktemp -d)
     local kafka_port orders_port frontend_port
     kafka_port=$(free_port); orders_port=$(free_port); frontend_port=$(free_port)
@@ -54,7 +77,8 @@ count() {
     for service in orders frontend; do
         local port=$orders_port
         [ "$service" = frontend ] && port=$frontend_port
-        env PORT="$port" KAFKA_BROKERS="127.0.0.1:$kafka_port" ORDERS_URL="http://127.0.0.1:$orders_port" INSTRUMENT=$instrument \
+        env -u TRACEPIPE_KAFKA_BROKERS -u TRACEPIPE_SPANS_TOPIC -u OTEL_SERVICE_NAME -u OTEL_TRACES_SAMPLER_ARG \
+            PORT="$port" KAFKA_BROKERS="127.0.0.1:$kafka_port" ORDERS_URL="http://127.0.0.1:$orders_port" INSTRUMENT=$instrument \
             OTEL_TRACES_SAMPLER=$sampler RUST_LOG=warn \
             valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$dir/$service.out" "$RELEASE/examples/shop_$service" >"$dir/$service.log" 2>&1 &
         pids+=($!)
@@ -72,17 +96,15 @@ count() {
     sleep 1
     local total=0 instructions
     for service in orders frontend; do
-        # The dump after zeroing is the biggest of the service's files.
-        instructions=$(callgrind_annotate "$(ls -S "$dir/$service.out".* | head -1)" | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+        instructions=$(dumped "$dir/$service.out")
         total=$((total + instructions))
         printf '  %-10s %-9s %8d instructions per request\n' "$mode" "$service" $((instructions / REQUESTS))
     done
     printf '  %-10s %-9s %8d instructions per request\n' "$mode" both $((total / REQUESTS))
+    # The services flush their telemetry to the broker as they stop, so it goes last.
     kill "${pids[2]}" "${pids[1]}" 2>/dev/null || true
-    sleep 2
-    kill "${pids[0]}" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$dir"
+    wait "${pids[2]}" "${pids[1]}" 2>/dev/null || true
+    cleanup
 }
 
 echo "example shop, GET /checkout, $REQUESTS requests, callgrind:"
