@@ -32,40 +32,23 @@ fn traceparent(context: &Context) -> Option<([u8; TRACEPARENT_LEN], Option<Strin
     }
     let mut out = [0u8; TRACEPARENT_LEN];
     out[..3].copy_from_slice(b"00-");
-    write_hex(&span_context.trace_id().to_bytes(), &mut out[3..35]);
+    // The slices are exactly twice the bytes' length, which is all encode_to_slice checks.
+    let _ = hex::encode_to_slice(span_context.trace_id().to_bytes(), &mut out[3..35]);
     out[35] = b'-';
-    write_hex(&span_context.span_id().to_bytes(), &mut out[36..52]);
+    let _ = hex::encode_to_slice(span_context.span_id().to_bytes(), &mut out[36..52]);
     out[52] = b'-';
-    write_hex(&[(span_context.trace_flags() & TraceFlags::SAMPLED).to_u8()], &mut out[53..55]);
-    let trace_state = span_context.trace_state();
-    let trace_state = (trace_state != &TraceState::NONE).then(|| trace_state.header()).filter(|header| !header.is_empty());
+    let _ = hex::encode_to_slice([(span_context.trace_flags() & TraceFlags::SAMPLED).to_u8()], &mut out[53..55]);
+    let trace_state = Some(span_context.trace_state().header()).filter(|header| !header.is_empty());
     Some((out, trace_state))
 }
 
-fn write_hex(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
-    }
-}
-
-/// Lower-case hex only, as the specification requires.
+/// Lower-case hex only, as the specification requires (`hex` alone also takes upper case).
 fn read_hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
-    fn digit(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    if text.len() != 2 * N {
+    if !text.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     let mut out = [0u8; N];
-    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 
