@@ -12,6 +12,9 @@
 #
 #     make bench-instructions            (REQUESTS=1000 by default)
 #
+# KEEP_DUMPS=DIR keeps each mode's dumps there (MODE-SERVICE.out), for callgrind_annotate
+# --inclusive=yes to say where the instructions went.
+#
 # Needs valgrind, Tansu ($TANSU) and the release build of the examples and the tracepipe binary.
 set -euo pipefail
 
@@ -99,6 +102,10 @@ count() {
         instructions=$(dumped "$dir/$service.out")
         total=$((total + instructions))
         printf '  %-10s %-9s %8d instructions per request\n' "$mode" "$service" $((instructions / REQUESTS))
+        if [ -n "${KEEP_DUMPS:-}" ]; then
+            mkdir -p "$KEEP_DUMPS"
+            cp "$dir/$service.out.1" "$KEEP_DUMPS/$mode-$service.out"
+        fi
     done
     printf '  %-10s %-9s %8d instructions per request\n' "$mode" both $((total / REQUESTS))
     # The services flush their telemetry to the broker as they stop, so it goes last.
