@@ -4,6 +4,8 @@
 //! exporter writes with `partition_traces_by_id`, without a collector in between.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
@@ -13,14 +15,15 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::client::ClientContext;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientConfig;
 
 use crate::otlp::{self, delimited_len, write_delimited_header};
 use crate::KafkaExport;
 
 pub struct KafkaSpanExporter {
-    producer: FutureProducer,
+    producer: ThreadedProducer<BatchDeliveries>,
     topic: String,
     /// The process's resource as the `resource` and `schema_url` fields of a `ResourceSpans`,
     /// encoded once when the SDK sets it: every record repeats these bytes.
@@ -30,6 +33,47 @@ pub struct KafkaSpanExporter {
 impl std::fmt::Debug for KafkaSpanExporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSpanExporter").field("topic", &self.topic).finish()
+    }
+}
+
+/// What Kafka has answered for the records of one export: one shared count per batch instead
+/// of a future per record, so a record costs Kafka's own work and an atomic decrement.
+struct Batch {
+    /// Records not yet answered, plus one held by [`KafkaSpanExporter::export`] until every
+    /// record is handed to the producer, so the batch cannot complete while it is being sent.
+    unanswered: AtomicUsize,
+    /// The first error Kafka reported for a record of the batch.
+    failure: Mutex<Option<String>>,
+    done: Mutex<Option<futures_channel::oneshot::Sender<()>>>,
+}
+
+impl Batch {
+    fn answered(&self, count: usize) {
+        if self.unanswered.fetch_sub(count, Ordering::AcqRel) == count {
+            if let Some(done) = self.done.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn failed(&self, error: String) {
+        self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get_or_insert(error);
+    }
+}
+
+/// The producer's context: each delivery report counts against its record's batch.
+struct BatchDeliveries;
+
+impl ClientContext for BatchDeliveries {}
+
+impl ProducerContext for BatchDeliveries {
+    type DeliveryOpaque = Arc<Batch>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<Batch>) {
+        if let Err((error, _)) = result {
+            batch.failed(format!("kafka: {error}"));
+        }
+        batch.answered(1);
     }
 }
 
@@ -47,6 +91,10 @@ const RESOURCE_SPANS_SCHEMA_URL: u32 = 3;
 const SCOPE_SPANS_SCOPE: u32 = 1;
 const SCOPE_SPANS_SPANS: u32 = 2;
 const SCOPE_SPANS_SCHEMA_URL: u32 = 3;
+
+/// A span of a batch: its trace id, its scope's index and where its body lies in the batch's
+/// encoded bodies.
+type EncodedSpan = ([u8; 16], usize, Range<usize>);
 
 /// One instrumentation scope of a batch, with its `ScopeSpans.scope` and `.schema_url` fields
 /// encoded once.
@@ -84,7 +132,7 @@ impl KafkaSpanExporter {
         for (key, value) in &kafka.producer {
             config.set(key, value);
         }
-        let mut exporter = KafkaSpanExporter { producer: config.create()?, topic: kafka.topic.clone(), resource_fields: Vec::new() };
+        let mut exporter = KafkaSpanExporter { producer: config.create_with_context(BatchDeliveries)?, topic: kafka.topic.clone(), resource_fields: Vec::new() };
         exporter.set_resource(&Resource::builder_empty().build());
         Ok(exporter)
     }
@@ -99,7 +147,7 @@ impl KafkaSpanExporter {
         let mut bodies = Vec::with_capacity(batch.len() * TYPICAL_SPAN_BYTES);
         // (trace id, scope, where the span's body lies in `bodies`), then grouped by trace and
         // scope, in arrival order within each.
-        let mut spans: Vec<([u8; 16], usize, Range<usize>)> = Vec::with_capacity(batch.len());
+        let mut spans: Vec<EncodedSpan> = Vec::with_capacity(batch.len());
         for span in &batch {
             let scope = match scopes.iter().position(|s| s.scope == span.instrumentation_scope) {
                 Some(index) => index,
@@ -117,8 +165,8 @@ impl KafkaSpanExporter {
 
         let mut records = Vec::new();
         for trace in spans.chunk_by(|a, b| a.0 == b.0) {
-            let groups: Vec<&[([u8; 16], usize, Range<usize>)]> = trace.chunk_by(|a, b| a.1 == b.1).collect();
-            let scope_body = |group: &[([u8; 16], usize, Range<usize>)]| scopes[group[0].1].fields.len() + group.iter().map(|s| delimited_len(SCOPE_SPANS_SPANS, s.2.len())).sum::<usize>();
+            let groups: Vec<&[EncodedSpan]> = trace.chunk_by(|a, b| a.1 == b.1).collect();
+            let scope_body = |group: &[EncodedSpan]| scopes[group[0].1].fields.len() + group.iter().map(|s| delimited_len(SCOPE_SPANS_SPANS, s.2.len())).sum::<usize>();
             let resource_body = self.resource_fields.len() + groups.iter().map(|g| delimited_len(RESOURCE_SPANS_SCOPE_SPANS, scope_body(g))).sum::<usize>();
             let mut out = Vec::with_capacity(delimited_len(REQUEST_RESOURCE_SPANS, resource_body));
             write_delimited_header(REQUEST_RESOURCE_SPANS, resource_body, &mut out);
@@ -140,24 +188,27 @@ impl KafkaSpanExporter {
 }
 
 impl SpanExporter for KafkaSpanExporter {
+    /// Succeeds once Kafka has stored every record of the batch; fails with the first error it
+    /// reported for any of them, after all have been answered (librdkafka answers each within
+    /// `message.timeout.ms`).
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let records = self.records(batch);
-        let mut deliveries = Vec::with_capacity(records.len());
-        for (trace_id, payload) in &records {
-            let record = FutureRecord::to(&self.topic).key(&trace_id[..]).payload(payload);
-            match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((error, _)) => return Err(OTelSdkError::InternalFailure(format!("kafka: {error}"))),
+        let (done, answered) = futures_channel::oneshot::channel();
+        let batch = Arc::new(Batch { unanswered: AtomicUsize::new(records.len() + 1), failure: Mutex::new(None), done: Mutex::new(Some(done)) });
+        for (index, (trace_id, payload)) in records.iter().enumerate() {
+            let record = BaseRecord::with_opaque_to(&self.topic, Arc::clone(&batch)).key(&trace_id[..]).payload(payload);
+            if let Err((error, _)) = self.producer.send(record) {
+                // The records from here on will not be answered: the batch is failed as soon
+                // as those already sent are.
+                batch.failed(format!("kafka: {error}"));
+                batch.answered(records.len() - index);
+                break;
             }
         }
-        for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => return Err(OTelSdkError::InternalFailure(format!("kafka: {error}"))),
-                Err(_) => return Err(OTelSdkError::InternalFailure("kafka producer dropped".into())),
-            }
-        }
-        Ok(())
+        batch.answered(1);
+        answered.await.map_err(|_| OTelSdkError::InternalFailure("kafka producer dropped".into()))?;
+        let failure = batch.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        failure.map_or(Ok(()), |error| Err(OTelSdkError::InternalFailure(error)))
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -194,12 +245,12 @@ mod tests {
 
     /// A span of `trace`; the ids pick among the shapes a span can have.
     fn span(trace: u8, id: u8, scope: &InstrumentationScope) -> SpanData {
-        let trace_state = if id % 2 == 0 { TraceState::from_key_value([("vendor", "a1")]).unwrap() } else { TraceState::default() };
+        let trace_state = if id.is_multiple_of(2) { TraceState::from_key_value([("vendor", "a1")]).unwrap() } else { TraceState::default() };
         let context = SpanContext::new(TraceId::from_bytes([trace; 16]), SpanId::from_bytes([id; 8]), TraceFlags::SAMPLED, false, trace_state);
         let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_nanos(1_764_000_000_000_000_000 + s);
         let mut events = SpanEvents::default();
         let mut links = SpanLinks::default();
-        if id % 3 == 0 {
+        if id.is_multiple_of(3) {
             events.events.push(Event::new("exception", at(500), vec![KeyValue::new("exception.type", "Timeout"), KeyValue::new("exception.escaped", false)], 1));
             events.dropped_count = 2;
             let linked = SpanContext::new(TraceId::from_bytes([9; 16]), SpanId::from_bytes([9; 8]), TraceFlags::SAMPLED, true, TraceState::from_key_value([("k", "v")]).unwrap());
@@ -218,7 +269,7 @@ mod tests {
                 KeyValue::new("retries", i64::from(id) - 3),
                 KeyValue::new("zero", 0_i64),
                 KeyValue::new("empty", ""),
-                KeyValue::new("cached", id % 2 == 0),
+                KeyValue::new("cached", id.is_multiple_of(2)),
                 KeyValue::new("ratio", 0.25 * f64::from(id)),
                 KeyValue::new("tags", Value::Array(Array::String(vec!["a".into(), "".into()]))),
                 KeyValue::new("codes", Value::Array(Array::I64(vec![0, -1, 300]))),
@@ -235,6 +286,49 @@ mod tests {
             },
             instrumentation_scope: scope.clone(),
         }
+    }
+
+    fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+    }
+
+    /// An export succeeds once Kafka stored each trace's record, keyed by its trace id.
+    #[test]
+    fn export_answers_once_kafka_stored_every_record() {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message as _;
+
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("otlp_spans", 3, 1).unwrap();
+        let kafka = KafkaExport { brokers: cluster.bootstrap_servers(), topic: "otlp_spans".into(), producer: Vec::new() };
+        let exporter = KafkaSpanExporter::new(&kafka).unwrap();
+        let scope = InstrumentationScope::builder("http").build();
+        let batch: Vec<SpanData> = (1..=20).map(|trace| span(trace, 2, &scope)).collect();
+        run(exporter.export(batch)).unwrap();
+        run(exporter.export(Vec::new())).unwrap();
+
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).set("group.id", "check").set("auto.offset.reset", "earliest").create().unwrap();
+        consumer.subscribe(&["otlp_spans"]).unwrap();
+        let mut keys = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while keys.len() < 20 && std::time::Instant::now() < deadline {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                keys.push(message.unwrap().key().unwrap()[0]);
+            }
+        }
+        keys.sort_unstable();
+        assert_eq!(keys, (1..=20).collect::<Vec<u8>>());
+    }
+
+    /// A batch Kafka does not store is reported failed, with Kafka's reason, once every record
+    /// has timed out.
+    #[test]
+    fn export_fails_when_kafka_does_not_store_the_batch() {
+        let kafka = KafkaExport { brokers: "127.0.0.1:1".into(), topic: "otlp_spans".into(), producer: vec![("message.timeout.ms".into(), "300".into())] };
+        let exporter = KafkaSpanExporter::new(&kafka).unwrap();
+        let scope = InstrumentationScope::builder("http").build();
+        let error = run(exporter.export(vec![span(1, 2, &scope), span(2, 2, &scope)])).unwrap_err();
+        assert!(error.to_string().contains("kafka: Message production error: MessageTimedOut"), "{error}");
     }
 
     /// Every record decodes to what opentelemetry-proto's own conversion makes of that trace's

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::encoding::{encoded_len_varint, key_len, WireType};
 
 /// `SpanFlags`: the low byte is the W3C trace flags; these say whether the parent was remote.
 const FLAGS_CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
@@ -131,6 +131,24 @@ fn status_len(status: &Status) -> usize {
 }
 
 // ---- writing -------------------------------------------------------------------------------
+
+/// A varint, pushed byte by byte onto the `Vec`: prost's `encode_varint` goes through `BufMut`,
+/// a bounds-checked slice copy per byte and a call that is not inlined, and the keys and lengths
+/// it would write are most of a span's bytes.
+#[inline]
+fn encode_varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A field's key: one byte for every field OTLP's messages have below 16.
+#[inline]
+fn encode_key(field: u32, wire_type: WireType, out: &mut Vec<u8>) {
+    encode_varint(u64::from(field << 3 | wire_type as u32), out);
+}
 
 /// The key and length of a length-delimited field whose `body` bytes follow.
 pub(crate) fn write_delimited_header(field: u32, body: usize, out: &mut Vec<u8>) {
