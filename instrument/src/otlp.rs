@@ -237,9 +237,11 @@ fn write_array(array: &Array, out: &mut Vec<u8>) {
 
 fn write_attributes(field: u32, attributes: &[KeyValue], out: &mut Vec<u8>) {
     for kv in attributes {
-        write_delimited_header(field, key_value_len(kv), out);
-        write_bytes(1, kv.key.as_str().as_bytes(), out);
-        write_delimited_header(2, any_value_len(&kv.value), out);
+        let key = kv.key.as_str();
+        let value_len = any_value_len(&kv.value);
+        write_delimited_header(field, text_len(1, key) + delimited_len(2, value_len), out);
+        write_bytes(1, key.as_bytes(), out);
+        write_delimited_header(2, value_len, out);
         write_any_value(&kv.value, out);
     }
 }
