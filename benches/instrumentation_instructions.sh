@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per request of the example shop (both services, every thread, librdkafka's and
 # the exporter's included), counted by callgrind: uninstrumented, instrumented with nothing
-# sampled (`always_off`: context still propagated), and instrumented at 100%. Unlike CPU time,
+# sampled (`always_off`: context still propagated), with one trace in ten sampled (`ratio_0.1`,
+# parent-based, as services in production commonly run) and at 100%. Unlike CPU time,
 # the count hardly depends on what else the machine is doing (a percent or two from run to run,
 # from timer-driven work such as export intervals and producer batching), so it shows what a
 # change to the instrumentation costs or saves. Callgrind runs one thread at a time: what
@@ -59,7 +60,7 @@ dumped() {
     callgrind_annotate "$file" | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
 }
 
-# Prints the instructions per request of one mode: `off`, `always_off` or `on`.
+# Prints the instructions per request of one mode: `off`, `always_off`, `ratio_0.1` or `on`.
 count() {
     local mode=$1
     dir=$(mktemp -d)
@@ -71,16 +72,17 @@ count() {
     sed "s/^  brokers: .*/  brokers: \"127.0.0.1:$kafka_port\"/; s/^topics:/topics:\n  orders.placed: { partitions: 3, replication: 1 }/" "$ROOT/topology.yaml" >"$dir/topology.yaml"
     "$RELEASE/tracepipe" topics create -t "$dir/topology.yaml" >"$dir/topics.log" 2>&1
 
-    local instrument=on sampler=parentbased_always_on
+    local instrument=on sampler=parentbased_always_on ratio=
     case $mode in
         off) instrument=off ;;
         always_off) sampler=always_off ;;
+        ratio_*) sampler=parentbased_traceidratio ratio=${mode#ratio_} ;;
     esac
     local service
     for service in orders frontend; do
         local port=$orders_port
         [ "$service" = frontend ] && port=$frontend_port
-        env -u TRACEPIPE_KAFKA_BROKERS -u TRACEPIPE_SPANS_TOPIC -u OTEL_SERVICE_NAME -u OTEL_TRACES_SAMPLER_ARG \
+        env -u TRACEPIPE_KAFKA_BROKERS -u TRACEPIPE_SPANS_TOPIC -u OTEL_SERVICE_NAME OTEL_TRACES_SAMPLER_ARG="$ratio" \
             PORT="$port" KAFKA_BROKERS="127.0.0.1:$kafka_port" ORDERS_URL="http://127.0.0.1:$orders_port" INSTRUMENT=$instrument \
             OTEL_TRACES_SAMPLER=$sampler RUST_LOG=warn \
             valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$dir/$service.out" "$RELEASE/examples/shop_$service" >"$dir/$service.log" 2>&1 &
@@ -115,6 +117,6 @@ count() {
 }
 
 echo "example shop, GET /checkout, $REQUESTS requests, callgrind:"
-for mode in off always_off on; do
+for mode in off always_off ratio_0.1 on; do
     count "$mode"
 done

@@ -16,7 +16,7 @@ use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _};
 use opentelemetry::KeyValue;
 
 use crate::propagation::extract_http;
-use crate::tracer::{joined, record_method, record_response_status, start_span};
+use crate::tracer::{joined, parent_unsampled, record_method, record_response_status, start_span};
 
 /// Wraps a service so each request runs inside a server span.
 ///
@@ -81,6 +81,10 @@ where
 /// A started server span for `request`, as the current span of a context continuing the
 /// caller's.
 fn server_span<B>(request: &http::Request<B>) -> opentelemetry::Context {
+    let parent = extract_http(request.headers());
+    if parent_unsampled(&parent) {
+        return parent;
+    }
     let mut attributes = Vec::with_capacity(5);
     let method = record_method(request.method(), &mut attributes);
     let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
@@ -95,5 +99,5 @@ fn server_span<B>(request: &http::Request<B>) -> opentelemetry::Context {
     if let Some(scheme) = request.uri().scheme_str() {
         attributes.push(KeyValue::new("url.scheme", scheme.to_string()));
     }
-    start_span(name, SpanKind::Server, attributes, Vec::new(), extract_http(request.headers()))
+    start_span(name, SpanKind::Server, attributes, Vec::new(), parent)
 }

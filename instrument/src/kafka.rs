@@ -37,7 +37,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use crate::propagation::{extract_kafka, inject_kafka};
-use crate::tracer::{joined, start_span};
+use crate::tracer::{joined, parent_unsampled, start_span};
 
 fn system() -> KeyValue {
     KeyValue::new("messaging.system", "kafka")
@@ -47,13 +47,17 @@ fn system() -> KeyValue {
 /// where Kafka stored the record can be added with [`record_key`] and [`record_delivery`];
 /// [`send`] does all of it.
 pub fn producer_span(topic: &str) -> Context {
+    let parent = Context::current();
+    if parent_unsampled(&parent) {
+        return parent;
+    }
     let attributes = vec![
         system(),
         KeyValue::new("messaging.operation.type", "send"),
         KeyValue::new("messaging.operation.name", "send"),
         KeyValue::new("messaging.destination.name", joined(&[topic])),
     ];
-    start_span(joined(&["send", topic]), SpanKind::Producer, attributes, Vec::new(), Context::current())
+    start_span(joined(&["send", topic]), SpanKind::Producer, attributes, Vec::new(), parent)
 }
 
 /// Records the record's key on a producer or consumer span, when it is text (as the conventions
@@ -91,15 +95,19 @@ where
     P: ToBytes + ?Sized,
 {
     let context = producer_span(record.topic);
-    if let Some(key) = record.key {
+    let recording = context.span().is_recording();
+    if let Some(key) = record.key.filter(|_| recording) {
         record_key(&context, key.to_bytes());
     }
-    if let Some(payload) = record.payload {
+    if let Some(payload) = record.payload.filter(|_| recording) {
         context.span().set_attribute(KeyValue::new("messaging.message.body.size", payload.to_bytes().len() as i64));
     }
     let mut record = record;
     let headers = inject(&context, record.headers.take().unwrap_or_default());
     let result = producer.send(record.headers(headers), queue_timeout).with_context(context.clone()).await;
+    if !recording {
+        return result;
+    }
     match &result {
         Ok(delivery) => record_delivery(&context, delivery.partition, delivery.offset),
         Err((error, _)) => {
@@ -131,6 +139,14 @@ pub fn consumer_span_in_group<M: Message>(message: &M, group: Option<&str>) -> C
 where
     M::Headers: Headers,
 {
+    let producer = extract_kafka(message.headers());
+    let producer_span = producer.span().span_context().clone();
+    let linked = producer_span.is_valid();
+    let parent = if linked { producer } else { Context::current() };
+    if parent_unsampled(&parent) {
+        return parent;
+    }
+    let links = if linked { vec![Link::with_context(producer_span)] } else { Vec::new() };
     let topic = message.topic();
     let mut attributes = Vec::with_capacity(11);
     attributes.extend([
@@ -149,8 +165,5 @@ where
     if message.payload().is_none() {
         attributes.push(KeyValue::new("messaging.kafka.message.tombstone", true));
     }
-    let producer = extract_kafka(message.headers());
-    let producer_span = producer.span().span_context().clone();
-    let (parent, links) = if producer_span.is_valid() { (producer, vec![Link::with_context(producer_span)]) } else { (Context::current(), Vec::new()) };
     start_span(joined(&["process", topic]), SpanKind::Consumer, attributes, links, parent)
 }

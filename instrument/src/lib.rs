@@ -20,7 +20,10 @@
 //! These four kinds of span are made with the OpenTelemetry API directly, at about a third of
 //! what a `tracing` span costs through `tracing-opentelemetry` (`benches/spans.rs`), and are the
 //! current OpenTelemetry context while their work runs, so the service's own `tracing` spans nest
-//! under them.
+//! under them. Under [`init`]'s parent-based sampling, a hop whose parent was not sampled makes
+//! none of them: the parent's context is passed on unchanged (still unsampled), as the
+//! OpenTelemetry API does with no SDK installed, so an unsampled request costs propagation
+//! alone.
 //!
 //! ```no_run
 //! let _telemetry = tracepipe_instrument::init(tracepipe_instrument::Config::new("checkout")

@@ -47,6 +47,22 @@ fn tracer() -> &'static LibraryTracer {
     TRACER.get_or_init(|| LibraryTracer::Global(opentelemetry::global::tracer_with_scope(scope())))
 }
 
+/// Whether a span started under `parent` is known to record nothing: [`crate::init`]'s provider
+/// samples by parent (every [`crate::Sampling`] is parent-based), so under a valid parent that
+/// was not sampled it would make a span only to drop it. The library's spans then take
+/// `parent`'s context as their own, as the OpenTelemetry API does when no SDK is installed: an
+/// unsampled request costs no span id, attributes or SDK span at each hop, and its context still
+/// crosses every boundary (downstream sees the unsampled parent's span id). With a provider the
+/// service installed itself, whose sampler may decide otherwise, the span is always started.
+pub(crate) fn parent_unsampled(parent: &Context) -> bool {
+    if !matches!(TRACER.get(), Some(LibraryTracer::Sdk(_))) {
+        return false;
+    }
+    let span = parent.span();
+    let context = span.span_context();
+    context.is_valid() && !context.is_sampled()
+}
+
 /// Starts a span of `kind` from the library's tracer as a child of `parent`, and returns `parent`
 /// with it as the current span: the context its work runs in.
 pub(crate) fn start_span(name: impl Into<Cow<'static, str>>, kind: SpanKind, attributes: Vec<KeyValue>, links: Vec<Link>, parent: Context) -> Context {
