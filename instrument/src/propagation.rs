@@ -20,6 +20,10 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
+/// The header names as HTTP header names, validated once, at compile time.
+const TRACEPARENT_HEADER: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_HEADER: http::HeaderName = http::HeaderName::from_static(TRACESTATE);
+
 /// `00-{trace id}-{span id}-{flags}`.
 const TRACEPARENT_LEN: usize = 55;
 
@@ -33,23 +37,23 @@ fn traceparent(context: &Context) -> Option<([u8; TRACEPARENT_LEN], Option<Strin
     let mut out = [0u8; TRACEPARENT_LEN];
     out[..3].copy_from_slice(b"00-");
     // The slices are exactly twice the bytes' length, which is all encode_to_slice checks.
-    let _ = hex::encode_to_slice(span_context.trace_id().to_bytes(), &mut out[3..35]);
+    let _ = const_hex::encode_to_slice(span_context.trace_id().to_bytes(), &mut out[3..35]);
     out[35] = b'-';
-    let _ = hex::encode_to_slice(span_context.span_id().to_bytes(), &mut out[36..52]);
+    let _ = const_hex::encode_to_slice(span_context.span_id().to_bytes(), &mut out[36..52]);
     out[52] = b'-';
-    let _ = hex::encode_to_slice([(span_context.trace_flags() & TraceFlags::SAMPLED).to_u8()], &mut out[53..55]);
+    let _ = const_hex::encode_to_slice([(span_context.trace_flags() & TraceFlags::SAMPLED).to_u8()], &mut out[53..55]);
     let trace_state = Some(span_context.trace_state().header()).filter(|header| !header.is_empty());
     Some((out, trace_state))
 }
 
-/// Lower-case hex only, as the specification requires (`hex` alone also takes upper case).
+/// Lower-case hex only, as the specification requires (`const_hex` alone also takes upper case,
+/// and a `0x` prefix). Both checks run over every byte without stopping at the first that fails,
+/// which lets them run on whole vectors: a header's ids are decoded on every request.
 fn read_hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
-    if !text.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+    if !text.iter().fold(true, |lower_hex, c| lower_hex & matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
-    let mut out = [0u8; N];
-    hex::decode_to_slice(text, &mut out).ok()?;
-    Some(out)
+    const_hex::decode_to_array(text).ok()
 }
 
 /// The remote span context a `traceparent` (and `tracestate`) header carries, per the W3C Trace
@@ -91,12 +95,12 @@ fn continued(context: Context, remote: Option<SpanContext>) -> Context {
 pub fn inject_http(context: &Context, headers: &mut http::HeaderMap) {
     if let Some((traceparent, tracestate)) = traceparent(context) {
         if let Ok(value) = http::HeaderValue::from_bytes(&traceparent) {
-            headers.insert(http::HeaderName::from_static(TRACEPARENT), value);
+            headers.insert(TRACEPARENT_HEADER, value);
         }
         match tracestate.and_then(|state| http::HeaderValue::from_str(&state).ok()) {
-            Some(value) => headers.insert(http::HeaderName::from_static(TRACESTATE), value),
+            Some(value) => headers.insert(TRACESTATE_HEADER, value),
             // A forwarded request's old state does not belong to the new parent.
-            None => headers.remove(TRACESTATE),
+            None => headers.remove(TRACESTATE_HEADER),
         };
     }
 }
@@ -105,10 +109,10 @@ pub fn inject_http(context: &Context, headers: &mut http::HeaderMap) {
 /// they carry none). A `traceparent` sent twice is no context, as the specification's test suite
 /// has it; several `tracestate` lines are one list.
 pub fn extract_http(headers: &http::HeaderMap) -> Context {
-    let mut traceparents = headers.get_all(TRACEPARENT).iter();
+    let mut traceparents = headers.get_all(TRACEPARENT_HEADER).iter();
     let remote = match (traceparents.next(), traceparents.next()) {
         (Some(traceparent), None) => {
-            let mut states = headers.get_all(TRACESTATE).iter();
+            let mut states = headers.get_all(TRACESTATE_HEADER).iter();
             let state: Option<Cow<'_, [u8]>> = match (states.next(), states.next()) {
                 (Some(first), Some(second)) => {
                     let lines: Vec<&[u8]> = [first, second].into_iter().chain(states).map(http::HeaderValue::as_bytes).collect();
@@ -140,8 +144,16 @@ pub fn inject_kafka(context: &Context, headers: OwnedHeaders) -> OwnedHeaders {
 /// headers are appended to (a forwarded record keeps its old ones ahead of the new).
 pub fn extract_kafka<H: Headers>(headers: Option<&H>) -> Context {
     let remote = headers.and_then(|headers| {
-        let value = |name: &str| headers.iter().filter(|header| header.key.eq_ignore_ascii_case(name)).last().and_then(|header| header.value);
-        parse_traceparent(value(TRACEPARENT)?, value(TRACESTATE))
+        // One pass over the headers: each is read from librdkafka and its key checked as UTF-8.
+        let (mut traceparent, mut tracestate) = (None, None);
+        for header in headers.iter() {
+            if header.key.eq_ignore_ascii_case(TRACEPARENT) {
+                traceparent = header.value;
+            } else if header.key.eq_ignore_ascii_case(TRACESTATE) {
+                tracestate = header.value;
+            }
+        }
+        parse_traceparent(traceparent?, tracestate)
     });
     continued(Context::current(), remote)
 }
