@@ -29,6 +29,7 @@ bench: tansu
 	cargo bench --locked --bench sink
 	cargo bench --locked --bench e2e
 	cargo bench --locked -p tracepipe-instrument --bench spans -- --warm-up-time 1 --measurement-time 3
+	cargo bench --locked -p tracepipe-instrument --bench export -- --warm-up-time 1 --measurement-time 3
 	cargo build --release --locked --examples
 	cargo bench --locked --bench instrumentation
 
