@@ -132,6 +132,8 @@ impl KafkaSpanExporter {
         for (key, value) in &kafka.producer {
             config.set(key, value);
         }
+        // An export completes when every record is answered: reports of success are needed too.
+        config.set("delivery.report.only.error", "false");
         let mut exporter = KafkaSpanExporter { producer: config.create_with_context(BatchDeliveries)?, topic: kafka.topic.clone(), resource_fields: Vec::new() };
         exporter.set_resource(&Resource::builder_empty().build());
         Ok(exporter)

@@ -6,7 +6,10 @@
 //! Each span comes as an `opentelemetry::Context` holding it as the current span: attach it
 //! while the work runs (`let _attached = context.attach()`, or `.with_context(context)` on a
 //! future) and the `tracing` spans made inside are its children. The span ends when it is ended
-//! (`context.span().end()`) or when the last copy of its context is dropped.
+//! (`context.span().end()`) or when the last copy of its context is dropped. Under
+//! [`crate::init`]'s parent-based sampling, a record sent or processed under a parent that was
+//! not sampled gets no span: the context handed back is that parent's, which records nothing,
+//! and the record still carries it onward.
 //!
 //! ```no_run
 //! # async fn example(producer: rdkafka::producer::FutureProducer) {

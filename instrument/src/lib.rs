@@ -86,7 +86,10 @@ pub struct KafkaExport {
     pub brokers: String,
     /// `otlp_spans` is what tracepipe's router reads as OTLP protobuf.
     pub topic: String,
-    /// Any librdkafka producer property (SASL, TLS, …).
+    /// Any librdkafka producer property (SASL, TLS, …). `message.timeout.ms` (10 s unless set)
+    /// is how long an export waits for Kafka before it fails; `0`, librdkafka's "no limit",
+    /// holds the SDK's export thread for as long as Kafka is unreachable, while new spans queue
+    /// and then drop. `delivery.report.only.error` is always off: an export counts every answer.
     pub producer: Vec<(String, String)>,
 }
 

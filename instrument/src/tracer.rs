@@ -50,7 +50,8 @@ fn tracer() -> &'static LibraryTracer {
 /// Whether a span started under `parent` is known to record nothing: [`crate::init`]'s provider
 /// samples by parent (every [`crate::Sampling`] is parent-based), so under a valid parent that
 /// was not sampled it would make a span only to drop it. The library's spans then take
-/// `parent`'s context as their own, as the OpenTelemetry API does when no SDK is installed: an
+/// `parent`'s context as their own (only a parent that records nothing, so ending or annotating
+/// it changes nothing), as the OpenTelemetry API does when no SDK is installed: an
 /// unsampled request costs no span id, attributes or SDK span at each hop, and its context still
 /// crosses every boundary (downstream sees the unsampled parent's span id). With a provider the
 /// service installed itself, whose sampler may decide otherwise, the span is always started.
@@ -60,7 +61,9 @@ pub(crate) fn parent_unsampled(parent: &Context) -> bool {
     }
     let span = parent.span();
     let context = span.span_context();
-    context.is_valid() && !context.is_sampled()
+    // A parent that records is never handed out as a child's context: the child's code ends and
+    // annotates the span it is given.
+    context.is_valid() && !context.is_sampled() && !span.is_recording()
 }
 
 /// Starts a span of `kind` from the library's tracer as a child of `parent`, and returns `parent`

@@ -65,3 +65,37 @@ fn a_sampled_caller_s_request_gets_spans_of_its_own() {
     assert_ne!(sent_span, current.span_id().to_string(), "the producer span is the record's parent");
     assert_ne!(sent_span, CALLER_SPAN);
 }
+
+/// A sampler that records every span without sampling it, as another provider in the process
+/// might.
+#[derive(Debug, Clone)]
+struct RecordOnly;
+
+impl opentelemetry_sdk::trace::ShouldSample for RecordOnly {
+    fn should_sample(
+        &self,
+        _parent: Option<&opentelemetry::Context>,
+        _trace_id: opentelemetry::trace::TraceId,
+        _name: &str,
+        _kind: &opentelemetry::trace::SpanKind,
+        _attributes: &[opentelemetry::KeyValue],
+        _links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        opentelemetry_sdk::trace::SamplingResult { decision: opentelemetry_sdk::trace::SamplingDecision::RecordOnly, attributes: Vec::new(), trace_state: Default::default() }
+    }
+}
+
+#[test]
+fn a_recording_unsampled_parent_is_never_handed_out_as_a_child_s_span() {
+    serve("00");
+    let other = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_sampler(RecordOnly).build();
+    let parent = opentelemetry::trace::Tracer::start(&opentelemetry::trace::TracerProvider::tracer(&other, "other"), "recording, not sampled");
+    let _attached = opentelemetry::Context::current_with_span(parent).attach();
+    let parent_context = opentelemetry::Context::current().span().span_context().clone();
+    assert!(!parent_context.is_sampled() && opentelemetry::Context::current().span().is_recording());
+
+    let producer = tracepipe_instrument::kafka::producer_span("orders.placed");
+    assert_ne!(producer.span().span_context().span_id(), parent_context.span_id(), "the producer has a span of its own");
+    producer.span().end();
+    assert!(opentelemetry::Context::current().span().is_recording(), "the parent was not ended by its child");
+}
