@@ -84,9 +84,11 @@ impl ProducerContext for BatchDeliveries {
     }
 }
 
-/// How often the poller looks for delivery reports while an export waits for them, and how
-/// often otherwise (for the producer's error and log events).
-const WAITING_POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// How often the poller looks for delivery reports while an export waits for them (a record
+/// waits `linger.ms`, 20, before it is even sent, so a few milliseconds more only delay the
+/// export thread's next batch, not the service), and how often otherwise (for the producer's
+/// error and log events).
+const WAITING_POLL_INTERVAL: Duration = Duration::from_millis(5);
 const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The thread that serves the producer's events (delivery reports above all): a non-blocking
