@@ -16,7 +16,8 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientConfig;
 
@@ -66,17 +67,34 @@ impl Batch {
 /// The producer's context: each delivery report counts against its record's batch.
 #[derive(Default)]
 struct BatchDeliveries {
-    /// Delivery reports served so far, so the poller knows whether a poll found any.
-    reports: AtomicU64,
+    /// Events served so far (delivery reports, logs, errors, statistics), so the poller knows
+    /// whether a poll found one and the queue may hold more.
+    events: AtomicU64,
 }
 
-impl ClientContext for BatchDeliveries {}
+/// Each event is counted, then handled as rdkafka's default context handles it.
+impl ClientContext for BatchDeliveries {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        DefaultClientContext.log(level, facility, message);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        DefaultClientContext.stats_raw(statistics);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        DefaultClientContext.error(error, reason);
+    }
+}
 
 impl ProducerContext for BatchDeliveries {
     type DeliveryOpaque = Arc<Batch>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<Batch>) {
-        self.reports.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
         if let Err((error, _)) = result {
             batch.failed(format!("kafka: {error}"));
         }
@@ -92,7 +110,7 @@ const WAITING_POLL_INTERVAL: Duration = Duration::from_millis(5);
 const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The thread that serves the producer's events (delivery reports above all): a non-blocking
-/// poll, repeated at once while it finds reports, then a pause. Not rdkafka's
+/// poll, repeated at once while it finds events, then a pause. Not rdkafka's
 /// `ThreadedProducer`, whose `poll(100 ms)` waits in whole milliseconds and then spins, without
 /// blocking, through the fraction of a millisecond left to its deadline: about 1% of a core for
 /// an idle producer (CPU time of the example shop's idle orders service, with and without it).
@@ -114,10 +132,10 @@ impl Poller {
         let shared = Arc::clone(&state);
         let thread = std::thread::Builder::new().name("tracepipe-export".into()).spawn(move || {
             while !shared.stop.load(Ordering::Acquire) {
-                let served = producer.context().reports.load(Ordering::Relaxed);
+                let served = producer.context().events.load(Ordering::Relaxed);
                 // A zero timeout is one non-blocking look at the queue.
                 producer.poll(Duration::ZERO);
-                if producer.context().reports.load(Ordering::Relaxed) != served {
+                if producer.context().events.load(Ordering::Relaxed) != served {
                     continue;
                 }
                 if shared.exports_waiting.load(Ordering::Acquire) > 0 {
