@@ -153,22 +153,23 @@ pub(crate) fn joined(parts: &[&str]) -> Cow<'static, str> {
         }
         rest.is_empty()
     };
-    if let Some(&name) = interned.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&hash) {
-        return if is_joined(name) { Cow::Borrowed(name) } else { Cow::Owned(parts.join(" ")) };
-    }
-    if FULL.load(Ordering::Relaxed) {
-        return Cow::Owned(parts.join(" "));
-    }
-    let mut interned = interned.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if interned.len() >= MAX_INTERNED {
-        FULL.store(true, Ordering::Relaxed);
-        return Cow::Owned(parts.join(" "));
-    }
-    let name: &'static str = interned.entry(hash).or_insert_with(|| Box::leak(parts.join(" ").into_boxed_str()));
-    if is_joined(name) {
-        Cow::Borrowed(name)
-    } else {
-        Cow::Owned(parts.join(" "))
+    let found = interned.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&hash).copied();
+    let name = match found {
+        Some(name) => Some(name),
+        None if FULL.load(Ordering::Relaxed) => None,
+        None => {
+            let mut interned = interned.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if interned.len() >= MAX_INTERNED {
+                FULL.store(true, Ordering::Relaxed);
+                None
+            } else {
+                Some(*interned.entry(hash).or_insert_with(|| Box::leak(parts.join(" ").into_boxed_str())))
+            }
+        }
+    };
+    match name {
+        Some(name) if is_joined(name) => Cow::Borrowed(name),
+        _ => Cow::Owned(parts.join(" ")),
     }
 }
 
