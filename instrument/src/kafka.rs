@@ -143,13 +143,13 @@ where
     M::Headers: Headers,
 {
     let producer = extract_kafka(message.headers());
-    let producer_span = producer.span().span_context().clone();
-    let linked = producer_span.is_valid();
+    let linked = producer.span().span_context().is_valid();
     let parent = if linked { producer } else { Context::current() };
     if parent_unsampled(&parent) {
         return parent;
     }
-    let links = if linked { vec![Link::with_context(producer_span)] } else { Vec::new() };
+    // When linked, the parent is the producer's context.
+    let links = if linked { vec![Link::with_context(parent.span().span_context().clone())] } else { Vec::new() };
     let topic = message.topic();
     let mut attributes = Vec::with_capacity(11);
     attributes.extend([
