@@ -2,10 +2,18 @@
 //! `ExportTraceServiceRequest` record per trace in each batch, keyed by the 16-byte trace id, on
 //! the topic tracepipe's router reads (`otlp_spans`) — what the OpenTelemetry Collector's kafka
 //! exporter writes with `partition_traces_by_id`, without a collector in between.
+//!
+//! Exports are pipelined, as a Kafka producer is meant to be used: an export returns once its
+//! records are queued in the producer, while up to [`MAX_UNANSWERED_EXPORTS`] earlier ones wait
+//! for Kafka's answers. Were each export to wait for its own answers, the SDK's one export thread
+//! would send a batch per `linger.ms` plus a broker round trip, about 20 000 spans/s here; a
+//! busier service would fill the span queue and lose spans. [`KafkaBatchSpanProcessor`] is the
+//! SDK's batch processor whose `force_flush` also waits for every answer.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,7 +22,7 @@ use opentelemetry_proto::tonic::common::v1::InstrumentationScope as ProtoScope;
 use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{BatchConfig, BatchSpanProcessor, SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::Resource;
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::RDKafkaLogLevel;
@@ -27,6 +35,7 @@ use crate::KafkaExport;
 pub struct KafkaSpanExporter {
     producer: Arc<BaseProducer<BatchDeliveries>>,
     poller: Poller,
+    unanswered: Arc<UnansweredExports>,
     topic: String,
     /// The process's resource as the `resource` and `schema_url` fields of a `ResourceSpans`,
     /// encoded once when the SDK sets it: every record repeats these bytes.
@@ -39,6 +48,11 @@ impl std::fmt::Debug for KafkaSpanExporter {
     }
 }
 
+/// How many exports may wait for Kafka's answers at once before the next export waits for the
+/// oldest: at one 512-span batch each, 8 keep about 4 000 spans (2 MB) in the producer and send
+/// up to 8 batches per broker round trip.
+pub const MAX_UNANSWERED_EXPORTS: usize = 8;
+
 /// What Kafka has answered for the records of one export: one shared count per batch instead
 /// of a future per record, so a record costs Kafka's own work and an atomic decrement.
 struct Batch {
@@ -47,20 +61,88 @@ struct Batch {
     unanswered: AtomicUsize,
     /// The first error Kafka reported for a record of the batch.
     failure: Mutex<Option<String>>,
-    done: Mutex<Option<futures_channel::oneshot::Sender<()>>>,
+    exports: Arc<UnansweredExports>,
 }
 
 impl Batch {
     fn answered(&self, count: usize) {
         if self.unanswered.fetch_sub(count, Ordering::AcqRel) == count {
-            if let Some(done) = self.done.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
-                let _ = done.send(());
-            }
+            let failure = lock(&self.failure).take();
+            self.exports.answered(failure);
         }
     }
 
     fn failed(&self, error: String) {
-        self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get_or_insert(error);
+        lock(&self.failure).get_or_insert(error);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The exports whose records Kafka has not all answered, shared by the exporter, its batches, its
+/// poller and [`KafkaBatchSpanProcessor`].
+#[derive(Default)]
+struct UnansweredExports {
+    state: Mutex<UnansweredState>,
+    all_answered: Condvar,
+}
+
+#[derive(Default)]
+struct UnansweredState {
+    exports: usize,
+    /// The first error Kafka reported since an export or a flush last returned one.
+    failure: Option<String>,
+    /// Exports waiting for fewer unanswered exports (the SDK's processors export one at a time).
+    waiting: Vec<Waker>,
+}
+
+impl UnansweredExports {
+    fn started(&self) {
+        lock(&self.state).exports += 1;
+    }
+
+    fn answered(&self, failure: Option<String>) {
+        let waiting = {
+            let mut state = lock(&self.state);
+            state.exports -= 1;
+            if state.failure.is_none() {
+                state.failure = failure;
+            }
+            std::mem::take(&mut state.waiting)
+        };
+        self.all_answered.notify_all();
+        waiting.into_iter().for_each(Waker::wake);
+    }
+
+    fn any(&self) -> bool {
+        lock(&self.state).exports > 0
+    }
+
+    /// Resolves once at most `limit` exports are unanswered, with the error reported since one
+    /// was last returned, if any.
+    async fn at_most(&self, limit: usize) -> Result<(), String> {
+        std::future::poll_fn(|cx| {
+            let mut state = lock(&self.state);
+            if state.exports <= limit {
+                return Poll::Ready(state.failure.take().map_or(Ok(()), Err));
+            }
+            state.waiting.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Blocks until every export is answered, or `timeout` has passed; fails with the error
+    /// Kafka reported since one was last returned, if any.
+    fn wait_all(&self, timeout: Duration) -> OTelSdkResult {
+        let state = lock(&self.state);
+        let (mut state, waited) = self.all_answered.wait_timeout_while(state, timeout, |state| state.exports > 0).unwrap_or_else(|poisoned| poisoned.into_inner());
+        if waited.timed_out() {
+            return Err(OTelSdkError::Timeout(timeout));
+        }
+        state.failure.take().map_or(Ok(()), |error| Err(OTelSdkError::InternalFailure(error)))
     }
 }
 
@@ -102,10 +184,10 @@ impl ProducerContext for BatchDeliveries {
     }
 }
 
-/// How often the poller looks for delivery reports while an export waits for them (a record
-/// waits `linger.ms`, 20, before it is even sent, so a few milliseconds more only delay the
-/// export thread's next batch, not the service), and how often otherwise (for the producer's
-/// error and log events).
+/// How often the poller looks for delivery reports while exports wait for them (a record waits
+/// `linger.ms`, 20, before it is even sent, and exports do not wait for their own answers, so a
+/// few milliseconds more only delay when a batch counts as answered), and how often otherwise
+/// (for the producer's error and log events).
 const WAITING_POLL_INTERVAL: Duration = Duration::from_millis(5);
 const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -115,52 +197,43 @@ const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// blocking, through the fraction of a millisecond left to its deadline: about 1% of a core for
 /// an idle producer (CPU time of the example shop's idle orders service, with and without it).
 struct Poller {
-    state: Arc<PollerState>,
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-#[derive(Default)]
-struct PollerState {
-    stop: AtomicBool,
-    /// Exports waiting for their delivery reports.
-    exports_waiting: AtomicUsize,
-}
-
 impl Poller {
-    fn start(producer: Arc<BaseProducer<BatchDeliveries>>) -> std::io::Result<Poller> {
-        let state = Arc::new(PollerState::default());
-        let shared = Arc::clone(&state);
+    fn start(producer: Arc<BaseProducer<BatchDeliveries>>, unanswered: Arc<UnansweredExports>) -> std::io::Result<Poller> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
         let thread = std::thread::Builder::new().name("tracepipe-export".into()).spawn(move || {
-            while !shared.stop.load(Ordering::Acquire) {
+            while !stopped.load(Ordering::Acquire) {
                 let served = producer.context().events.load(Ordering::Relaxed);
                 // A zero timeout is one non-blocking look at the queue.
                 producer.poll(Duration::ZERO);
                 if producer.context().events.load(Ordering::Relaxed) != served {
                     continue;
                 }
-                if shared.exports_waiting.load(Ordering::Acquire) > 0 {
+                if unanswered.any() {
                     std::thread::sleep(WAITING_POLL_INTERVAL);
                 } else {
                     std::thread::park_timeout(IDLE_POLL_INTERVAL);
                 }
             }
         })?;
-        Ok(Poller { state, thread: Some(thread) })
+        Ok(Poller { stop, thread: Some(thread) })
     }
 
-    /// Marks an export as waiting for reports until the guard is dropped, and wakes the poller.
-    fn waiting(&self) -> WaitingExport<'_> {
-        self.state.exports_waiting.fetch_add(1, Ordering::AcqRel);
+    /// Has the poller look for reports now, and every few milliseconds while exports wait.
+    fn wake(&self) {
         if let Some(thread) = &self.thread {
             thread.thread().unpark();
         }
-        WaitingExport(&self.state)
     }
 }
 
 impl Drop for Poller {
     fn drop(&mut self) {
-        self.state.stop.store(true, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
             thread.thread().unpark();
             let _ = thread.join();
@@ -168,15 +241,8 @@ impl Drop for Poller {
     }
 }
 
-struct WaitingExport<'a>(&'a PollerState);
-
-impl Drop for WaitingExport<'_> {
-    fn drop(&mut self) {
-        self.0.exports_waiting.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// How long one export may wait for Kafka before the batch is reported failed.
+/// How long a record may wait for Kafka before its export is reported failed, and how long a
+/// flush waits for every answer.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// About what one of the library's HTTP or Kafka spans takes encoded.
@@ -234,8 +300,9 @@ impl KafkaSpanExporter {
         // An export completes when every record is answered: reports of success are needed too.
         config.set("delivery.report.only.error", "false");
         let producer: Arc<BaseProducer<BatchDeliveries>> = Arc::new(config.create_with_context(BatchDeliveries::default())?);
-        let poller = Poller::start(Arc::clone(&producer)).map_err(|error| rdkafka::error::KafkaError::ClientCreation(format!("export poller thread: {error}")))?;
-        let mut exporter = KafkaSpanExporter { producer, poller, topic: kafka.topic.clone(), resource_fields: Vec::new() };
+        let unanswered = Arc::new(UnansweredExports::default());
+        let poller = Poller::start(Arc::clone(&producer), Arc::clone(&unanswered)).map_err(|error| rdkafka::error::KafkaError::ClientCreation(format!("export poller thread: {error}")))?;
+        let mut exporter = KafkaSpanExporter { producer, poller, unanswered, topic: kafka.topic.clone(), resource_fields: Vec::new() };
         exporter.set_resource(&Resource::builder_empty().build());
         Ok(exporter)
     }
@@ -291,14 +358,15 @@ impl KafkaSpanExporter {
 }
 
 impl SpanExporter for KafkaSpanExporter {
-    /// Succeeds once Kafka has stored every record of the batch; fails with the first error it
-    /// reported for any of them, after all have been answered (librdkafka answers each within
-    /// `message.timeout.ms`).
+    /// Queues a record per trace in the producer and returns, unless more than
+    /// [`MAX_UNANSWERED_EXPORTS`] exports would then be waiting for Kafka: then it first waits
+    /// until the oldest is answered. Fails with the first error Kafka reported for any record
+    /// answered since an export or flush last returned one (librdkafka answers each within
+    /// `message.timeout.ms`), or if the producer refuses a record.
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let records = self.records(batch);
-        let _waiting = self.poller.waiting();
-        let (done, answered) = futures_channel::oneshot::channel();
-        let batch = Arc::new(Batch { unanswered: AtomicUsize::new(records.len() + 1), failure: Mutex::new(None), done: Mutex::new(Some(done)) });
+        self.unanswered.started();
+        let batch = Arc::new(Batch { unanswered: AtomicUsize::new(records.len() + 1), failure: Mutex::new(None), exports: Arc::clone(&self.unanswered) });
         for (index, (trace_id, payload)) in records.iter().enumerate() {
             let record = BaseRecord::with_opaque_to(&self.topic, Arc::clone(&batch)).key(&trace_id[..]).payload(payload);
             if let Err((error, _)) = self.producer.send(record) {
@@ -310,17 +378,17 @@ impl SpanExporter for KafkaSpanExporter {
             }
         }
         batch.answered(1);
-        answered.await.map_err(|_| OTelSdkError::InternalFailure("kafka producer dropped".into()))?;
-        let failure = batch.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        failure.map_or(Ok(()), |error| Err(OTelSdkError::InternalFailure(error)))
+        self.poller.wake();
+        self.unanswered.at_most(MAX_UNANSWERED_EXPORTS).await.map_err(OTelSdkError::InternalFailure)
     }
 
+    /// Waits until Kafka has answered every record exported so far.
     fn force_flush(&self) -> OTelSdkResult {
-        self.producer.flush(EXPORT_TIMEOUT).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
+        self.flush(EXPORT_TIMEOUT)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.producer.flush(timeout).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
+        self.flush(timeout)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -331,6 +399,62 @@ impl SpanExporter for KafkaSpanExporter {
         if let Some(url) = resource.schema_url {
             prost::encoding::string::encode(RESOURCE_SPANS_SCHEMA_URL, &url, &mut self.resource_fields);
         }
+    }
+}
+
+impl KafkaSpanExporter {
+    /// Sends what the producer holds without waiting out `linger.ms`, and waits for Kafka's
+    /// answers to every export so far.
+    fn flush(&self, timeout: Duration) -> OTelSdkResult {
+        self.producer.flush(timeout).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
+        self.unanswered.wait_all(timeout)
+    }
+}
+
+/// The SDK's [`BatchSpanProcessor`] over a [`KafkaSpanExporter`], with a `force_flush` that
+/// returns once Kafka has answered every span ended before it: the SDK's processor flushes by
+/// exporting what it holds, and this exporter's exports return before Kafka answers.
+#[derive(Debug)]
+pub struct KafkaBatchSpanProcessor {
+    batches: BatchSpanProcessor,
+    unanswered: Arc<UnansweredExports>,
+}
+
+impl KafkaBatchSpanProcessor {
+    pub fn new(exporter: KafkaSpanExporter, config: BatchConfig) -> KafkaBatchSpanProcessor {
+        let unanswered = Arc::clone(&exporter.unanswered);
+        KafkaBatchSpanProcessor { batches: BatchSpanProcessor::builder(exporter).with_batch_config(config).build(), unanswered }
+    }
+}
+
+impl std::fmt::Debug for UnansweredExports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnansweredExports").field("exports", &lock(&self.state).exports).finish()
+    }
+}
+
+impl SpanProcessor for KafkaBatchSpanProcessor {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, context: &opentelemetry::Context) {
+        self.batches.on_start(span, context);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        self.batches.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.batches.force_flush()?;
+        self.unanswered.wait_all(EXPORT_TIMEOUT)
+    }
+
+    /// The SDK's processor exports what it holds, then shuts the exporter down, which waits for
+    /// Kafka's answers.
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.batches.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.batches.set_resource(resource);
     }
 }
 
@@ -396,9 +520,14 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
     }
 
-    /// An export succeeds once Kafka stored each trace's record, keyed by its trace id.
+    fn unreachable(message_timeout_ms: u32) -> KafkaSpanExporter {
+        KafkaSpanExporter::new(&KafkaExport { brokers: "127.0.0.1:1".into(), topic: "otlp_spans".into(), producer: vec![("message.timeout.ms".into(), message_timeout_ms.to_string())] }).unwrap()
+    }
+
+    /// Each trace's record lands keyed by its trace id, and a flush returns once Kafka answered
+    /// every one.
     #[test]
-    fn export_answers_once_kafka_stored_every_record() {
+    fn exported_records_land_keyed_by_trace_id() {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::Message as _;
 
@@ -410,6 +539,8 @@ mod tests {
         let batch: Vec<SpanData> = (1..=20).map(|trace| span(trace, 2, &scope)).collect();
         run(exporter.export(batch)).unwrap();
         run(exporter.export(Vec::new())).unwrap();
+        exporter.force_flush().unwrap();
+        assert!(!exporter.unanswered.any());
 
         let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).set("group.id", "check").set("auto.offset.reset", "earliest").create().unwrap();
         consumer.subscribe(&["otlp_spans"]).unwrap();
@@ -424,15 +555,46 @@ mod tests {
         assert_eq!(keys, (1..=20).collect::<Vec<u8>>());
     }
 
-    /// A batch Kafka does not store is reported failed, with Kafka's reason, once every record
-    /// has timed out.
+    /// An export returns before Kafka answers; records Kafka does not store fail the flush that
+    /// waits for them, with Kafka's reason.
     #[test]
-    fn export_fails_when_kafka_does_not_store_the_batch() {
-        let kafka = KafkaExport { brokers: "127.0.0.1:1".into(), topic: "otlp_spans".into(), producer: vec![("message.timeout.ms".into(), "300".into())] };
-        let exporter = KafkaSpanExporter::new(&kafka).unwrap();
+    fn a_flush_reports_records_kafka_did_not_store() {
+        let exporter = unreachable(300);
         let scope = InstrumentationScope::builder("http").build();
-        let error = run(exporter.export(vec![span(1, 2, &scope), span(2, 2, &scope)])).unwrap_err();
+        run(exporter.export(vec![span(1, 2, &scope), span(2, 2, &scope)])).unwrap();
+        assert!(exporter.unanswered.any(), "the export returned before Kafka answered");
+        let error = exporter.force_flush().unwrap_err();
         assert!(error.to_string().contains("kafka: Message production error: MessageTimedOut"), "{error}");
+        assert!(!exporter.unanswered.any());
+        exporter.force_flush().expect("a failure is reported once");
+    }
+
+    /// Past MAX_UNANSWERED_EXPORTS, an export waits for the oldest to be answered, and reports
+    /// its failure.
+    #[test]
+    fn an_export_waits_once_too_many_are_unanswered() {
+        let exporter = unreachable(1500);
+        let scope = InstrumentationScope::builder("http").build();
+        for trace in 0..MAX_UNANSWERED_EXPORTS {
+            run(exporter.export(vec![span(trace as u8, 2, &scope)])).expect("returns before Kafka answers");
+        }
+        assert_eq!(lock(&exporter.unanswered.state).exports, MAX_UNANSWERED_EXPORTS);
+        let error = run(exporter.export(vec![span(99, 2, &scope)])).unwrap_err();
+        assert!(error.to_string().contains("MessageTimedOut"), "{error}");
+        assert!(lock(&exporter.unanswered.state).exports <= MAX_UNANSWERED_EXPORTS);
+        let _ = exporter.force_flush();
+    }
+
+    /// Through the SDK, the provider's flush waits for Kafka's answers, not only for the export.
+    #[test]
+    fn the_providers_flush_waits_for_kafka() {
+        use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+
+        let processor = KafkaBatchSpanProcessor::new(unreachable(300), BatchConfig::default());
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_span_processor(processor).build();
+        provider.tracer("test").in_span("checkout", |_| {});
+        let error = provider.force_flush().unwrap_err();
+        assert!(error.to_string().contains("MessageTimedOut"), "{error}");
     }
 
     /// Every record decodes to what opentelemetry-proto's own conversion makes of that trace's

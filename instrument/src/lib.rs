@@ -46,14 +46,14 @@ use std::time::Duration;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-pub use exporter::KafkaSpanExporter;
+pub use exporter::{KafkaBatchSpanProcessor, KafkaSpanExporter};
 pub use sampling::{RemoteSampling, Sampling};
 
 /// What [`init`] sets up.
@@ -87,9 +87,11 @@ pub struct KafkaExport {
     /// `otlp_spans` is what tracepipe's router reads as OTLP protobuf.
     pub topic: String,
     /// Any librdkafka producer property (SASL, TLS, …). `message.timeout.ms` (10 s unless set)
-    /// is how long an export waits for Kafka before it fails; `0`, librdkafka's "no limit",
-    /// holds the SDK's export thread for as long as Kafka is unreachable, while new spans queue
-    /// and then drop. `delivery.report.only.error` is always off: an export counts every answer.
+    /// is how long a record waits for Kafka before its export is reported failed; `0`,
+    /// librdkafka's "no limit", holds the SDK's export thread, once
+    /// [`exporter::MAX_UNANSWERED_EXPORTS`] exports wait, for as long as Kafka is unreachable,
+    /// while new spans queue and then drop (the SDK logs that it drops, and how many at
+    /// shutdown). `delivery.report.only.error` is always off: an export counts every answer.
     pub producer: Vec<(String, String)>,
 }
 
@@ -208,7 +210,7 @@ pub fn tracer_provider(config: &Config) -> Result<SdkTracerProvider, InitError> 
     if let Some(kafka) = &config.kafka {
         let exporter = KafkaSpanExporter::new(kafka)?;
         let batch = BatchConfigBuilder::default().with_max_queue_size(config.max_queue_size).with_scheduled_delay(config.export_interval).with_max_export_batch_size(EXPORT_BATCH_SPANS).build();
-        builder = builder.with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build());
+        builder = builder.with_span_processor(KafkaBatchSpanProcessor::new(exporter, batch));
     }
     Ok(builder.build())
 }
@@ -232,7 +234,9 @@ pub fn init(config: Config) -> Result<Telemetry, InitError> {
                 .with_location(config.source_attributes)
                 .with_threads(config.source_attributes)
                 .with_tracked_inactivity(config.busy_idle_times)
-                .with_filter(LevelFilter::INFO),
+                // The OpenTelemetry crates' own log events (`opentelemetry_sdk`: dropped spans,
+                // failed exports) go to the log, not onto whichever span is current then.
+                .with_filter(Targets::new().with_default(LevelFilter::INFO).with_target("opentelemetry", LevelFilter::OFF)),
         )
         .try_init()
         .map_err(|e| InitError::Subscriber(e.to_string()))?;
