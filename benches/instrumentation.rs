@@ -10,7 +10,9 @@
 //!      each request was due, so a stall is not hidden): p50 and p99 latency and CPU per request.
 //!    The services share one CPU, the load generator and broker the other. Every run has a
 //!    broker of its own (one that piles up the earlier runs' records slows down as it goes); the
-//!    runs alternate (off, on, off, on, …) and each figure is the median of its runs.
+//!    runs alternate (off, on, off, on, …) and each figure is the median of its runs. A run in
+//!    which the services' SDKs dropped spans (queue full) says how many, from the count the SDK
+//!    logs as it stops: such a run traced less than it claims to.
 //! 2. The OTLP gateway's intake: spans per second stored in `tracepipe.spans` (acknowledged by
 //!    Kafka) over OTLP/HTTP protobuf and OTLP/gRPC, 16 concurrent exporters.
 //!
@@ -51,6 +53,20 @@ struct Figures {
     fixed_p50_ms: f64,
     fixed_p99_ms: f64,
     fixed_cpu_us_per_request: f64,
+    /// Spans the services' SDKs dropped (queue full), as they log it when they stop: a run that
+    /// drops spans did less than 100% of the tracing it is meant to measure.
+    spans_dropped: u64,
+}
+
+/// The dropped-span count the OpenTelemetry SDK logs at shutdown (`dropped_span_count=N`).
+fn spans_dropped(log: &str) -> u64 {
+    log.match_indices("dropped_span_count")
+        .filter_map(|(at, key)| {
+            let rest = &log[at + key.len()..];
+            let digits: String = rest.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// CPU time (user + system, all threads) a process has used so far, in seconds.
@@ -160,11 +176,12 @@ fn run_shop(instrumented: bool, pinned: bool) -> Figures {
             fixed_p50_ms: percentile(&latencies, 50),
             fixed_p99_ms: percentile(&latencies, 99),
             fixed_cpu_us_per_request: fixed_cpu * 1e6 / total as f64,
+            spans_dropped: 0,
         }
     });
     frontend.terminate();
     orders.terminate();
-    figures
+    Figures { spans_dropped: spans_dropped(&frontend.log_text()) + spans_dropped(&orders.log_text()), ..figures }
 }
 
 fn shop_cluster() -> Cluster {
@@ -205,13 +222,14 @@ fn shop_overhead() {
     for (label, runs) in [("uninstrumented", &off), ("instrumented, 100% sampled", &on)] {
         for f in runs.iter() {
             println!(
-                "  {label:<28} saturated {:>5.0} req/s {:>4.0} µs CPU/req (CPU {:>3.0}%); at {FIXED_RATE}/s p50 {:.2} ms p99 {:.2} ms {:>4.0} µs CPU/req",
+                "  {label:<28} saturated {:>5.0} req/s {:>4.0} µs CPU/req (CPU {:>3.0}%); at {FIXED_RATE}/s p50 {:.2} ms p99 {:.2} ms {:>4.0} µs CPU/req{}",
                 f.requests_per_second,
                 f.cpu_us_per_request,
                 f.cpu_utilization * 100.0,
                 f.fixed_p50_ms,
                 f.fixed_p99_ms,
-                f.fixed_cpu_us_per_request
+                f.fixed_cpu_us_per_request,
+                if f.spans_dropped > 0 { format!("; {} SPANS DROPPED", f.spans_dropped) } else { String::new() }
             );
         }
     }
