@@ -11,11 +11,12 @@
 //! SDK's batch processor whose `force_flush` also waits for every answer.
 
 use std::ops::Range;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope as ProtoScope;
@@ -36,6 +37,7 @@ pub struct KafkaSpanExporter {
     producer: Arc<BaseProducer<BatchDeliveries>>,
     poller: Poller,
     unanswered: Arc<UnansweredExports>,
+    flush_timeout: Duration,
     topic: String,
     /// The process's resource as the `resource` and `schema_url` fields of a `ResourceSpans`,
     /// encoded once when the SDK sets it: every record repeats these bytes.
@@ -56,6 +58,8 @@ pub const MAX_UNANSWERED_EXPORTS: usize = 8;
 /// What Kafka has answered for the records of one export: one shared count per batch instead
 /// of a future per record, so a record costs Kafka's own work and an atomic decrement.
 struct Batch {
+    /// The export's place in the order exports started, which flushes wait up to.
+    sequence: u64,
     /// Records not yet answered, plus one held by [`KafkaSpanExporter::export`] until every
     /// record is handed to the producer, so the batch cannot complete while it is being sent.
     unanswered: AtomicUsize,
@@ -68,7 +72,7 @@ impl Batch {
     fn answered(&self, count: usize) {
         if self.unanswered.fetch_sub(count, Ordering::AcqRel) == count {
             let failure = lock(&self.failure).take();
-            self.exports.answered(failure);
+            self.exports.answered(self.sequence, failure);
         }
     }
 
@@ -81,52 +85,78 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// How many failed exports are kept for the flushes that will report them; past it the oldest
+/// is forgotten and only counted (the next flush covers it whatever its point).
+const MAX_KEPT_FAILURES: usize = 256;
+
 /// The exports whose records Kafka has not all answered, shared by the exporter, its batches, its
 /// poller and [`KafkaBatchSpanProcessor`].
 #[derive(Default)]
 struct UnansweredExports {
     state: Mutex<UnansweredState>,
-    all_answered: Condvar,
+    answered: Condvar,
 }
 
 #[derive(Default)]
 struct UnansweredState {
-    exports: usize,
-    /// The first error Kafka reported since an export or a flush last returned one.
-    failure: Option<String>,
+    /// The sequence number the next export gets.
+    next: u64,
+    /// The exports not yet answered in full, by sequence number.
+    unanswered: BTreeSet<u64>,
+    /// The first error Kafka reported since an export last returned one, for the SDK to log.
+    unlogged: Option<String>,
+    /// The first error of each failed export no flush has reported yet, by sequence number.
+    unflushed: BTreeMap<u64, String>,
+    /// Failed exports forgotten past [`MAX_KEPT_FAILURES`], older than every one kept.
+    forgotten: usize,
     /// Exports waiting for fewer unanswered exports (the SDK's processors export one at a time).
     waiting: Vec<Waker>,
 }
 
 impl UnansweredExports {
-    fn started(&self) {
-        lock(&self.state).exports += 1;
+    /// Counts a new export as unanswered; returns its sequence number.
+    fn started(&self) -> u64 {
+        let mut state = lock(&self.state);
+        let sequence = state.next;
+        state.next += 1;
+        state.unanswered.insert(sequence);
+        sequence
     }
 
-    fn answered(&self, failure: Option<String>) {
+    fn answered(&self, sequence: u64, failure: Option<String>) {
         let waiting = {
             let mut state = lock(&self.state);
-            state.exports -= 1;
-            if state.failure.is_none() {
-                state.failure = failure;
+            state.unanswered.remove(&sequence);
+            if let Some(error) = failure {
+                if state.unflushed.len() >= MAX_KEPT_FAILURES {
+                    state.unflushed.pop_first();
+                    state.forgotten += 1;
+                }
+                state.unlogged.get_or_insert_with(|| error.clone());
+                state.unflushed.insert(sequence, error);
             }
             std::mem::take(&mut state.waiting)
         };
-        self.all_answered.notify_all();
+        self.answered.notify_all();
         waiting.into_iter().for_each(Waker::wake);
     }
 
     fn any(&self) -> bool {
-        lock(&self.state).exports > 0
+        !lock(&self.state).unanswered.is_empty()
     }
 
-    /// Resolves once at most `limit` exports are unanswered, with the error reported since one
-    /// was last returned, if any.
+    /// The sequence number of the next export: a flush started now covers every export before it.
+    fn next(&self) -> u64 {
+        lock(&self.state).next
+    }
+
+    /// Resolves once at most `limit` exports are unanswered, with the error Kafka reported since
+    /// an export last returned one, if any.
     async fn at_most(&self, limit: usize) -> Result<(), String> {
         std::future::poll_fn(|cx| {
             let mut state = lock(&self.state);
-            if state.exports <= limit {
-                return Poll::Ready(state.failure.take().map_or(Ok(()), Err));
+            if state.unanswered.len() <= limit {
+                return Poll::Ready(state.unlogged.take().map_or(Ok(()), Err));
             }
             state.waiting.push(cx.waker().clone());
             Poll::Pending
@@ -134,15 +164,24 @@ impl UnansweredExports {
         .await
     }
 
-    /// Blocks until every export is answered, or `timeout` has passed; fails with the error
-    /// Kafka reported since one was last returned, if any.
-    fn wait_all(&self, timeout: Duration) -> OTelSdkResult {
+    /// Blocks until every export before `before` is answered, or `timeout` has passed; fails
+    /// with the errors of those that failed, which no flush has reported yet. Exports that start
+    /// meanwhile are not waited for, so a busy exporter does not hold a flush to its timeout.
+    fn wait_for(&self, before: u64, timeout: Duration) -> OTelSdkResult {
         let state = lock(&self.state);
-        let (mut state, waited) = self.all_answered.wait_timeout_while(state, timeout, |state| state.exports > 0).unwrap_or_else(|poisoned| poisoned.into_inner());
-        if waited.timed_out() {
+        let pending = |state: &mut UnansweredState| state.unanswered.first().is_some_and(|&oldest| oldest < before);
+        let (mut state, waited) = self.answered.wait_timeout_while(state, timeout, pending).unwrap_or_else(|poisoned| poisoned.into_inner());
+        if waited.timed_out() && pending(&mut state) {
             return Err(OTelSdkError::Timeout(timeout));
         }
-        state.failure.take().map_or(Ok(()), |error| Err(OTelSdkError::InternalFailure(error)))
+        let later = state.unflushed.split_off(&before);
+        let covered = std::mem::replace(&mut state.unflushed, later);
+        let forgotten = std::mem::take(&mut state.forgotten);
+        match covered.into_values().next() {
+            None if forgotten == 0 => Ok(()),
+            None => Err(OTelSdkError::InternalFailure(format!("{forgotten} exports Kafka did not store"))),
+            Some(error) => Err(OTelSdkError::InternalFailure(if forgotten == 0 { error } else { format!("{error} (and {forgotten} earlier exports Kafka did not store)") })),
+        }
     }
 }
 
@@ -241,9 +280,20 @@ impl Drop for Poller {
     }
 }
 
-/// How long a record may wait for Kafka before its export is reported failed, and how long a
-/// flush waits for every answer.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a record may wait for Kafka before its export is reported failed, unless the
+/// producer settings give `message.timeout.ms`.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a flush waits for Kafka's answers: until the last record exported before it has
+/// been answered or timed out, and a second more; with `message.timeout.ms` 0 (no limit), as long
+/// as the default would.
+fn flush_timeout(message_timeout_ms: Option<&str>) -> Duration {
+    let message_timeout = match message_timeout_ms.and_then(|ms| ms.trim().parse::<u64>().ok()) {
+        Some(0) | None => MESSAGE_TIMEOUT,
+        Some(ms) => Duration::from_millis(ms),
+    };
+    message_timeout + Duration::from_secs(1)
+}
 
 /// About what one of the library's HTTP or Kafka spans takes encoded.
 const TYPICAL_SPAN_BYTES: usize = 384;
@@ -293,7 +343,7 @@ impl KafkaSpanExporter {
             .set("compression.type", "none")
             // The Java client's key hashing, as tracepipe's own producers use.
             .set("partitioner", "murmur2_random")
-            .set("message.timeout.ms", EXPORT_TIMEOUT.as_millis().to_string());
+            .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string());
         for (key, value) in &kafka.producer {
             config.set(key, value);
         }
@@ -302,7 +352,8 @@ impl KafkaSpanExporter {
         let producer: Arc<BaseProducer<BatchDeliveries>> = Arc::new(config.create_with_context(BatchDeliveries::default())?);
         let unanswered = Arc::new(UnansweredExports::default());
         let poller = Poller::start(Arc::clone(&producer), Arc::clone(&unanswered)).map_err(|error| rdkafka::error::KafkaError::ClientCreation(format!("export poller thread: {error}")))?;
-        let mut exporter = KafkaSpanExporter { producer, poller, unanswered, topic: kafka.topic.clone(), resource_fields: Vec::new() };
+        let flush_timeout = flush_timeout(config.get("message.timeout.ms"));
+        let mut exporter = KafkaSpanExporter { producer, poller, unanswered, flush_timeout, topic: kafka.topic.clone(), resource_fields: Vec::new() };
         exporter.set_resource(&Resource::builder_empty().build());
         Ok(exporter)
     }
@@ -361,12 +412,13 @@ impl SpanExporter for KafkaSpanExporter {
     /// Queues a record per trace in the producer and returns, unless more than
     /// [`MAX_UNANSWERED_EXPORTS`] exports would then be waiting for Kafka: then it first waits
     /// until the oldest is answered. Fails with the first error Kafka reported for any record
-    /// answered since an export or flush last returned one (librdkafka answers each within
-    /// `message.timeout.ms`), or if the producer refuses a record.
+    /// answered since an export last returned one (librdkafka answers each within
+    /// `message.timeout.ms`), or if the producer refuses a record, so the SDK logs it; flushes
+    /// report the failures of the exports they cover as well.
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let records = self.records(batch);
-        self.unanswered.started();
-        let batch = Arc::new(Batch { unanswered: AtomicUsize::new(records.len() + 1), failure: Mutex::new(None), exports: Arc::clone(&self.unanswered) });
+        let sequence = self.unanswered.started();
+        let batch = Arc::new(Batch { sequence, unanswered: AtomicUsize::new(records.len() + 1), failure: Mutex::new(None), exports: Arc::clone(&self.unanswered) });
         for (index, (trace_id, payload)) in records.iter().enumerate() {
             let record = BaseRecord::with_opaque_to(&self.topic, Arc::clone(&batch)).key(&trace_id[..]).payload(payload);
             if let Err((error, _)) = self.producer.send(record) {
@@ -384,11 +436,11 @@ impl SpanExporter for KafkaSpanExporter {
 
     /// Waits until Kafka has answered every record exported so far.
     fn force_flush(&self) -> OTelSdkResult {
-        self.flush(EXPORT_TIMEOUT)
+        self.unanswered.wait_for(self.unanswered.next(), self.flush_timeout)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.flush(timeout)
+        self.unanswered.wait_for(self.unanswered.next(), timeout)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -402,15 +454,6 @@ impl SpanExporter for KafkaSpanExporter {
     }
 }
 
-impl KafkaSpanExporter {
-    /// Sends what the producer holds without waiting out `linger.ms`, and waits for Kafka's
-    /// answers to every export so far.
-    fn flush(&self, timeout: Duration) -> OTelSdkResult {
-        self.producer.flush(timeout).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
-        self.unanswered.wait_all(timeout)
-    }
-}
-
 /// The SDK's [`BatchSpanProcessor`] over a [`KafkaSpanExporter`], with a `force_flush` that
 /// returns once Kafka has answered every span ended before it: the SDK's processor flushes by
 /// exporting what it holds, and this exporter's exports return before Kafka answers.
@@ -418,18 +461,19 @@ impl KafkaSpanExporter {
 pub struct KafkaBatchSpanProcessor {
     batches: BatchSpanProcessor,
     unanswered: Arc<UnansweredExports>,
+    flush_timeout: Duration,
 }
 
 impl KafkaBatchSpanProcessor {
     pub fn new(exporter: KafkaSpanExporter, config: BatchConfig) -> KafkaBatchSpanProcessor {
-        let unanswered = Arc::clone(&exporter.unanswered);
-        KafkaBatchSpanProcessor { batches: BatchSpanProcessor::builder(exporter).with_batch_config(config).build(), unanswered }
+        let (unanswered, flush_timeout) = (Arc::clone(&exporter.unanswered), exporter.flush_timeout);
+        KafkaBatchSpanProcessor { batches: BatchSpanProcessor::builder(exporter).with_batch_config(config).build(), unanswered, flush_timeout }
     }
 }
 
 impl std::fmt::Debug for UnansweredExports {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UnansweredExports").field("exports", &lock(&self.state).exports).finish()
+        f.debug_struct("UnansweredExports").field("exports", &lock(&self.state).unanswered.len()).finish()
     }
 }
 
@@ -442,15 +486,23 @@ impl SpanProcessor for KafkaBatchSpanProcessor {
         self.batches.on_end(span);
     }
 
+    /// Exports what the SDK's processor holds, then waits for Kafka's answers to every export
+    /// started until then; fails with the failures of those exports.
     fn force_flush(&self) -> OTelSdkResult {
-        self.batches.force_flush()?;
-        self.unanswered.wait_all(EXPORT_TIMEOUT)
+        let exported = self.batches.force_flush();
+        let answered = self.unanswered.wait_for(self.unanswered.next(), self.flush_timeout);
+        answered.and(exported)
     }
 
-    /// The SDK's processor exports what it holds, then shuts the exporter down, which waits for
-    /// Kafka's answers.
+    /// Flushes, then stops the SDK's processor, all within `timeout`. The flush comes first and
+    /// here, not in the exporter's shutdown: the SDK's processor discards what that returns, and
+    /// the failures of the last exports would go unreported.
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.batches.shutdown_with_timeout(timeout)
+        let deadline = Instant::now() + timeout;
+        let exported = self.batches.force_flush();
+        let answered = self.unanswered.wait_for(self.unanswered.next(), deadline.saturating_duration_since(Instant::now()));
+        let stopped = self.batches.shutdown_with_timeout(deadline.saturating_duration_since(Instant::now()));
+        answered.and(exported).and(stopped)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -578,11 +630,50 @@ mod tests {
         for trace in 0..MAX_UNANSWERED_EXPORTS {
             run(exporter.export(vec![span(trace as u8, 2, &scope)])).expect("returns before Kafka answers");
         }
-        assert_eq!(lock(&exporter.unanswered.state).exports, MAX_UNANSWERED_EXPORTS);
+        assert_eq!(lock(&exporter.unanswered.state).unanswered.len(), MAX_UNANSWERED_EXPORTS);
         let error = run(exporter.export(vec![span(99, 2, &scope)])).unwrap_err();
         assert!(error.to_string().contains("MessageTimedOut"), "{error}");
-        assert!(lock(&exporter.unanswered.state).exports <= MAX_UNANSWERED_EXPORTS);
+        assert!(lock(&exporter.unanswered.state).unanswered.len() <= MAX_UNANSWERED_EXPORTS);
         let _ = exporter.force_flush();
+    }
+
+    /// A flush waits for the exports started before it, not for those a busy exporter starts
+    /// meanwhile, and reports the failures of those it covers, even where an export already
+    /// returned them for the SDK to log.
+    #[test]
+    fn a_flush_covers_the_exports_started_before_it() {
+        let exports = UnansweredExports::default();
+        let first = exports.started();
+        let before = exports.next();
+        let later = exports.started();
+        exports.answered(later, Some("kafka: later".into()));
+        exports.answered(first, Some("kafka: first".into()));
+        assert_eq!(run(exports.at_most(MAX_UNANSWERED_EXPORTS)), Err("kafka: later".into()), "the first failure answered is logged");
+        assert_eq!(exports.wait_for(before, Duration::ZERO).unwrap_err().to_string(), OTelSdkError::InternalFailure("kafka: first".into()).to_string());
+        exports.wait_for(before, Duration::ZERO).expect("reported once");
+        assert!(exports.wait_for(exports.next(), Duration::ZERO).unwrap_err().to_string().contains("kafka: later"));
+
+        let busy = exports.started();
+        let before = exports.next();
+        let _still_unanswered = exports.started();
+        exports.answered(busy, None);
+        exports.wait_for(before, Duration::ZERO).expect("done once the exports before it are answered");
+        assert!(matches!(exports.wait_for(exports.next(), Duration::ZERO), Err(OTelSdkError::Timeout(_))));
+    }
+
+    /// Failures no flush has reported are kept up to a bound; the next flush counts the ones
+    /// forgotten.
+    #[test]
+    fn failures_kept_for_flushes_are_bounded() {
+        let exports = UnansweredExports::default();
+        for _ in 0..MAX_KEPT_FAILURES + 2 {
+            let export = exports.started();
+            exports.answered(export, Some(format!("kafka: {export}")));
+        }
+        assert_eq!(lock(&exports.state).unflushed.len(), MAX_KEPT_FAILURES);
+        let error = exports.wait_for(exports.next(), Duration::ZERO).unwrap_err().to_string();
+        assert!(error.contains("kafka: 2 (and 2 earlier exports Kafka did not store)"), "{error}");
+        exports.wait_for(exports.next(), Duration::ZERO).unwrap();
     }
 
     /// Through the SDK, the provider's flush waits for Kafka's answers, not only for the export.
@@ -595,6 +686,26 @@ mod tests {
         provider.tracer("test").in_span("checkout", |_| {});
         let error = provider.force_flush().unwrap_err();
         assert!(error.to_string().contains("MessageTimedOut"), "{error}");
+    }
+
+    /// Shutting the provider down reports what Kafka did not store of the last spans.
+    #[test]
+    fn shutdown_reports_spans_kafka_did_not_store() {
+        use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+
+        let processor = KafkaBatchSpanProcessor::new(unreachable(300), BatchConfig::default());
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_span_processor(processor).build();
+        provider.tracer("test").in_span("checkout", |_| {});
+        let error = provider.shutdown().unwrap_err();
+        assert!(error.to_string().contains("MessageTimedOut"), "{error}");
+    }
+
+    #[test]
+    fn flushes_wait_past_the_message_timeout() {
+        assert_eq!(flush_timeout(None), Duration::from_secs(11));
+        assert_eq!(flush_timeout(Some("0")), Duration::from_secs(11));
+        assert_eq!(flush_timeout(Some("30000")), Duration::from_secs(31));
+        assert_eq!(flush_timeout(Some("300")), Duration::from_millis(1300));
     }
 
     /// Every record decodes to what opentelemetry-proto's own conversion makes of that trace's
