@@ -676,27 +676,23 @@ mod tests {
         exports.wait_for(exports.next(), Duration::ZERO).unwrap();
     }
 
-    /// Through the SDK, the provider's flush waits for Kafka's answers, not only for the export.
-    #[test]
-    fn the_providers_flush_waits_for_kafka() {
+    /// A provider over an exporter whose broker is unreachable, one span ended.
+    fn provider_with_a_span_kafka_will_not_store() -> opentelemetry_sdk::trace::SdkTracerProvider {
         use opentelemetry::trace::{Tracer as _, TracerProvider as _};
 
         let processor = KafkaBatchSpanProcessor::new(unreachable(300), BatchConfig::default());
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_span_processor(processor).build();
         provider.tracer("test").in_span("checkout", |_| {});
-        let error = provider.force_flush().unwrap_err();
-        assert!(error.to_string().contains("MessageTimedOut"), "{error}");
+        provider
     }
 
-    /// Shutting the provider down reports what Kafka did not store of the last spans.
+    /// Through the SDK, the provider's flush waits for Kafka's answers, not only for the export,
+    /// and so does its shutdown, which reports what Kafka did not store of the last spans.
     #[test]
-    fn shutdown_reports_spans_kafka_did_not_store() {
-        use opentelemetry::trace::{Tracer as _, TracerProvider as _};
-
-        let processor = KafkaBatchSpanProcessor::new(unreachable(300), BatchConfig::default());
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_span_processor(processor).build();
-        provider.tracer("test").in_span("checkout", |_| {});
-        let error = provider.shutdown().unwrap_err();
+    fn the_providers_flush_and_shutdown_wait_for_kafka() {
+        let error = provider_with_a_span_kafka_will_not_store().force_flush().unwrap_err();
+        assert!(error.to_string().contains("MessageTimedOut"), "{error}");
+        let error = provider_with_a_span_kafka_will_not_store().shutdown().unwrap_err();
         assert!(error.to_string().contains("MessageTimedOut"), "{error}");
     }
 
