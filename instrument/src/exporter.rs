@@ -85,8 +85,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// How many failed exports are kept for the flushes that will report them; past it the oldest
-/// is forgotten and only counted (the next flush covers it whatever its point).
+/// How many failed exports are kept for the flushes that will report them; past it the one
+/// with the lowest sequence number is forgotten and only counted, and the next flush reports
+/// the count whatever its point.
 const MAX_KEPT_FAILURES: usize = 256;
 
 /// The exports whose records Kafka has not all answered, shared by the exporter, its batches, its
@@ -103,11 +104,12 @@ struct UnansweredState {
     next: u64,
     /// The exports not yet answered in full, by sequence number.
     unanswered: BTreeSet<u64>,
-    /// The first error Kafka reported since an export last returned one, for the SDK to log.
-    unlogged: Option<String>,
+    /// The first error Kafka reported since an export last returned one, for the SDK to log,
+    /// with its export's sequence number (a flush that reports that export clears it).
+    unlogged: Option<(u64, String)>,
     /// The first error of each failed export no flush has reported yet, by sequence number.
     unflushed: BTreeMap<u64, String>,
-    /// Failed exports forgotten past [`MAX_KEPT_FAILURES`], older than every one kept.
+    /// Failed exports forgotten past [`MAX_KEPT_FAILURES`].
     forgotten: usize,
     /// Exports waiting for fewer unanswered exports (the SDK's processors export one at a time).
     waiting: Vec<Waker>,
@@ -132,7 +134,7 @@ impl UnansweredExports {
                     state.unflushed.pop_first();
                     state.forgotten += 1;
                 }
-                state.unlogged.get_or_insert_with(|| error.clone());
+                state.unlogged.get_or_insert_with(|| (sequence, error.clone()));
                 state.unflushed.insert(sequence, error);
             }
             std::mem::take(&mut state.waiting)
@@ -156,7 +158,7 @@ impl UnansweredExports {
         std::future::poll_fn(|cx| {
             let mut state = lock(&self.state);
             if state.unanswered.len() <= limit {
-                return Poll::Ready(state.unlogged.take().map_or(Ok(()), Err));
+                return Poll::Ready(state.unlogged.take().map_or(Ok(()), |(_, error)| Err(error)));
             }
             state.waiting.push(cx.waker().clone());
             Poll::Pending
@@ -164,15 +166,25 @@ impl UnansweredExports {
         .await
     }
 
-    /// Blocks until every export before `before` is answered, or `timeout` has passed; fails
-    /// with the errors of those that failed, which no flush has reported yet. Exports that start
-    /// meanwhile are not waited for, so a busy exporter does not hold a flush to its timeout.
-    fn wait_for(&self, before: u64, timeout: Duration) -> OTelSdkResult {
+    /// Blocks until every export before `before` is answered, or `timeout` has passed. Exports
+    /// that start meanwhile are not waited for, so a busy exporter does not hold a flush to its
+    /// timeout.
+    fn wait(&self, before: u64, timeout: Duration) -> Result<MutexGuard<'_, UnansweredState>, OTelSdkError> {
         let state = lock(&self.state);
         let pending = |state: &mut UnansweredState| state.unanswered.first().is_some_and(|&oldest| oldest < before);
         let (mut state, waited) = self.answered.wait_timeout_while(state, timeout, pending).unwrap_or_else(|poisoned| poisoned.into_inner());
         if waited.timed_out() && pending(&mut state) {
             return Err(OTelSdkError::Timeout(timeout));
+        }
+        Ok(state)
+    }
+
+    /// [`Self::wait`], then fails with the errors of the exports before `before` that failed and
+    /// that no flush has reported yet.
+    fn wait_for(&self, before: u64, timeout: Duration) -> OTelSdkResult {
+        let mut state = self.wait(before, timeout)?;
+        if state.unlogged.as_ref().is_some_and(|(sequence, _)| *sequence < before) {
+            state.unlogged = None;
         }
         let later = state.unflushed.split_off(&before);
         let covered = std::mem::replace(&mut state.unflushed, later);
@@ -285,15 +297,18 @@ impl Drop for Poller {
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a flush waits for Kafka's answers: until the last record exported before it has
-/// been answered or timed out, and a second more; with `message.timeout.ms` 0 (no limit), as long
-/// as the default would.
+/// been answered or timed out (librdkafka looks for timed-out records once a second), and a
+/// second more; with `message.timeout.ms` 0 (no limit), as long as the default would.
 fn flush_timeout(message_timeout_ms: Option<&str>) -> Duration {
     let message_timeout = match message_timeout_ms.and_then(|ms| ms.trim().parse::<u64>().ok()) {
         Some(0) | None => MESSAGE_TIMEOUT,
         Some(ms) => Duration::from_millis(ms),
     };
-    message_timeout + Duration::from_secs(1)
+    message_timeout + Duration::from_secs(2)
 }
+
+/// librdkafka's other name for `message.timeout.ms`.
+const MESSAGE_TIMEOUT_ALIAS: &str = "delivery.timeout.ms";
 
 /// About what one of the library's HTTP or Kafka spans takes encoded.
 const TYPICAL_SPAN_BYTES: usize = 384;
@@ -342,8 +357,12 @@ impl KafkaSpanExporter {
             // can turn it on where bandwidth to the brokers matters more.
             .set("compression.type", "none")
             // The Java client's key hashing, as tracepipe's own producers use.
-            .set("partitioner", "murmur2_random")
-            .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string());
+            .set("partitioner", "murmur2_random");
+        // Under either of its names; setting both would leave which one wins to the order
+        // librdkafka is handed them in.
+        if !kafka.producer.iter().any(|(key, _)| key == "message.timeout.ms" || key == MESSAGE_TIMEOUT_ALIAS) {
+            config.set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string());
+        }
         for (key, value) in &kafka.producer {
             config.set(key, value);
         }
@@ -352,7 +371,7 @@ impl KafkaSpanExporter {
         let producer: Arc<BaseProducer<BatchDeliveries>> = Arc::new(config.create_with_context(BatchDeliveries::default())?);
         let unanswered = Arc::new(UnansweredExports::default());
         let poller = Poller::start(Arc::clone(&producer), Arc::clone(&unanswered)).map_err(|error| rdkafka::error::KafkaError::ClientCreation(format!("export poller thread: {error}")))?;
-        let flush_timeout = flush_timeout(config.get("message.timeout.ms"));
+        let flush_timeout = flush_timeout(config.get("message.timeout.ms").or(config.get(MESSAGE_TIMEOUT_ALIAS)));
         let mut exporter = KafkaSpanExporter { producer, poller, unanswered, flush_timeout, topic: kafka.topic.clone(), resource_fields: Vec::new() };
         exporter.set_resource(&Resource::builder_empty().build());
         Ok(exporter)
@@ -439,8 +458,10 @@ impl SpanExporter for KafkaSpanExporter {
         self.unanswered.wait_for(self.unanswered.next(), self.flush_timeout)
     }
 
+    /// Waits for Kafka's answers to every export, leaving their failures to be reported by
+    /// [`KafkaBatchSpanProcessor`]'s shutdown: the SDK's processor discards what this returns.
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.unanswered.wait_for(self.unanswered.next(), timeout)
+        self.unanswered.wait(self.unanswered.next(), timeout).map(drop)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -494,15 +515,15 @@ impl SpanProcessor for KafkaBatchSpanProcessor {
         answered.and(exported)
     }
 
-    /// Flushes, then stops the SDK's processor, all within `timeout`. The flush comes first and
-    /// here, not in the exporter's shutdown: the SDK's processor discards what that returns, and
-    /// the failures of the last exports would go unreported.
+    /// Stops the SDK's processor, which exports what it holds and then waits, in the exporter's
+    /// shutdown, for Kafka's answers; then reports the failures of every export, all within
+    /// `timeout`. They are reported here because the SDK's processor discards what the
+    /// exporter's shutdown returns.
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         let deadline = Instant::now() + timeout;
-        let exported = self.batches.force_flush();
+        let stopped = self.batches.shutdown_with_timeout(timeout);
         let answered = self.unanswered.wait_for(self.unanswered.next(), deadline.saturating_duration_since(Instant::now()));
-        let stopped = self.batches.shutdown_with_timeout(deadline.saturating_duration_since(Instant::now()));
-        answered.and(exported).and(stopped)
+        answered.and(stopped)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -653,6 +674,11 @@ mod tests {
         exports.wait_for(before, Duration::ZERO).expect("reported once");
         assert!(exports.wait_for(exports.next(), Duration::ZERO).unwrap_err().to_string().contains("kafka: later"));
 
+        let failed = exports.started();
+        exports.answered(failed, Some("kafka: once".into()));
+        assert!(exports.wait_for(exports.next(), Duration::ZERO).is_err());
+        assert_eq!(run(exports.at_most(MAX_UNANSWERED_EXPORTS)), Ok(()), "a failure a flush reported is not returned again by an export");
+
         let busy = exports.started();
         let before = exports.next();
         let _still_unanswered = exports.started();
@@ -698,10 +724,12 @@ mod tests {
 
     #[test]
     fn flushes_wait_past_the_message_timeout() {
-        assert_eq!(flush_timeout(None), Duration::from_secs(11));
-        assert_eq!(flush_timeout(Some("0")), Duration::from_secs(11));
-        assert_eq!(flush_timeout(Some("30000")), Duration::from_secs(31));
-        assert_eq!(flush_timeout(Some("300")), Duration::from_millis(1300));
+        assert_eq!(flush_timeout(None), Duration::from_secs(12));
+        assert_eq!(flush_timeout(Some("0")), Duration::from_secs(12));
+        assert_eq!(flush_timeout(Some("30000")), Duration::from_secs(32));
+        assert_eq!(flush_timeout(Some("300")), Duration::from_millis(2300));
+        let by_alias = KafkaExport { brokers: "127.0.0.1:1".into(), topic: "otlp_spans".into(), producer: vec![(MESSAGE_TIMEOUT_ALIAS.into(), "30000".into())] };
+        assert_eq!(KafkaSpanExporter::new(&by_alias).unwrap().flush_timeout, Duration::from_secs(32));
     }
 
     /// Every record decodes to what opentelemetry-proto's own conversion makes of that trace's
