@@ -50,12 +50,12 @@ pub struct Publisher {
 
 impl Publisher {
     /// `ack_timeout` bounds how long a record may wait for the broker (librdkafka's
-    /// `message.timeout.ms`), so a caller is answered within it even when Kafka is down.
+    /// `message.timeout.ms`), so a caller is answered within it even when Kafka is down, unless
+    /// the producer settings give `message.timeout.ms` or `delivery.timeout.ms` themselves.
     pub fn new(kafka: &KafkaSettings, name: &'static str, topic: impl Into<String>, ack_timeout: Duration) -> Result<Publisher, KafkaError> {
         let mut config = kafka.producer_config(name);
-        config.set("message.timeout.ms", ack_timeout.as_millis().max(1).to_string());
-        if let Some(value) = kafka.producer.get("message.timeout.ms") {
-            config.set("message.timeout.ms", value);
+        if !kafka.sets_producer("message.timeout.ms") {
+            config.set("message.timeout.ms", ack_timeout.as_millis().max(1).to_string());
         }
         let producer: FutureProducer = config.create()?;
         Ok(Publisher { producer, topic: topic.into(), name })

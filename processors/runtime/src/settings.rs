@@ -7,13 +7,39 @@ use rdkafka::ClientConfig;
 
 /// How to reach Kafka. `client` settings apply to every client; `consumer` and `producer` ones to
 /// that kind only. Any librdkafka property (SASL, SSL, timeouts, …) passes through unchanged and
-/// overrides tracepipe's defaults.
+/// overrides tracepipe's defaults, under either of its names where librdkafka has two.
 #[derive(Debug, Clone, Default)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub client: BTreeMap<String, String>,
     pub consumer: BTreeMap<String, String>,
     pub producer: BTreeMap<String, String>,
+}
+
+/// The librdkafka properties tracepipe sets that librdkafka also knows by another name. Given
+/// both names, librdkafka applies them in the order it is handed them, which for a `ClientConfig`
+/// is a hash map's: a user's value under one name must replace a default set under the other.
+const ALIASES: [(&str, &str); 6] = [
+    ("bootstrap.servers", "metadata.broker.list"),
+    ("enable.auto.commit", "auto.commit.enable"),
+    ("acks", "request.required.acks"),
+    ("linger.ms", "queue.buffering.max.ms"),
+    ("compression.type", "compression.codec"),
+    ("message.timeout.ms", "delivery.timeout.ms"),
+];
+
+fn other_name(key: &str) -> Option<&'static str> {
+    ALIASES.iter().find_map(|&(name, alias)| if key == name { Some(alias) } else if key == alias { Some(name) } else { None })
+}
+
+/// Sets each of `settings`, first removing what was set under its other name.
+fn override_defaults(config: &mut ClientConfig, settings: &BTreeMap<String, String>) {
+    for (key, value) in settings {
+        if let Some(other) = other_name(key) {
+            config.remove(other);
+        }
+        config.set(key, value);
+    }
 }
 
 impl KafkaSettings {
@@ -24,10 +50,15 @@ impl KafkaSettings {
     fn base(&self, client_id: &str) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers).set("client.id", client_id);
-        for (key, value) in &self.client {
-            config.set(key, value);
-        }
+        override_defaults(&mut config, &self.client);
         config
+    }
+
+    /// Whether the producer settings (or the settings for every client) give `key`, under
+    /// either of its names.
+    pub fn sets_producer(&self, key: &str) -> bool {
+        let names = [key, other_name(key).unwrap_or(key)];
+        names.iter().any(|name| self.producer.contains_key(*name) || self.client.contains_key(*name))
     }
 
     pub fn consumer_config(&self, group: &str, client_id: &str) -> ClientConfig {
@@ -47,9 +78,7 @@ impl KafkaSettings {
             // (the assembler's, sized by its memory budget, at a third of what it takes).
             .set("fetch.queue.backoff.ms", "20")
             .set("statistics.interval.ms", "5000");
-        for (key, value) in &self.consumer {
-            config.set(key, value);
-        }
+        override_defaults(&mut config, &self.consumer);
         config
     }
 
@@ -65,9 +94,7 @@ impl KafkaSettings {
             // Bounded outputs in memory (librdkafka's default is 1 GiB); full means backpressure.
             .set("queue.buffering.max.kbytes", "65536")
             .set("message.timeout.ms", "120000");
-        for (key, value) in &self.producer {
-            config.set(key, value);
-        }
+        override_defaults(&mut config, &self.producer);
         config
     }
 
@@ -108,5 +135,31 @@ impl PipelineSettings {
             drain_deadline: Duration::from_secs(8),
             delivery_attempts: 5,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setting_under_librdkafkas_other_name_replaces_the_default() {
+        let mut kafka = KafkaSettings::new("127.0.0.1:9092");
+        kafka.producer.insert("delivery.timeout.ms".into(), "5000".into());
+        kafka.producer.insert("queue.buffering.max.ms".into(), "50".into());
+        kafka.client.insert("metadata.broker.list".into(), "kafka-1:9092".into());
+        kafka.consumer.insert("auto.commit.enable".into(), "false".into());
+        let producer = kafka.producer_config("test");
+        assert_eq!(producer.get("message.timeout.ms"), None);
+        assert_eq!(producer.get("delivery.timeout.ms"), Some("5000"));
+        assert_eq!(producer.get("linger.ms"), None);
+        assert_eq!(producer.get("bootstrap.servers"), None);
+        assert_eq!(producer.get("metadata.broker.list"), Some("kafka-1:9092"));
+        assert_eq!(producer.get("compression.type"), Some("lz4"));
+        assert!(kafka.sets_producer("message.timeout.ms"));
+        assert!(!kafka.sets_producer("acks"));
+        let consumer = kafka.consumer_config("group", "test");
+        assert_eq!(consumer.get("enable.auto.commit"), None);
+        assert_eq!(consumer.get("auto.commit.enable"), Some("false"));
     }
 }
