@@ -19,9 +19,8 @@ pub struct KafkaSettings {
 /// The librdkafka properties tracepipe sets that librdkafka also knows by another name. Given
 /// both names, librdkafka applies them in the order it is handed them, which for a `ClientConfig`
 /// is a hash map's: a user's value under one name must replace a default set under the other.
-const ALIASES: [(&str, &str); 6] = [
+const ALIASES: [(&str, &str); 5] = [
     ("bootstrap.servers", "metadata.broker.list"),
-    ("enable.auto.commit", "auto.commit.enable"),
     ("acks", "request.required.acks"),
     ("linger.ms", "queue.buffering.max.ms"),
     ("compression.type", "compression.codec"),
@@ -50,7 +49,14 @@ impl KafkaSettings {
     fn base(&self, client_id: &str) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers).set("client.id", client_id);
+        config
+    }
+
+    /// Overrides `config`'s defaults with the settings for every client, then with those for
+    /// its kind, which win.
+    fn override_with(&self, mut config: ClientConfig, kind: &BTreeMap<String, String>) -> ClientConfig {
         override_defaults(&mut config, &self.client);
+        override_defaults(&mut config, kind);
         config
     }
 
@@ -78,8 +84,7 @@ impl KafkaSettings {
             // (the assembler's, sized by its memory budget, at a third of what it takes).
             .set("fetch.queue.backoff.ms", "20")
             .set("statistics.interval.ms", "5000");
-        override_defaults(&mut config, &self.consumer);
-        config
+        self.override_with(config, &self.consumer)
     }
 
     pub fn producer_config(&self, client_id: &str) -> ClientConfig {
@@ -94,12 +99,11 @@ impl KafkaSettings {
             // Bounded outputs in memory (librdkafka's default is 1 GiB); full means backpressure.
             .set("queue.buffering.max.kbytes", "65536")
             .set("message.timeout.ms", "120000");
-        override_defaults(&mut config, &self.producer);
-        config
+        self.override_with(config, &self.producer)
     }
 
     pub fn admin_config(&self, client_id: &str) -> ClientConfig {
-        self.base(client_id)
+        self.override_with(self.base(client_id), &BTreeMap::new())
     }
 }
 
@@ -142,24 +146,32 @@ impl PipelineSettings {
 mod tests {
     use super::*;
 
+    /// A user's setting replaces tracepipe's default under either of librdkafka's names for it;
+    /// settings for every client beat a kind's defaults and lose to that kind's own settings.
     #[test]
-    fn a_setting_under_librdkafkas_other_name_replaces_the_default() {
+    fn user_settings_override_defaults_under_either_name() {
         let mut kafka = KafkaSettings::new("127.0.0.1:9092");
         kafka.producer.insert("delivery.timeout.ms".into(), "5000".into());
         kafka.producer.insert("queue.buffering.max.ms".into(), "50".into());
+        kafka.producer.insert("acks".into(), "1".into());
         kafka.client.insert("metadata.broker.list".into(), "kafka-1:9092".into());
-        kafka.consumer.insert("auto.commit.enable".into(), "false".into());
+        kafka.client.insert("compression.codec".into(), "zstd".into());
+        kafka.client.insert("request.required.acks".into(), "all".into());
+        kafka.client.insert("session.timeout.ms".into(), "30000".into());
         let producer = kafka.producer_config("test");
         assert_eq!(producer.get("message.timeout.ms"), None);
         assert_eq!(producer.get("delivery.timeout.ms"), Some("5000"));
         assert_eq!(producer.get("linger.ms"), None);
         assert_eq!(producer.get("bootstrap.servers"), None);
         assert_eq!(producer.get("metadata.broker.list"), Some("kafka-1:9092"));
-        assert_eq!(producer.get("compression.type"), Some("lz4"));
+        assert_eq!(producer.get("compression.type"), None, "a setting for every client beats a producer default");
+        assert_eq!((producer.get("acks"), producer.get("request.required.acks")), (Some("1"), None), "the producer's own setting wins");
         assert!(kafka.sets_producer("message.timeout.ms"));
-        assert!(!kafka.sets_producer("acks"));
+        assert!(kafka.sets_producer("compression.type"));
+        assert!(!kafka.sets_producer("partitioner"));
         let consumer = kafka.consumer_config("group", "test");
-        assert_eq!(consumer.get("enable.auto.commit"), None);
-        assert_eq!(consumer.get("auto.commit.enable"), Some("false"));
+        assert_eq!(consumer.get("metadata.broker.list"), Some("kafka-1:9092"));
+        assert_eq!(consumer.get("session.timeout.ms"), Some("30000"));
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
     }
 }
