@@ -183,11 +183,14 @@ impl UnansweredExports {
     /// that no flush has reported yet.
     fn wait_for(&self, before: u64, timeout: Duration) -> OTelSdkResult {
         let mut state = self.wait(before, timeout)?;
-        if state.unlogged.as_ref().is_some_and(|(sequence, _)| *sequence < before) {
-            state.unlogged = None;
-        }
         let later = state.unflushed.split_off(&before);
         let covered = std::mem::replace(&mut state.unflushed, later);
+        // The failure kept for the SDK's log is reported here if this flush covers its export;
+        // the next one to log is then the first this flush leaves (perhaps logged already: a
+        // failure is better logged twice than not at all).
+        if state.unlogged.as_ref().is_some_and(|(sequence, _)| *sequence < before) {
+            state.unlogged = state.unflushed.first_key_value().map(|(sequence, error)| (*sequence, error.clone()));
+        }
         let forgotten = std::mem::take(&mut state.forgotten);
         match covered.into_values().next() {
             None if forgotten == 0 => Ok(()),
@@ -346,22 +349,33 @@ impl EncodedScope {
 
 impl KafkaSpanExporter {
     pub fn new(kafka: &KafkaExport) -> Result<KafkaSpanExporter, rdkafka::error::KafkaError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("client.id", "tracepipe-instrument")
-            .set("linger.ms", "20")
+        let given = |name: &str| kafka.producer.iter().any(|(key, _)| key == name);
+        // Each default under librdkafka's two names for it (the second, if any), set only when
+        // the producer settings give neither: librdkafka applies the two names in the order it is
+        // handed them, which for a `ClientConfig` is a hash map's.
+        let defaults = [
+            ("bootstrap.servers", Some("metadata.broker.list"), kafka.brokers.clone()),
+            ("client.id", None, "tracepipe-instrument".to_string()),
+            ("linger.ms", Some("queue.buffering.max.ms"), "20".to_string()),
             // Uncompressed, as the OpenTelemetry SDKs' OTLP exporters and the Collector's kafka
             // exporter default to: LZ4 on these small per-trace records cost the service more CPU
             // than encoding the spans did (callgrind on the example shop). `producer` settings
             // can turn it on where bandwidth to the brokers matters more.
-            .set("compression.type", "none")
+            ("compression.type", Some("compression.codec"), "none".to_string()),
             // The Java client's key hashing, as tracepipe's own producers use.
-            .set("partitioner", "murmur2_random");
-        // Under either of its names; setting both would leave which one wins to the order
-        // librdkafka is handed them in.
-        if !kafka.producer.iter().any(|(key, _)| key == "message.timeout.ms" || key == MESSAGE_TIMEOUT_ALIAS) {
-            config.set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string());
+            ("partitioner", None, "murmur2_random".to_string()),
+            ("message.timeout.ms", Some(MESSAGE_TIMEOUT_ALIAS), MESSAGE_TIMEOUT.as_millis().to_string()),
+        ];
+        let mut config = ClientConfig::new();
+        for (name, other_name, value) in defaults {
+            match other_name {
+                Some(other) if given(name) && given(other) => return Err(rdkafka::error::KafkaError::ClientCreation(format!("the exporter's producer settings give both {name} and {other}, which librdkafka takes for the same setting; give one"))),
+                Some(other) if given(other) => {}
+                _ if given(name) => {}
+                _ => {
+                    config.set(name, value);
+                }
+            }
         }
         for (key, value) in &kafka.producer {
             config.set(key, value);
@@ -679,6 +693,15 @@ mod tests {
         assert!(exports.wait_for(exports.next(), Duration::ZERO).is_err());
         assert_eq!(run(exports.at_most(MAX_UNANSWERED_EXPORTS)), Ok(()), "a failure a flush reported is not returned again by an export");
 
+        let early = exports.started();
+        let before = exports.next();
+        let late = exports.started();
+        exports.answered(early, Some("kafka: early".into()));
+        exports.answered(late, Some("kafka: late".into()));
+        assert!(exports.wait_for(before, Duration::ZERO).unwrap_err().to_string().contains("kafka: early"));
+        assert_eq!(run(exports.at_most(MAX_UNANSWERED_EXPORTS)), Err("kafka: late".into()), "the failure a flush leaves is still logged");
+        assert!(exports.wait_for(exports.next(), Duration::ZERO).unwrap_err().to_string().contains("kafka: late"));
+
         let busy = exports.started();
         let before = exports.next();
         let _still_unanswered = exports.started();
@@ -730,6 +753,9 @@ mod tests {
         assert_eq!(flush_timeout(Some("300")), Duration::from_millis(2300));
         let by_alias = KafkaExport { brokers: "127.0.0.1:1".into(), topic: "otlp_spans".into(), producer: vec![(MESSAGE_TIMEOUT_ALIAS.into(), "30000".into())] };
         assert_eq!(KafkaSpanExporter::new(&by_alias).unwrap().flush_timeout, Duration::from_secs(32));
+        let both = KafkaExport { producer: vec![("compression.codec".into(), "lz4".into()), ("compression.type".into(), "zstd".into())], ..by_alias };
+        let error = KafkaSpanExporter::new(&both).unwrap_err().to_string();
+        assert!(error.contains("both compression.type and compression.codec"), "{error}");
     }
 
     /// Every record decodes to what opentelemetry-proto's own conversion makes of that trace's
