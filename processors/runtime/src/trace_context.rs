@@ -11,14 +11,23 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
-    /// Parses a `traceparent` header value (version 00 layout; later versions are read the same
-    /// way, as the spec asks).
+    /// Parses a `traceparent` header value as the W3C specification has it: lower-case hex, ids
+    /// not all zero, version `ff` invalid, version 00 exactly 55 characters, and a later version
+    /// read by the 00 layout, with anything after it only past a dash. Surrounding spaces and
+    /// tabs are allowed, as in any header.
     pub fn parse(value: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(value).ok()?;
-        let mut parts = text.split('-');
-        let version = parts.next()?;
-        let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
-        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        const LEN: usize = 55;
+        let value = value.trim_ascii();
+        if value.len() < LEN || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+            return None;
+        }
+        let lower_hex = |field: &[u8]| field.iter().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'));
+        let (version, trace, span, flags) = (&value[..2], &value[3..35], &value[36..52], &value[53..LEN]);
+        if ![version, trace, span, flags].into_iter().all(lower_hex) {
+            return None;
+        }
+        let exact = value.len() == LEN;
+        if version == b"ff" || (version == b"00" && !exact) || (!exact && value[LEN] != b'-') {
             return None;
         }
         let mut context = TraceContext { trace_id: [0; 16], span_id: [0; 8], flags: 0 };
@@ -72,9 +81,23 @@ mod tests {
         let header = child.to_header();
         assert!(header.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert_eq!(TraceContext::parse(header.as_bytes()), Some(child));
-        for bad in [&b""[..], b"00-00000000000000000000000000000000-00f067aa0ba902b7-01", b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", b"00-xyz", b"\xff\xfe"] {
-            assert_eq!(TraceContext::parse(bad), None);
+        for bad in [
+            &b""[..],
+            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0A",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01extra",
+            b"00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-xyz",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{}", String::from_utf8_lossy(bad));
         }
+        assert_eq!(TraceContext::parse(b" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\t"), Some(parent));
+        assert_eq!(TraceContext::parse(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"), Some(parent), "a later version's added fields");
         assert_eq!(TraceContext::child_of(None).flags, 0);
     }
 }
