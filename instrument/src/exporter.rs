@@ -98,6 +98,12 @@ struct UnansweredExports {
     answered: Condvar,
 }
 
+impl std::fmt::Debug for UnansweredExports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnansweredExports").field("exports", &lock(&self.state).unanswered.len()).finish()
+    }
+}
+
 #[derive(Default)]
 struct UnansweredState {
     /// The sequence number the next export gets.
@@ -370,8 +376,7 @@ impl KafkaSpanExporter {
         for (name, other_name, value) in defaults {
             match other_name {
                 Some(other) if given(name) && given(other) => return Err(rdkafka::error::KafkaError::ClientCreation(format!("the exporter's producer settings give both {name} and {other}, which librdkafka takes for the same setting; give one"))),
-                Some(other) if given(other) => {}
-                _ if given(name) => {}
+                _ if given(name) || other_name.is_some_and(given) => {}
                 _ => {
                     config.set(name, value);
                 }
@@ -503,12 +508,6 @@ impl KafkaBatchSpanProcessor {
     pub fn new(exporter: KafkaSpanExporter, config: BatchConfig) -> KafkaBatchSpanProcessor {
         let (unanswered, flush_timeout) = (Arc::clone(&exporter.unanswered), exporter.flush_timeout);
         KafkaBatchSpanProcessor { batches: BatchSpanProcessor::builder(exporter).with_batch_config(config).build(), unanswered, flush_timeout }
-    }
-}
-
-impl std::fmt::Debug for UnansweredExports {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UnansweredExports").field("exports", &lock(&self.state).unanswered.len()).finish()
     }
 }
 

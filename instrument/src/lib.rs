@@ -87,11 +87,11 @@ pub struct KafkaExport {
     /// `otlp_spans` is what tracepipe's router reads as OTLP protobuf.
     pub topic: String,
     /// Any librdkafka producer property (SASL, TLS, …). `message.timeout.ms` (or its other name
-    /// `delivery.timeout.ms`; 10 s unless set) is how long a record waits for Kafka before its export is reported failed; `0`,
-    /// librdkafka's "no limit", holds the SDK's export thread, once
-    /// [`exporter::MAX_UNANSWERED_EXPORTS`] exports wait, for as long as Kafka is unreachable,
-    /// while new spans queue and then drop (the SDK logs that it drops, and how many at
-    /// shutdown). `delivery.report.only.error` is always off: an export counts every answer.
+    /// `delivery.timeout.ms`; 10 s unless set) is how long a record waits for Kafka before its
+    /// export is reported failed; `0`, librdkafka's "no limit", holds the SDK's export thread,
+    /// once [`exporter::MAX_UNANSWERED_EXPORTS`] exports wait, for as long as Kafka is
+    /// unreachable, while new spans queue and then drop (the SDK logs that it drops, and how many
+    /// at shutdown). `delivery.report.only.error` is always off: an export counts every answer.
     pub producer: Vec<(String, String)>,
 }
 

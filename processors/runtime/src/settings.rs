@@ -63,8 +63,8 @@ impl KafkaSettings {
     /// Whether the producer settings (or the settings for every client) give `key`, under
     /// either of its names.
     pub fn sets_producer(&self, key: &str) -> bool {
-        let names = [key, other_name(key).unwrap_or(key)];
-        names.iter().any(|name| self.producer.contains_key(*name) || self.client.contains_key(*name))
+        let given = |name: &str| self.producer.contains_key(name) || self.client.contains_key(name);
+        given(key) || other_name(key).is_some_and(given)
     }
 
     pub fn consumer_config(&self, group: &str, client_id: &str) -> ClientConfig {
