@@ -38,6 +38,9 @@ pub struct KafkaSpanExporter {
     poller: Poller,
     unanswered: Arc<UnansweredExports>,
     flush_timeout: Duration,
+    /// When the SDK's call to [`SpanExporter::shutdown`] must return, set by
+    /// [`KafkaBatchSpanProcessor`]'s shutdown: the SDK's processor calls it with no deadline.
+    shutdown_deadline: Arc<Mutex<Option<Instant>>>,
     topic: String,
     /// The process's resource as the `resource` and `schema_url` fields of a `ResourceSpans`,
     /// encoded once when the SDK sets it: every record repeats these bytes.
@@ -391,7 +394,7 @@ impl KafkaSpanExporter {
         let unanswered = Arc::new(UnansweredExports::default());
         let poller = Poller::start(Arc::clone(&producer), Arc::clone(&unanswered)).map_err(|error| rdkafka::error::KafkaError::ClientCreation(format!("export poller thread: {error}")))?;
         let flush_timeout = flush_timeout(config.get("message.timeout.ms").or(config.get(MESSAGE_TIMEOUT_ALIAS)));
-        let mut exporter = KafkaSpanExporter { producer, poller, unanswered, flush_timeout, topic: kafka.topic.clone(), resource_fields: Vec::new() };
+        let mut exporter = KafkaSpanExporter { producer, poller, unanswered, flush_timeout, shutdown_deadline: Arc::default(), topic: kafka.topic.clone(), resource_fields: Vec::new() };
         exporter.set_resource(&Resource::builder_empty().build());
         Ok(exporter)
     }
@@ -483,6 +486,19 @@ impl SpanExporter for KafkaSpanExporter {
         self.unanswered.wait(self.unanswered.next(), timeout).map(drop)
     }
 
+    /// What the SDK's batch processor calls as it stops, before it drops the exporter (and with
+    /// it the producer, which purges the records Kafka has not answered): waits until the
+    /// deadline of [`KafkaBatchSpanProcessor`]'s shutdown, or for the flush timeout under another
+    /// processor, rather than the SDK's fixed 5 s, which would purge records Kafka was still
+    /// within its `message.timeout.ms` to answer.
+    fn shutdown(&self) -> OTelSdkResult {
+        let timeout = match *lock(&self.shutdown_deadline) {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => self.flush_timeout,
+        };
+        self.shutdown_with_timeout(timeout)
+    }
+
     fn set_resource(&mut self, resource: &Resource) {
         let resource = ResourceAttributesWithSchema::from(resource);
         self.resource_fields.clear();
@@ -502,12 +518,19 @@ pub struct KafkaBatchSpanProcessor {
     batches: BatchSpanProcessor,
     unanswered: Arc<UnansweredExports>,
     flush_timeout: Duration,
+    shutdown_deadline: Arc<Mutex<Option<Instant>>>,
 }
 
 impl KafkaBatchSpanProcessor {
     pub fn new(exporter: KafkaSpanExporter, config: BatchConfig) -> KafkaBatchSpanProcessor {
-        let (unanswered, flush_timeout) = (Arc::clone(&exporter.unanswered), exporter.flush_timeout);
-        KafkaBatchSpanProcessor { batches: BatchSpanProcessor::builder(exporter).with_batch_config(config).build(), unanswered, flush_timeout }
+        let (unanswered, flush_timeout, shutdown_deadline) = (Arc::clone(&exporter.unanswered), exporter.flush_timeout, Arc::clone(&exporter.shutdown_deadline));
+        KafkaBatchSpanProcessor { batches: BatchSpanProcessor::builder(exporter).with_batch_config(config).build(), unanswered, flush_timeout, shutdown_deadline }
+    }
+
+    /// How long a flush may wait for Kafka's answers (`message.timeout.ms` and 2 s), and so how
+    /// long a shutdown needs to give every span ended before it its answer.
+    pub fn flush_timeout(&self) -> Duration {
+        self.flush_timeout
     }
 }
 
@@ -534,6 +557,7 @@ impl SpanProcessor for KafkaBatchSpanProcessor {
     /// exporter's shutdown returns.
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         let deadline = Instant::now() + timeout;
+        *lock(&self.shutdown_deadline) = Some(deadline);
         let stopped = self.batches.shutdown_with_timeout(timeout);
         let answered = self.unanswered.wait_for(self.unanswered.next(), deadline.saturating_duration_since(Instant::now()));
         answered.and(stopped)
@@ -725,10 +749,10 @@ mod tests {
     }
 
     /// A provider over an exporter whose broker is unreachable, one span ended.
-    fn provider_with_a_span_kafka_will_not_store() -> opentelemetry_sdk::trace::SdkTracerProvider {
+    fn provider_with_a_span_kafka_will_not_store(message_timeout_ms: u32) -> opentelemetry_sdk::trace::SdkTracerProvider {
         use opentelemetry::trace::{Tracer as _, TracerProvider as _};
 
-        let processor = KafkaBatchSpanProcessor::new(unreachable(300), BatchConfig::default());
+        let processor = KafkaBatchSpanProcessor::new(unreachable(message_timeout_ms), BatchConfig::default());
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_span_processor(processor).build();
         provider.tracer("test").in_span("checkout", |_| {});
         provider
@@ -738,10 +762,21 @@ mod tests {
     /// and so does its shutdown, which reports what Kafka did not store of the last spans.
     #[test]
     fn the_providers_flush_and_shutdown_wait_for_kafka() {
-        let error = provider_with_a_span_kafka_will_not_store().force_flush().unwrap_err();
+        let error = provider_with_a_span_kafka_will_not_store(300).force_flush().unwrap_err();
         assert!(error.to_string().contains("MessageTimedOut"), "{error}");
-        let error = provider_with_a_span_kafka_will_not_store().shutdown().unwrap_err();
+        let error = provider_with_a_span_kafka_will_not_store(300).shutdown().unwrap_err();
         assert!(error.to_string().contains("MessageTimedOut"), "{error}");
+    }
+
+    /// A shutdown given longer than the SDK's 5 s waits that long for Kafka: the records are
+    /// answered (here, timed out) by Kafka rather than purged when the SDK drops the exporter.
+    #[test]
+    fn a_shutdown_waits_for_kafka_past_five_seconds() {
+        let provider = provider_with_a_span_kafka_will_not_store(6_000);
+        let started = Instant::now();
+        let error = provider.shutdown_with_timeout(flush_timeout(Some("6000"))).unwrap_err();
+        assert!(error.to_string().contains("MessageTimedOut"), "{error}");
+        assert!(started.elapsed() >= Duration::from_secs(6), "answered after {:?}", started.elapsed());
     }
 
     #[test]

@@ -171,9 +171,11 @@ pub enum InitError {
     Sampling(String),
 }
 
-/// Keeps the SDK running; dropping it flushes what is buffered and shuts the exporter down.
+/// Keeps the SDK running; dropping it exports what is buffered and waits for Kafka's answers,
+/// for as long as Kafka may take to answer a record (`message.timeout.ms` and 2 s).
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    shutdown_timeout: Duration,
 }
 
 impl Telemetry {
@@ -184,7 +186,7 @@ impl Telemetry {
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
-        if let Err(error) = self.provider.shutdown() {
+        if let Err(error) = self.provider.shutdown_with_timeout(self.shutdown_timeout) {
             eprintln!("telemetry shutdown: {error}");
         }
     }
@@ -198,8 +200,18 @@ const EXPORT_BATCH_SPANS: usize = 512;
 /// Builds the tracer provider alone, for a service that installs its own subscriber. Make it the
 /// global provider too (`opentelemetry::global::set_tracer_provider`), before the first request:
 /// the HTTP and Kafka spans of [`http`], [`client`] and [`kafka`] are started from the global
-/// provider's tracer.
+/// provider's tracer. Shut it down with `shutdown_with_timeout` given
+/// [`KafkaBatchSpanProcessor::flush_timeout`] (12 s by default) for every span to get Kafka's
+/// answer; the SDK's `shutdown` gives it 5 s.
 pub fn tracer_provider(config: &Config) -> Result<SdkTracerProvider, InitError> {
+    built_provider(config).map(|(provider, _)| provider)
+}
+
+/// The SDK's own shutdown timeout, where there is no exporter to wait for.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`tracer_provider`], with how long its shutdown may take.
+fn built_provider(config: &Config) -> Result<(SdkTracerProvider, Duration), InitError> {
     let mut attributes = vec![KeyValue::new("service.name", config.service_name.clone()), KeyValue::new("telemetry.sdk.name", "tracepipe-instrument")];
     if let Some(version) = &config.service_version {
         attributes.push(KeyValue::new("service.version", version.clone()));
@@ -207,18 +219,21 @@ pub fn tracer_provider(config: &Config) -> Result<SdkTracerProvider, InitError> 
     attributes.extend(config.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
     let resource = Resource::builder_empty().with_attributes(attributes).build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource).with_sampler(config.sampling.sampler(&config.service_name).map_err(InitError::Sampling)?);
+    let mut shutdown_timeout = SHUTDOWN_TIMEOUT;
     if let Some(kafka) = &config.kafka {
         let exporter = KafkaSpanExporter::new(kafka)?;
         let batch = BatchConfigBuilder::default().with_max_queue_size(config.max_queue_size).with_scheduled_delay(config.export_interval).with_max_export_batch_size(EXPORT_BATCH_SPANS).build();
-        builder = builder.with_span_processor(KafkaBatchSpanProcessor::new(exporter, batch));
+        let processor = KafkaBatchSpanProcessor::new(exporter, batch);
+        shutdown_timeout = shutdown_timeout.max(processor.flush_timeout());
+        builder = builder.with_span_processor(processor);
     }
-    Ok(builder.build())
+    Ok((builder.build(), shutdown_timeout))
 }
 
 /// Sets up tracing for the process: the SDK, W3C propagation, and a global `tracing` subscriber
 /// that logs to stderr and turns spans into OpenTelemetry spans.
 pub fn init(config: Config) -> Result<Telemetry, InitError> {
-    let provider = tracer_provider(&config)?;
+    let (provider, shutdown_timeout) = built_provider(&config)?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer("tracepipe-instrument");
@@ -241,5 +256,5 @@ pub fn init(config: Config) -> Result<Telemetry, InitError> {
         .try_init()
         .map_err(|e| InitError::Subscriber(e.to_string()))?;
     tracer::use_provider(&provider);
-    Ok(Telemetry { provider })
+    Ok(Telemetry { provider, shutdown_timeout })
 }
