@@ -319,6 +319,10 @@ fn flush_timeout(message_timeout_ms: Option<&str>) -> Duration {
     message_timeout + Duration::from_secs(2)
 }
 
+/// How much of a shutdown's time, at most, is kept for dropping the producer once the exporter
+/// has stopped waiting (a quarter of it when that is less).
+const PRODUCER_DROP_MARGIN: Duration = Duration::from_millis(500);
+
 /// librdkafka's other name for `message.timeout.ms`.
 const MESSAGE_TIMEOUT_ALIAS: &str = "delivery.timeout.ms";
 
@@ -487,10 +491,12 @@ impl SpanExporter for KafkaSpanExporter {
     }
 
     /// What the SDK's batch processor calls as it stops, before it drops the exporter (and with
-    /// it the producer, which purges the records Kafka has not answered): waits until the
-    /// deadline of [`KafkaBatchSpanProcessor`]'s shutdown, or for the flush timeout under another
-    /// processor, rather than the SDK's fixed 5 s, which would purge records Kafka was still
-    /// within its `message.timeout.ms` to answer.
+    /// it the producer, which purges the records Kafka has not answered): waits until just
+    /// before the deadline of [`KafkaBatchSpanProcessor`]'s shutdown, rather than the SDK's fixed
+    /// 5 s, which would purge records Kafka was still within its `message.timeout.ms` to answer.
+    /// Under the SDK's own `BatchSpanProcessor`, which sets no deadline, it waits the flush
+    /// timeout, on the processor's thread: the provider's shutdown still returns at its own
+    /// timeout.
     fn shutdown(&self) -> OTelSdkResult {
         let timeout = match *lock(&self.shutdown_deadline) {
             Some(deadline) => deadline.saturating_duration_since(Instant::now()),
@@ -557,7 +563,10 @@ impl SpanProcessor for KafkaBatchSpanProcessor {
     /// exporter's shutdown returns.
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         let deadline = Instant::now() + timeout;
-        *lock(&self.shutdown_deadline) = Some(deadline);
+        // The exporter stops waiting a little earlier: the SDK's processor then drops it, and
+        // dropping the producer purges what Kafka has not answered and collects those reports,
+        // which has to fit in the time left.
+        *lock(&self.shutdown_deadline) = Some(deadline - (timeout / 4).min(PRODUCER_DROP_MARGIN));
         let stopped = self.batches.shutdown_with_timeout(timeout);
         let answered = self.unanswered.wait_for(self.unanswered.next(), deadline.saturating_duration_since(Instant::now()));
         answered.and(stopped)
@@ -774,9 +783,21 @@ mod tests {
     fn a_shutdown_waits_for_kafka_past_five_seconds() {
         let provider = provider_with_a_span_kafka_will_not_store(6_000);
         let started = Instant::now();
-        let error = provider.shutdown_with_timeout(flush_timeout(Some("6000"))).unwrap_err();
+        let error = provider.shutdown_with_timeout(flush_timeout(Some("6000")) + Duration::from_secs(2)).unwrap_err();
         assert!(error.to_string().contains("MessageTimedOut"), "{error}");
         assert!(started.elapsed() >= Duration::from_secs(6), "answered after {:?}", started.elapsed());
+    }
+
+    /// A shutdown shorter than Kafka's answers stops the exporter within it: the producer is
+    /// dropped and the records it purges are reported (were the exporter still waiting on the
+    /// SDK's thread, the shutdown would fail with a timeout instead).
+    #[test]
+    fn a_shutdown_stops_the_exporter_within_its_timeout() {
+        let provider = provider_with_a_span_kafka_will_not_store(60_000);
+        let timeout = Duration::from_millis(1_500);
+        let started = Instant::now();
+        let error = provider.shutdown_with_timeout(timeout).unwrap_err();
+        assert!(error.to_string().contains("PurgeQueue"), "the exporter stopped and its records were purged within {timeout:?}: {error} after {:?}", started.elapsed());
     }
 
     #[test]

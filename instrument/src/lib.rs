@@ -200,9 +200,8 @@ const EXPORT_BATCH_SPANS: usize = 512;
 /// Builds the tracer provider alone, for a service that installs its own subscriber. Make it the
 /// global provider too (`opentelemetry::global::set_tracer_provider`), before the first request:
 /// the HTTP and Kafka spans of [`http`], [`client`] and [`kafka`] are started from the global
-/// provider's tracer. Shut it down with `shutdown_with_timeout` given
-/// [`KafkaBatchSpanProcessor::flush_timeout`] (12 s by default) for every span to get Kafka's
-/// answer; the SDK's `shutdown` gives it 5 s.
+/// provider's tracer. Shut it down with `shutdown_with_timeout` given `message.timeout.ms` and
+/// 2 s (12 s by default) for every span to get Kafka's answer; the SDK's `shutdown` gives it 5 s.
 pub fn tracer_provider(config: &Config) -> Result<SdkTracerProvider, InitError> {
     built_provider(config).map(|(provider, _)| provider)
 }
