@@ -11,7 +11,7 @@ use opentelemetry::trace::{Link, SpanContext, SpanId, SpanKind, Status, TraceFla
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use opentelemetry_sdk::Resource;
-use tracepipe_instrument::{KafkaExport, KafkaSpanExporter};
+use tracepipe_instrument::{KafkaExport, KafkaSpanExporter, SpanRecords};
 
 const TRACES: u64 = 64;
 
@@ -69,9 +69,13 @@ fn request(trace: u64, library: &InstrumentationScope, application: &Instrumenta
     ]
 }
 
-fn export(c: &mut Criterion) {
-    let mut exporter = KafkaSpanExporter::new(&KafkaExport { brokers: "127.0.0.1:1".into(), topic: "otlp_spans".into(), producer: Vec::new() }).expect("exporter");
+fn exporter(records: SpanRecords) -> KafkaSpanExporter {
+    let mut exporter = KafkaSpanExporter::new(&KafkaExport { records, ..KafkaExport::new("127.0.0.1:1", "otlp_spans") }).expect("exporter");
     exporter.set_resource(&Resource::builder_empty().with_attributes([KeyValue::new("service.name", "frontend"), KeyValue::new("telemetry.sdk.name", "tracepipe-instrument")]).build());
+    exporter
+}
+
+fn export(c: &mut Criterion) {
     let library = InstrumentationScope::builder("tracepipe-instrument").with_version("0.1.0").build();
     let application = InstrumentationScope::builder("shop_frontend").build();
     // Server and client spans end with their request; the consumer's two end a few requests
@@ -89,9 +93,12 @@ fn export(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("export");
     group.throughput(Throughput::Elements(batch.len() as u64));
-    group.bench_function(format!("records of {TRACES} traces ({} spans)", batch.len()), |b| {
-        b.iter_batched(|| batch.clone(), |batch| exporter.records(batch), BatchSize::SmallInput)
-    });
+    for (records, name) in [(SpanRecords::PerTrace, "a record per trace"), (SpanRecords::PerBatch, "one record")] {
+        let exporter = exporter(records);
+        group.bench_function(format!("{TRACES} traces ({} spans), {name}", batch.len()), |b| {
+            b.iter_batched(|| batch.clone(), |batch| exporter.records(batch), BatchSize::SmallInput)
+        });
+    }
     group.finish();
 }
 

@@ -1,7 +1,8 @@
 //! An OpenTelemetry span exporter that publishes OTLP to Kafka: one
 //! `ExportTraceServiceRequest` record per trace in each batch, keyed by the 16-byte trace id, on
 //! the topic tracepipe's router reads (`otlp_spans`) — what the OpenTelemetry Collector's kafka
-//! exporter writes with `partition_traces_by_id`, without a collector in between.
+//! exporter writes with `partition_traces_by_id`, without a collector in between — or, with
+//! [`SpanRecords::PerBatch`], one unkeyed record per batch, as the Collector writes by default.
 //!
 //! Exports are pipelined, as a Kafka producer is meant to be used: an export returns once its
 //! records are queued in the producer, while up to [`MAX_UNANSWERED_EXPORTS`] earlier ones wait
@@ -31,7 +32,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientConfig;
 
 use crate::otlp::{self, delimited_len, write_delimited_header};
-use crate::KafkaExport;
+use crate::{KafkaExport, SpanRecords};
 
 pub struct KafkaSpanExporter {
     producer: Arc<BaseProducer<BatchDeliveries>>,
@@ -42,6 +43,10 @@ pub struct KafkaSpanExporter {
     /// [`KafkaBatchSpanProcessor`]'s shutdown: the SDK's processor calls it with no deadline.
     shutdown_deadline: Arc<Mutex<Option<Instant>>>,
     topic: String,
+    records: SpanRecords,
+    /// The most a record of several traces may take encoded: the producer's `message.max.bytes`
+    /// less room for the record's framing.
+    max_record_bytes: usize,
     /// The process's resource as the `resource` and `schema_url` fields of a `ResourceSpans`,
     /// encoded once when the SDK sets it: every record repeats these bytes.
     resource_fields: Vec<u8>,
@@ -323,6 +328,13 @@ fn flush_timeout(message_timeout_ms: Option<&str>) -> Duration {
 /// has stopped waiting (a quarter of it when that is less).
 const PRODUCER_DROP_MARGIN: Duration = Duration::from_millis(500);
 
+/// librdkafka's default `message.max.bytes`, the most a record may take.
+const MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// What librdkafka counts toward `message.max.bytes` beside a record's value, at most: its
+/// framing in a batch, and the trace id or its absence as the key.
+const RECORD_FRAMING_BYTES: usize = 128;
+
 /// librdkafka's other name for `message.timeout.ms`.
 const MESSAGE_TIMEOUT_ALIAS: &str = "delivery.timeout.ms";
 
@@ -398,20 +410,33 @@ impl KafkaSpanExporter {
         let unanswered = Arc::new(UnansweredExports::default());
         let poller = Poller::start(Arc::clone(&producer), Arc::clone(&unanswered)).map_err(|error| rdkafka::error::KafkaError::ClientCreation(format!("export poller thread: {error}")))?;
         let flush_timeout = flush_timeout(config.get("message.timeout.ms").or(config.get(MESSAGE_TIMEOUT_ALIAS)));
-        let mut exporter = KafkaSpanExporter { producer, poller, unanswered, flush_timeout, shutdown_deadline: Arc::default(), topic: kafka.topic.clone(), resource_fields: Vec::new() };
+        let max_message_bytes = config.get("message.max.bytes").and_then(|bytes| bytes.trim().parse::<usize>().ok()).unwrap_or(MAX_MESSAGE_BYTES);
+        let max_record_bytes = max_message_bytes.saturating_sub(RECORD_FRAMING_BYTES).max(1);
+        let mut exporter = KafkaSpanExporter {
+            producer,
+            poller,
+            unanswered,
+            flush_timeout,
+            shutdown_deadline: Arc::default(),
+            topic: kafka.topic.clone(),
+            records: kafka.records,
+            max_record_bytes,
+            resource_fields: Vec::new(),
+        };
         exporter.set_resource(&Resource::builder_empty().build());
         Ok(exporter)
     }
 
-    /// The records a batch becomes: per trace, (trace id, an `ExportTraceServiceRequest` of its
-    /// spans). Each span is written once as OTLP protobuf straight from the SDK's data (see
-    /// [`crate::otlp`]); the resource and scopes are encoded once and their bytes repeated in
-    /// every record, which is framed around the spans' bytes.
-    pub fn records(&self, batch: Vec<SpanData>) -> Vec<([u8; 16], Vec<u8>)> {
+    /// The records a batch becomes: (key, an `ExportTraceServiceRequest`), per trace keyed by
+    /// its trace id or, with [`SpanRecords::PerBatch`], unkeyed for as many of the batch's spans
+    /// as fit in `message.max.bytes`. Each span is written once as OTLP protobuf straight from
+    /// the SDK's data (see [`crate::otlp`]); the resource and scopes are encoded once and their
+    /// bytes repeated in every record, which is framed around the spans' bytes.
+    pub fn records(&self, batch: Vec<SpanData>) -> Vec<(Option<[u8; 16]>, Vec<u8>)> {
         let mut scopes: Vec<EncodedScope> = Vec::new();
         // Room for a typical span's encoding each, so the buffer is not regrown as it fills.
         let mut bodies = Vec::with_capacity(batch.len() * TYPICAL_SPAN_BYTES);
-        // (trace id, scope, where the span's body lies in `bodies`), then grouped by trace and
+        // (trace id, scope, where the span's body lies in `bodies`), then grouped by record and
         // scope, in arrival order within each.
         let mut spans: Vec<EncodedSpan> = Vec::with_capacity(batch.len());
         for span in &batch {
@@ -426,35 +451,73 @@ impl KafkaSpanExporter {
             otlp::write_span(span, &mut bodies);
             spans.push((span.span_context.trace_id().to_bytes(), scope, start..bodies.len()));
         }
+        let frame = |spans: &[EncodedSpan]| frame_record(&self.resource_fields, &scopes, &bodies, spans);
         // Each body starts past the one before, so ordering by it keeps arrival order.
-        spans.sort_unstable_by_key(|(trace, scope, body)| (*trace, *scope, body.start));
-
-        let mut records = Vec::new();
-        for trace in spans.chunk_by(|a, b| a.0 == b.0) {
-            let groups: Vec<&[EncodedSpan]> = trace.chunk_by(|a, b| a.1 == b.1).collect();
-            let scope_body = |group: &[EncodedSpan]| scopes[group[0].1].fields.len() + group.iter().map(|s| delimited_len(SCOPE_SPANS_SPANS, s.2.len())).sum::<usize>();
-            let resource_body = self.resource_fields.len() + groups.iter().map(|g| delimited_len(RESOURCE_SPANS_SCOPE_SPANS, scope_body(g))).sum::<usize>();
-            let mut out = Vec::with_capacity(delimited_len(REQUEST_RESOURCE_SPANS, resource_body));
-            write_delimited_header(REQUEST_RESOURCE_SPANS, resource_body, &mut out);
-            // `resource` first and `schema_url` last would be the usual order; protobuf takes
-            // fields in any order, and the two are kept together as one encoded run.
-            out.extend_from_slice(&self.resource_fields);
-            for group in &groups {
-                write_delimited_header(RESOURCE_SPANS_SCOPE_SPANS, scope_body(group), &mut out);
-                out.extend_from_slice(&scopes[group[0].1].fields);
-                for (_, _, body) in *group {
-                    write_delimited_header(SCOPE_SPANS_SPANS, body.len(), &mut out);
-                    out.extend_from_slice(&bodies[body.clone()]);
-                }
+        match self.records {
+            SpanRecords::PerTrace => {
+                spans.sort_unstable_by_key(|(trace, scope, body)| (*trace, *scope, body.start));
+                spans.chunk_by(|a, b| a.0 == b.0).map(|trace| (Some(trace[0].0), frame(trace))).collect()
             }
-            records.push((trace[0].0, out));
+            SpanRecords::PerBatch => {
+                spans.sort_unstable_by_key(|(_, scope, body)| (*scope, body.start));
+                let mut records = Vec::new();
+                let mut rest = &spans[..];
+                while !rest.is_empty() {
+                    let fit = spans_that_fit(self.resource_fields.len(), &scopes, rest, self.max_record_bytes);
+                    let (record, later) = rest.split_at(fit);
+                    records.push((None, frame(record)));
+                    rest = later;
+                }
+                records
+            }
         }
-        records
     }
 }
 
+/// How many of `spans` (ordered by scope), one at least, one record takes without its
+/// `ExportTraceServiceRequest` passing `max_bytes`, counting each varint length at its widest.
+fn spans_that_fit(resource_bytes: usize, scopes: &[EncodedScope], spans: &[EncodedSpan], max_bytes: usize) -> usize {
+    const HEADER: usize = 1 + 5;
+    let mut bytes = HEADER + resource_bytes;
+    let mut scope = None;
+    for (index, (_, span_scope, body)) in spans.iter().enumerate() {
+        let mut more = delimited_len(SCOPE_SPANS_SPANS, body.len());
+        if scope != Some(*span_scope) {
+            more += HEADER + scopes[*span_scope].fields.len();
+        }
+        if index > 0 && bytes + more > max_bytes {
+            return index;
+        }
+        bytes += more;
+        scope = Some(*span_scope);
+    }
+    spans.len()
+}
+
+/// One record's `ExportTraceServiceRequest`: a `ResourceSpans` of `spans`, which are ordered by
+/// scope, a `ScopeSpans` per scope.
+fn frame_record(resource_fields: &[u8], scopes: &[EncodedScope], bodies: &[u8], spans: &[EncodedSpan]) -> Vec<u8> {
+    let groups: Vec<&[EncodedSpan]> = spans.chunk_by(|a, b| a.1 == b.1).collect();
+    let scope_body = |group: &[EncodedSpan]| scopes[group[0].1].fields.len() + group.iter().map(|s| delimited_len(SCOPE_SPANS_SPANS, s.2.len())).sum::<usize>();
+    let resource_body = resource_fields.len() + groups.iter().map(|g| delimited_len(RESOURCE_SPANS_SCOPE_SPANS, scope_body(g))).sum::<usize>();
+    let mut out = Vec::with_capacity(delimited_len(REQUEST_RESOURCE_SPANS, resource_body));
+    write_delimited_header(REQUEST_RESOURCE_SPANS, resource_body, &mut out);
+    // `resource` first and `schema_url` last would be the usual order; protobuf takes fields in
+    // any order, and the two are kept together as one encoded run.
+    out.extend_from_slice(resource_fields);
+    for group in &groups {
+        write_delimited_header(RESOURCE_SPANS_SCOPE_SPANS, scope_body(group), &mut out);
+        out.extend_from_slice(&scopes[group[0].1].fields);
+        for (_, _, body) in *group {
+            write_delimited_header(SCOPE_SPANS_SPANS, body.len(), &mut out);
+            out.extend_from_slice(&bodies[body.clone()]);
+        }
+    }
+    out
+}
+
 impl SpanExporter for KafkaSpanExporter {
-    /// Queues a record per trace in the producer and returns, unless more than
+    /// Queues the batch's records in the producer and returns, unless more than
     /// [`MAX_UNANSWERED_EXPORTS`] exports would then be waiting for Kafka: then it first waits
     /// until the oldest is answered. Fails with the first error Kafka reported for any record
     /// answered since an export last returned one (librdkafka answers each within
@@ -465,7 +528,11 @@ impl SpanExporter for KafkaSpanExporter {
         let sequence = self.unanswered.started();
         let batch = Arc::new(Batch { sequence, unanswered: AtomicUsize::new(records.len() + 1), failure: Mutex::new(None), exports: Arc::clone(&self.unanswered) });
         for (index, (trace_id, payload)) in records.iter().enumerate() {
-            let record = BaseRecord::with_opaque_to(&self.topic, Arc::clone(&batch)).key(&trace_id[..]).payload(payload);
+            let record = BaseRecord::with_opaque_to(&self.topic, Arc::clone(&batch)).payload(payload);
+            let record = match trace_id {
+                Some(trace_id) => record.key(&trace_id[..]),
+                None => record,
+            };
             if let Err((error, _)) = self.producer.send(record) {
                 // The records from here on will not be answered: the batch is failed as soon
                 // as those already sent are.
@@ -640,20 +707,18 @@ mod tests {
     }
 
     fn unreachable(message_timeout_ms: u32) -> KafkaSpanExporter {
-        KafkaSpanExporter::new(&KafkaExport { brokers: "127.0.0.1:1".into(), topic: "otlp_spans".into(), producer: vec![("message.timeout.ms".into(), message_timeout_ms.to_string())] }).unwrap()
+        KafkaSpanExporter::new(&KafkaExport { producer: vec![("message.timeout.ms".into(), message_timeout_ms.to_string())], ..KafkaExport::new("127.0.0.1:1", "otlp_spans") }).unwrap()
     }
 
-    /// Each trace's record lands keyed by its trace id, and a flush returns once Kafka answered
-    /// every one.
-    #[test]
-    fn exported_records_land_keyed_by_trace_id() {
+    /// Exports 20 traces of a span each through a mock cluster and returns what lands: each
+    /// record's key and how many spans it holds.
+    fn land(records: SpanRecords) -> Vec<(Option<Vec<u8>>, usize)> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::Message as _;
 
         let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
         cluster.create_topic("otlp_spans", 3, 1).unwrap();
-        let kafka = KafkaExport { brokers: cluster.bootstrap_servers(), topic: "otlp_spans".into(), producer: Vec::new() };
-        let exporter = KafkaSpanExporter::new(&kafka).unwrap();
+        let exporter = KafkaSpanExporter::new(&KafkaExport { records, ..KafkaExport::new(cluster.bootstrap_servers(), "otlp_spans") }).unwrap();
         let scope = InstrumentationScope::builder("http").build();
         let batch: Vec<SpanData> = (1..=20).map(|trace| span(trace, 2, &scope)).collect();
         run(exporter.export(batch)).unwrap();
@@ -663,15 +728,35 @@ mod tests {
 
         let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).set("group.id", "check").set("auto.offset.reset", "earliest").create().unwrap();
         consumer.subscribe(&["otlp_spans"]).unwrap();
-        let mut keys = Vec::new();
+        let mut landed = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while keys.len() < 20 && std::time::Instant::now() < deadline {
+        while landed.iter().map(|(_, spans)| spans).sum::<usize>() < 20 && std::time::Instant::now() < deadline {
             if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-                keys.push(message.unwrap().key().unwrap()[0]);
+                let message = message.unwrap();
+                let request = ExportTraceServiceRequest::decode(message.payload().unwrap()).unwrap();
+                let spans = request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+                landed.push((message.key().map(<[u8]>::to_vec), spans));
             }
         }
+        landed
+    }
+
+    /// Each trace's record lands keyed by its trace id, and a flush returns once Kafka answered
+    /// every one.
+    #[test]
+    fn exported_records_land_keyed_by_trace_id() {
+        let mut keys: Vec<u8> = land(SpanRecords::PerTrace).into_iter().map(|(key, spans)| {
+            assert_eq!(spans, 1);
+            key.expect("keyed")[0]
+        }).collect();
         keys.sort_unstable();
         assert_eq!(keys, (1..=20).collect::<Vec<u8>>());
+    }
+
+    /// Per batch, the batch lands as one unkeyed record.
+    #[test]
+    fn a_batch_lands_as_one_unkeyed_record() {
+        assert_eq!(land(SpanRecords::PerBatch), vec![(None, 20)]);
     }
 
     /// An export returns before Kafka answers; records Kafka does not store fail the flush that
@@ -806,19 +891,85 @@ mod tests {
         assert_eq!(flush_timeout(Some("0")), Duration::from_secs(12));
         assert_eq!(flush_timeout(Some("30000")), Duration::from_secs(32));
         assert_eq!(flush_timeout(Some("300")), Duration::from_millis(2300));
-        let by_alias = KafkaExport { brokers: "127.0.0.1:1".into(), topic: "otlp_spans".into(), producer: vec![(MESSAGE_TIMEOUT_ALIAS.into(), "30000".into())] };
+        let by_alias = KafkaExport { producer: vec![(MESSAGE_TIMEOUT_ALIAS.into(), "30000".into())], ..KafkaExport::new("127.0.0.1:1", "otlp_spans") };
         assert_eq!(KafkaSpanExporter::new(&by_alias).unwrap().flush_timeout, Duration::from_secs(32));
         let both = KafkaExport { producer: vec![("compression.codec".into(), "lz4".into()), ("compression.type".into(), "zstd".into())], ..by_alias };
         let error = KafkaSpanExporter::new(&both).unwrap_err().to_string();
         assert!(error.contains("both compression.type and compression.codec"), "{error}");
     }
 
+    /// What opentelemetry-proto's own conversion makes of `spans`, scopes in name order (the
+    /// conversion's order is its own).
+    fn converted(spans: Vec<SpanData>, resource: &Resource) -> ExportTraceServiceRequest {
+        let mut request = ExportTraceServiceRequest { resource_spans: group_spans_by_resource_and_scope(spans, &resource.into()) };
+        request.resource_spans[0].scope_spans.sort_by_key(|s| s.scope.as_ref().unwrap().name.clone());
+        request
+    }
+
+    fn decoded(bytes: &[u8]) -> ExportTraceServiceRequest {
+        let mut request = ExportTraceServiceRequest::decode(bytes).unwrap();
+        request.resource_spans[0].scope_spans.sort_by_key(|s| s.scope.as_ref().unwrap().name.clone());
+        request
+    }
+
+    fn per_batch(producer: Vec<(String, String)>) -> (KafkaSpanExporter, Resource) {
+        let mut exporter = KafkaSpanExporter::new(&KafkaExport { producer, records: SpanRecords::PerBatch, ..KafkaExport::new("127.0.0.1:1", "otlp_spans") }).unwrap();
+        let resource = Resource::builder_empty().with_attributes([KeyValue::new("service.name", "checkout")]).build();
+        exporter.set_resource(&resource);
+        (exporter, resource)
+    }
+
+    /// Per batch, the spans of every trace go in one unkeyed record, the request the OTLP
+    /// conversion would build of the whole batch.
+    #[test]
+    fn a_batch_becomes_one_unkeyed_record() {
+        let (exporter, resource) = per_batch(Vec::new());
+        let http = InstrumentationScope::builder("http").build();
+        let kafka_scope = InstrumentationScope::builder("kafka").build();
+        let batch = vec![span(1, 1, &http), span(2, 2, &kafka_scope), span(3, 3, &http), span(1, 4, &kafka_scope), span(2, 5, &http)];
+        let records = exporter.records(batch.clone());
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].0, None);
+        assert_eq!(decoded(&records[0].1), converted(batch, &resource));
+    }
+
+    /// A batch that would pass `message.max.bytes` in one record is split: every record fits,
+    /// and together they hold each span once, in its scope.
+    #[test]
+    fn a_batch_past_the_record_size_limit_is_split() {
+        let (exporter, resource) = per_batch(vec![("message.max.bytes".into(), "1000".into())]);
+        let http = InstrumentationScope::builder("http").build();
+        let kafka_scope = InstrumentationScope::builder("kafka").build();
+        let batch: Vec<SpanData> = (0..40u8).map(|id| span(id % 7 + 1, id % 6 + 1, if id % 3 == 0 { &kafka_scope } else { &http })).collect();
+        let records = exporter.records(batch.clone());
+        assert!(records.len() > 1, "{} record(s)", records.len());
+        let mut spans = Vec::new();
+        for (key, bytes) in &records {
+            assert_eq!(*key, None);
+            assert!(bytes.len() <= 1000 - RECORD_FRAMING_BYTES, "a record of {} bytes", bytes.len());
+            for resource_spans in decoded(bytes).resource_spans {
+                assert_eq!(resource_spans.resource, converted(batch.clone(), &resource).resource_spans[0].resource);
+                for scope_spans in resource_spans.scope_spans {
+                    let scope = scope_spans.scope.unwrap().name;
+                    spans.extend(scope_spans.spans.into_iter().map(|span| (scope.clone(), span)));
+                }
+            }
+        }
+        let mut expected: Vec<_> = converted(batch, &resource).resource_spans.remove(0).scope_spans.into_iter().flat_map(|scope_spans| {
+            let scope = scope_spans.scope.unwrap().name;
+            scope_spans.spans.into_iter().map(move |span| (scope.clone(), span))
+        }).collect();
+        let key = |(scope, span): &(String, opentelemetry_proto::tonic::trace::v1::Span)| (scope.clone(), span.trace_id.clone(), span.span_id.clone(), span.start_time_unix_nano);
+        spans.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(spans, expected);
+    }
+
     /// Every record decodes to what opentelemetry-proto's own conversion makes of that trace's
     /// spans, resource and scopes included.
     #[test]
     fn each_trace_becomes_the_request_the_otlp_conversion_would_build() {
-        let kafka = KafkaExport { brokers: "127.0.0.1:1".into(), topic: "otlp_spans".into(), producer: Vec::new() };
-        let mut exporter = KafkaSpanExporter::new(&kafka).unwrap();
+        let mut exporter = KafkaSpanExporter::new(&KafkaExport::new("127.0.0.1:1", "otlp_spans")).unwrap();
         let resource = Resource::builder_empty().with_attributes([KeyValue::new("service.name", "checkout")]).with_schema_url([], "https://opentelemetry.io/schemas/1.26.0").build();
         exporter.set_resource(&resource);
         let http = InstrumentationScope::builder("http").with_version("1.0").build();
@@ -826,8 +977,9 @@ mod tests {
         let batch = vec![span(1, 1, &http), span(2, 2, &kafka_scope), span(1, 3, &kafka_scope), span(1, 4, &http), span(2, 3, &http), span(2, 6, &http), span(1, 5, &kafka_scope)];
         let mut records = exporter.records(batch.clone());
         records.sort_by_key(|(trace_id, _)| *trace_id);
-        assert_eq!(records.iter().map(|(id, _)| id[0]).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(records.iter().map(|(id, _)| id.unwrap()[0]).collect::<Vec<_>>(), vec![1, 2]);
         for (trace_id, bytes) in records {
+            let trace_id = trace_id.unwrap();
             let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
             let spans: Vec<SpanData> = batch.iter().filter(|s| s.span_context.trace_id().to_bytes() == trace_id).cloned().collect();
             let mut expected = ExportTraceServiceRequest { resource_spans: group_spans_by_resource_and_scope(spans, &(&resource).into()) };

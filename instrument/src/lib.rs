@@ -93,6 +93,42 @@ pub struct KafkaExport {
     /// unreachable, while new spans queue and then drop (the SDK logs that it drops, and how many
     /// at shutdown). `delivery.report.only.error` is always off: an export counts every answer.
     pub producer: Vec<(String, String)>,
+    pub records: SpanRecords,
+}
+
+impl KafkaExport {
+    /// Spans to `topic` on `brokers`, a record per trace, with the producer's defaults.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> KafkaExport {
+        KafkaExport { brokers: brokers.into(), topic: topic.into(), producer: Vec::new(), records: SpanRecords::PerTrace }
+    }
+}
+
+/// How the exporter's spans become Kafka records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SpanRecords {
+    /// One record per trace in each export batch, keyed by the 16-byte trace id, so every span
+    /// of a trace lands in one partition: the OpenTelemetry Collector's kafka exporter with
+    /// `partition_traces_by_id`.
+    #[default]
+    PerTrace,
+    /// One unkeyed record per export batch (more where one would pass the producer's
+    /// `message.max.bytes`), as the Collector's kafka exporter writes by default: a few records a
+    /// second instead of one or two per trace, less work for the service's producer and far
+    /// less for the brokers. tracepipe's router groups the spans by trace itself; other
+    /// consumers of the topic no longer find a trace's spans in one partition.
+    PerBatch,
+}
+
+impl std::str::FromStr for SpanRecords {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<SpanRecords, String> {
+        match value.trim() {
+            "per-trace" => Ok(SpanRecords::PerTrace),
+            "per-batch" => Ok(SpanRecords::PerBatch),
+            other => Err(format!("{other:?} is not a way to write span records (per-trace or per-batch)")),
+        }
+    }
 }
 
 impl Config {
@@ -112,7 +148,15 @@ impl Config {
     }
 
     pub fn kafka(mut self, brokers: impl Into<String>, topic: impl Into<String>) -> Config {
-        self.kafka = Some(KafkaExport { brokers: brokers.into(), topic: topic.into(), producer: Vec::new() });
+        self.kafka = Some(KafkaExport::new(brokers, topic));
+        self
+    }
+
+    /// How the exporter writes spans to Kafka (with [`Config::kafka`] set first).
+    pub fn span_records(mut self, records: SpanRecords) -> Config {
+        if let Some(kafka) = &mut self.kafka {
+            kafka.records = records;
+        }
         self
     }
 
@@ -141,11 +185,18 @@ impl Config {
     /// The usual OpenTelemetry environment: `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and
     /// `OTEL_TRACES_SAMPLER_ARG` (see [`Sampling::from_otel_env`]; with the Jaeger remote sampler,
     /// `TRACEPIPE_SAMPLING_TOKEN` is the query server's bearer token if it wants one), and
-    /// tracepipe's `TRACEPIPE_KAFKA_BROKERS` / `TRACEPIPE_SPANS_TOPIC` for the exporter.
+    /// tracepipe's `TRACEPIPE_KAFKA_BROKERS` / `TRACEPIPE_SPANS_TOPIC` for the exporter, and
+    /// `TRACEPIPE_SPANS_RECORDS` (`per-trace`, the default, or `per-batch`: [`SpanRecords`]).
     pub fn from_env(default_service: &str) -> Config {
         let mut config = Config::new(std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| default_service.to_string()));
         if let Ok(brokers) = std::env::var("TRACEPIPE_KAFKA_BROKERS") {
             config = config.kafka(brokers, std::env::var("TRACEPIPE_SPANS_TOPIC").unwrap_or_else(|_| "otlp_spans".into()));
+            if let Ok(records) = std::env::var("TRACEPIPE_SPANS_RECORDS") {
+                match records.parse() {
+                    Ok(records) => config = config.span_records(records),
+                    Err(error) => eprintln!("TRACEPIPE_SPANS_RECORDS: {error}; writing a record per trace"),
+                }
+            }
         }
         let argument = std::env::var("OTEL_TRACES_SAMPLER_ARG").unwrap_or_default();
         let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok();
@@ -256,4 +307,20 @@ pub fn init(config: Config) -> Result<Telemetry, InitError> {
         .map_err(|e| InitError::Subscriber(e.to_string()))?;
     tracer::use_provider(&provider);
     Ok(Telemetry { provider, shutdown_timeout })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_records_are_named_per_trace_or_per_batch() {
+        assert_eq!("per-trace".parse(), Ok(SpanRecords::PerTrace));
+        assert_eq!(" per-batch ".parse(), Ok(SpanRecords::PerBatch));
+        assert_eq!("batch".parse::<SpanRecords>().unwrap_err(), "\"batch\" is not a way to write span records (per-trace or per-batch)");
+        let config = Config::new("checkout").span_records(SpanRecords::PerBatch);
+        assert!(config.kafka.is_none(), "no exporter, nothing to set");
+        let config = Config::new("checkout").kafka("kafka:9092", "otlp_spans").span_records(SpanRecords::PerBatch);
+        assert_eq!(config.kafka.unwrap().records, SpanRecords::PerBatch);
+    }
 }
