@@ -2,7 +2,8 @@
 # Instructions per request of the example shop (both services, every thread, librdkafka's and
 # the exporter's included), counted by callgrind: uninstrumented, instrumented with nothing
 # sampled (`always_off`: context still propagated), with one trace in ten sampled (`ratio_0.1`,
-# parent-based, as services in production commonly run) and at 100%. Unlike CPU time,
+# parent-based, as services in production commonly run), at 100%, and at 100% with one unkeyed
+# record per export batch instead of one per trace (`on_per_batch`). Unlike CPU time,
 # the count hardly depends on what else the machine is doing (a percent or two from run to run,
 # from timer-driven work such as export intervals and producer batching), so it shows what a
 # change to the instrumentation costs or saves. Callgrind runs one thread at a time: what
@@ -72,11 +73,12 @@ count() {
     sed "s/^  brokers: .*/  brokers: \"127.0.0.1:$kafka_port\"/; s/^topics:/topics:\n  orders.placed: { partitions: 3, replication: 1 }/" "$ROOT/topology.yaml" >"$dir/topology.yaml"
     "$RELEASE/tracepipe" topics create -t "$dir/topology.yaml" >"$dir/topics.log" 2>&1
 
-    local instrument=on sampler=parentbased_always_on ratio=
+    local instrument=on sampler=parentbased_always_on ratio= records=per-trace
     case $mode in
         off) instrument=off ;;
         always_off) sampler=always_off ;;
         ratio_*) sampler=parentbased_traceidratio ratio=${mode#ratio_} ;;
+        on_per_batch) records=per-batch ;;
     esac
     local service
     for service in orders frontend; do
@@ -84,7 +86,7 @@ count() {
         [ "$service" = frontend ] && port=$frontend_port
         env -u TRACEPIPE_KAFKA_BROKERS -u TRACEPIPE_SPANS_TOPIC -u OTEL_SERVICE_NAME OTEL_TRACES_SAMPLER_ARG="$ratio" \
             PORT="$port" KAFKA_BROKERS="127.0.0.1:$kafka_port" ORDERS_URL="http://127.0.0.1:$orders_port" INSTRUMENT=$instrument \
-            OTEL_TRACES_SAMPLER=$sampler RUST_LOG=warn \
+            OTEL_TRACES_SAMPLER=$sampler SPAN_RECORDS=$records RUST_LOG=warn \
             valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$dir/$service.out" "$RELEASE/examples/shop_$service" >"$dir/$service.log" 2>&1 &
         pids+=($!)
         wait_for_port "$port"
@@ -103,13 +105,13 @@ count() {
     for service in orders frontend; do
         instructions=$(dumped "$dir/$service.out")
         total=$((total + instructions))
-        printf '  %-10s %-9s %8d instructions per request\n' "$mode" "$service" $((instructions / REQUESTS))
+        printf '  %-12s %-9s %8d instructions per request\n' "$mode" "$service" $((instructions / REQUESTS))
         if [ -n "${KEEP_DUMPS:-}" ]; then
             mkdir -p "$KEEP_DUMPS"
             cp "$dir/$service.out.1" "$KEEP_DUMPS/$mode-$service.out"
         fi
     done
-    printf '  %-10s %-9s %8d instructions per request\n' "$mode" both $((total / REQUESTS))
+    printf '  %-12s %-9s %8d instructions per request\n' "$mode" both $((total / REQUESTS))
     # The services flush their telemetry to the broker as they stop, so it goes last.
     kill "${pids[2]}" "${pids[1]}" 2>/dev/null || true
     wait "${pids[2]}" "${pids[1]}" 2>/dev/null || true
@@ -117,6 +119,6 @@ count() {
 }
 
 echo "example shop, GET /checkout, $REQUESTS requests, callgrind:"
-for mode in off always_off ratio_0.1 on; do
+for mode in off always_off ratio_0.1 on on_per_batch; do
     count "$mode"
 done
