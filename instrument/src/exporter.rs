@@ -409,8 +409,11 @@ impl KafkaSpanExporter {
         let producer: Arc<BaseProducer<BatchDeliveries>> = Arc::new(config.create_with_context(BatchDeliveries::default())?);
         let unanswered = Arc::new(UnansweredExports::default());
         let poller = Poller::start(Arc::clone(&producer), Arc::clone(&unanswered)).map_err(|error| rdkafka::error::KafkaError::ClientCreation(format!("export poller thread: {error}")))?;
-        let flush_timeout = flush_timeout(config.get("message.timeout.ms").or(config.get(MESSAGE_TIMEOUT_ALIAS)));
-        let max_message_bytes = config.get("message.max.bytes").and_then(|bytes| bytes.trim().parse::<usize>().ok()).unwrap_or(MAX_MESSAGE_BYTES);
+        // The settings as librdkafka reads them (either name, its defaults, `0x` and octal
+        // numbers), rather than parsed again here.
+        let effective = config.create_native_config()?;
+        let flush_timeout = flush_timeout(effective.get("message.timeout.ms").ok().as_deref());
+        let max_message_bytes = effective.get("message.max.bytes").ok().and_then(|bytes| bytes.parse::<usize>().ok()).unwrap_or(MAX_MESSAGE_BYTES);
         let max_record_bytes = max_message_bytes.saturating_sub(RECORD_FRAMING_BYTES).max(1);
         let mut exporter = KafkaSpanExporter {
             producer,
@@ -451,26 +454,30 @@ impl KafkaSpanExporter {
             otlp::write_span(span, &mut bodies);
             spans.push((span.span_context.trace_id().to_bytes(), scope, start..bodies.len()));
         }
-        let frame = |spans: &[EncodedSpan]| frame_record(&self.resource_fields, &scopes, &bodies, spans);
+        // Records of as many spans as fit in `message.max.bytes`: a trace or batch past it is
+        // sent as several, and a span past it alone, which the producer refuses (and the export
+        // reports) without holding back the rest.
+        let mut records = Vec::new();
+        let mut split = |key: Option<[u8; 16]>, mut rest: &[EncodedSpan]| {
+            while !rest.is_empty() {
+                let fit = spans_that_fit(self.resource_fields.len(), &scopes, rest, self.max_record_bytes);
+                let (record, later) = rest.split_at(fit);
+                records.push((key, frame_record(&self.resource_fields, &scopes, &bodies, record)));
+                rest = later;
+            }
+        };
         // Each body starts past the one before, so ordering by it keeps arrival order.
         match self.records {
             SpanRecords::PerTrace => {
                 spans.sort_unstable_by_key(|(trace, scope, body)| (*trace, *scope, body.start));
-                spans.chunk_by(|a, b| a.0 == b.0).map(|trace| (Some(trace[0].0), frame(trace))).collect()
+                spans.chunk_by(|a, b| a.0 == b.0).for_each(|trace| split(Some(trace[0].0), trace));
             }
             SpanRecords::PerBatch => {
                 spans.sort_unstable_by_key(|(_, scope, body)| (*scope, body.start));
-                let mut records = Vec::new();
-                let mut rest = &spans[..];
-                while !rest.is_empty() {
-                    let fit = spans_that_fit(self.resource_fields.len(), &scopes, rest, self.max_record_bytes);
-                    let (record, later) = rest.split_at(fit);
-                    records.push((None, frame(record)));
-                    rest = later;
-                }
-                records
+                split(None, &spans);
             }
         }
+        records
     }
 }
 
@@ -519,26 +526,25 @@ fn frame_record(resource_fields: &[u8], scopes: &[EncodedScope], bodies: &[u8], 
 impl SpanExporter for KafkaSpanExporter {
     /// Queues the batch's records in the producer and returns, unless more than
     /// [`MAX_UNANSWERED_EXPORTS`] exports would then be waiting for Kafka: then it first waits
-    /// until the oldest is answered. Fails with the first error Kafka reported for any record
-    /// answered since an export last returned one (librdkafka answers each within
-    /// `message.timeout.ms`), or if the producer refuses a record, so the SDK logs it; flushes
+    /// until the oldest is answered. Fails with the first error reported for a record of any
+    /// export answered since an export last returned one (Kafka's, within `message.timeout.ms`,
+    /// or the producer's refusal of a record too large for it), so the SDK logs it; flushes
     /// report the failures of the exports they cover as well.
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let records = self.records(batch);
         let sequence = self.unanswered.started();
         let batch = Arc::new(Batch { sequence, unanswered: AtomicUsize::new(records.len() + 1), failure: Mutex::new(None), exports: Arc::clone(&self.unanswered) });
-        for (index, (trace_id, payload)) in records.iter().enumerate() {
+        for (trace_id, payload) in &records {
             let record = BaseRecord::with_opaque_to(&self.topic, Arc::clone(&batch)).payload(payload);
             let record = match trace_id {
                 Some(trace_id) => record.key(&trace_id[..]),
                 None => record,
             };
             if let Err((error, _)) = self.producer.send(record) {
-                // The records from here on will not be answered: the batch is failed as soon
-                // as those already sent are.
+                // Refused here (too large, queue full), so never answered: counted as answered
+                // with the failure, and the batch's other records still go.
                 batch.failed(format!("kafka: {error}"));
-                batch.answered(records.len() - index);
-                break;
+                batch.answered(1);
             }
         }
         batch.answered(1);
@@ -710,27 +716,28 @@ mod tests {
         KafkaSpanExporter::new(&KafkaExport { producer: vec![("message.timeout.ms".into(), message_timeout_ms.to_string())], ..KafkaExport::new("127.0.0.1:1", "otlp_spans") }).unwrap()
     }
 
-    /// Exports 20 traces of a span each through a mock cluster and returns what lands: each
-    /// record's key and how many spans it holds.
-    fn land(records: SpanRecords) -> Vec<(Option<Vec<u8>>, usize)> {
+    /// A record that landed: its key and how many spans it holds.
+    type Landed = (Option<Vec<u8>>, usize);
+
+    /// Exports `batch` through a mock cluster and returns what the flush after it returned, and
+    /// the records that landed once `expected` spans have.
+    fn land(kafka: impl FnOnce(String) -> KafkaExport, batch: Vec<SpanData>, expected: usize) -> (OTelSdkResult, Vec<Landed>) {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::Message as _;
 
         let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
         cluster.create_topic("otlp_spans", 3, 1).unwrap();
-        let exporter = KafkaSpanExporter::new(&KafkaExport { records, ..KafkaExport::new(cluster.bootstrap_servers(), "otlp_spans") }).unwrap();
-        let scope = InstrumentationScope::builder("http").build();
-        let batch: Vec<SpanData> = (1..=20).map(|trace| span(trace, 2, &scope)).collect();
+        let exporter = KafkaSpanExporter::new(&kafka(cluster.bootstrap_servers())).unwrap();
         run(exporter.export(batch)).unwrap();
         run(exporter.export(Vec::new())).unwrap();
-        exporter.force_flush().unwrap();
+        let flushed = exporter.force_flush();
         assert!(!exporter.unanswered.any());
 
         let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).set("group.id", "check").set("auto.offset.reset", "earliest").create().unwrap();
         consumer.subscribe(&["otlp_spans"]).unwrap();
-        let mut landed = Vec::new();
+        let mut landed: Vec<Landed> = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while landed.iter().map(|(_, spans)| spans).sum::<usize>() < 20 && std::time::Instant::now() < deadline {
+        while landed.iter().map(|(_, spans)| spans).sum::<usize>() < expected && std::time::Instant::now() < deadline {
             if let Some(message) = consumer.poll(Duration::from_millis(100)) {
                 let message = message.unwrap();
                 let request = ExportTraceServiceRequest::decode(message.payload().unwrap()).unwrap();
@@ -738,14 +745,22 @@ mod tests {
                 landed.push((message.key().map(<[u8]>::to_vec), spans));
             }
         }
-        landed
+        (flushed, landed)
+    }
+
+    /// 20 traces of a span each.
+    fn twenty_traces() -> Vec<SpanData> {
+        let scope = InstrumentationScope::builder("http").build();
+        (1..=20).map(|trace| span(trace, 2, &scope)).collect()
     }
 
     /// Each trace's record lands keyed by its trace id, and a flush returns once Kafka answered
     /// every one.
     #[test]
     fn exported_records_land_keyed_by_trace_id() {
-        let mut keys: Vec<u8> = land(SpanRecords::PerTrace).into_iter().map(|(key, spans)| {
+        let (flushed, landed) = land(|brokers| KafkaExport::new(brokers, "otlp_spans"), twenty_traces(), 20);
+        flushed.unwrap();
+        let mut keys: Vec<u8> = landed.into_iter().map(|(key, spans)| {
             assert_eq!(spans, 1);
             key.expect("keyed")[0]
         }).collect();
@@ -756,7 +771,27 @@ mod tests {
     /// Per batch, the batch lands as one unkeyed record.
     #[test]
     fn a_batch_lands_as_one_unkeyed_record() {
-        assert_eq!(land(SpanRecords::PerBatch), vec![(None, 20)]);
+        let (flushed, landed) = land(|brokers| KafkaExport { records: SpanRecords::PerBatch, ..KafkaExport::new(brokers, "otlp_spans") }, twenty_traces(), 20);
+        flushed.unwrap();
+        assert_eq!(landed, vec![(None, 20)]);
+    }
+
+    /// A span too large for `message.max.bytes` is refused and reported, and the rest of its
+    /// batch lands: per batch, and per trace, where its trace's other spans go in a record of
+    /// their own.
+    #[test]
+    fn a_span_past_the_size_limit_fails_alone() {
+        let scope = InstrumentationScope::builder("http").build();
+        let mut batch: Vec<SpanData> = (0..30u8).map(|id| span(id % 3 + 1, id, &scope)).collect();
+        batch[13].attributes.push(KeyValue::new("blob", "x".repeat(3_000)));
+        for records in [SpanRecords::PerBatch, SpanRecords::PerTrace] {
+            let kafka = |brokers| KafkaExport { records, producer: vec![("message.max.bytes".into(), "0x7d0".into())], ..KafkaExport::new(brokers, "otlp_spans") };
+            let (flushed, landed) = land(kafka, batch.clone(), 29);
+            let error = flushed.unwrap_err().to_string();
+            assert!(error.contains("MessageSizeTooLarge"), "{records:?}: {error}");
+            assert_eq!(landed.iter().map(|(_, spans)| spans).sum::<usize>(), 29, "{records:?}: {landed:?}");
+            assert!(landed.len() > 3, "{records:?}: records split at 0x7d0 = 2000 bytes, as librdkafka reads it: {landed:?}");
+        }
     }
 
     /// An export returns before Kafka answers; records Kafka does not store fail the flush that

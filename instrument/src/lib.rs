@@ -93,6 +93,10 @@ pub struct KafkaExport {
     /// unreachable, while new spans queue and then drop (the SDK logs that it drops, and how many
     /// at shutdown). `delivery.report.only.error` is always off: an export counts every answer.
     pub producer: Vec<(String, String)>,
+    /// A record per trace (the default) or per export batch. Either way a record holds as many
+    /// spans as fit in the producer's `message.max.bytes` (1 MB unless set), the rest going in
+    /// further records; a single span larger than that is refused and reported as a failed
+    /// export, and the other spans are still sent.
     pub records: SpanRecords,
 }
 
@@ -152,7 +156,8 @@ impl Config {
         self
     }
 
-    /// How the exporter writes spans to Kafka (with [`Config::kafka`] set first).
+    /// How the exporter writes spans to Kafka; call it after [`Config::kafka`], which starts
+    /// from a record per trace.
     pub fn span_records(mut self, records: SpanRecords) -> Config {
         if let Some(kafka) = &mut self.kafka {
             kafka.records = records;
@@ -186,7 +191,8 @@ impl Config {
     /// `OTEL_TRACES_SAMPLER_ARG` (see [`Sampling::from_otel_env`]; with the Jaeger remote sampler,
     /// `TRACEPIPE_SAMPLING_TOKEN` is the query server's bearer token if it wants one), and
     /// tracepipe's `TRACEPIPE_KAFKA_BROKERS` / `TRACEPIPE_SPANS_TOPIC` for the exporter, and
-    /// `TRACEPIPE_SPANS_RECORDS` (`per-trace`, the default, or `per-batch`: [`SpanRecords`]).
+    /// `TRACEPIPE_SPANS_RECORDS` (`per-trace`, the default, or `per-batch`: [`SpanRecords`]; any
+    /// other value is reported on stderr and a record per trace written).
     pub fn from_env(default_service: &str) -> Config {
         let mut config = Config::new(std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| default_service.to_string()));
         if let Ok(brokers) = std::env::var("TRACEPIPE_KAFKA_BROKERS") {
