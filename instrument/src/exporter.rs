@@ -623,10 +623,12 @@ impl SpanProcessor for KafkaBatchSpanProcessor {
     }
 
     /// Exports what the SDK's processor holds, then waits for Kafka's answers to every export
-    /// started until then; fails with the failures of those exports.
+    /// started until then, all within the flush timeout (or the SDK's own 5 s for the export,
+    /// when that is longer); fails with the failures of those exports.
     fn force_flush(&self) -> OTelSdkResult {
+        let deadline = Instant::now() + self.flush_timeout;
         let exported = self.batches.force_flush();
-        let answered = self.unanswered.wait_for(self.unanswered.next(), self.flush_timeout);
+        let answered = self.unanswered.wait_for(self.unanswered.next(), deadline.saturating_duration_since(Instant::now()));
         answered.and(exported)
     }
 
