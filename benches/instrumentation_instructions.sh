@@ -86,7 +86,7 @@ count() {
         [ "$service" = frontend ] && port=$frontend_port
         env -u TRACEPIPE_KAFKA_BROKERS -u TRACEPIPE_SPANS_TOPIC -u OTEL_SERVICE_NAME OTEL_TRACES_SAMPLER_ARG="$ratio" \
             PORT="$port" KAFKA_BROKERS="127.0.0.1:$kafka_port" ORDERS_URL="http://127.0.0.1:$orders_port" INSTRUMENT=$instrument \
-            OTEL_TRACES_SAMPLER=$sampler SPAN_RECORDS=$records RUST_LOG=warn \
+            OTEL_TRACES_SAMPLER=$sampler TRACEPIPE_SPANS_RECORDS=$records RUST_LOG=warn \
             valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$dir/$service.out" "$RELEASE/examples/shop_$service" >"$dir/$service.log" 2>&1 &
         pids+=($!)
         wait_for_port "$port"

@@ -63,7 +63,7 @@ fn a_request_is_one_trace_across_the_http_call_and_the_kafka_hop() {
     let (orders_port, frontend_port) = (free_port(), free_port());
     // The orders service writes a record per export batch, the frontend one per trace: the
     // router assembles a trace from both.
-    let mut orders = start_service(&cluster, "shop_orders", orders_port, &[("SPAN_RECORDS", "per-batch".into())]);
+    let mut orders = start_service(&cluster, "shop_orders", orders_port, &[("TRACEPIPE_SPANS_RECORDS", "per-batch".into())]);
     let mut frontend = start_service(&cluster, "shop_frontend", frontend_port, &[("ORDERS_URL", format!("http://127.0.0.1:{orders_port}"))]);
     let orders_pid = orders.pid();
     checkout_then_stop(REQUESTS, frontend_port, &mut frontend, &mut orders);

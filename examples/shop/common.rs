@@ -28,9 +28,10 @@ pub fn telemetry(service: &str, settings: &Settings) -> Option<tracepipe_instrum
     let mut config = tracepipe_instrument::Config::from_env(service).filter("warn");
     if config.kafka.is_none() {
         config = config.kafka(settings.brokers.clone(), "otlp_spans");
-        // `per-batch` for one unkeyed record per export batch instead of one per trace.
-        if let Ok(records) = std::env::var("SPAN_RECORDS") {
-            config = config.span_records(records.parse().expect("SPAN_RECORDS"));
+        // What `Config::from_env` reads beside `TRACEPIPE_KAFKA_BROKERS`: `per-batch` for one
+        // unkeyed record per export batch instead of one per trace.
+        if let Ok(records) = std::env::var("TRACEPIPE_SPANS_RECORDS") {
+            config = config.span_records(records.parse().expect("TRACEPIPE_SPANS_RECORDS"));
         }
     }
     Some(tracepipe_instrument::init(config).expect("telemetry"))
