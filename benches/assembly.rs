@@ -132,7 +132,7 @@ fn assembler_and_sampler(c: &mut Criterion) {
 
     let traces = assemble(&records, &mut out);
     let topology = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap();
-    let config = topology.sampler.unwrap().config;
+    let config = topology.processor::<tracepipe_sampler::config::SamplerSpec>().unwrap().config.clone();
     let mut group = c.benchmark_group("sampler");
     group.throughput(Throughput::Elements(traces.len() as u64));
     group.bench_function("traces", |b| {

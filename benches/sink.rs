@@ -7,7 +7,8 @@ mod stored;
 
 use std::time::Instant;
 
-use tracepipe_sink::{SinkConfig, StoreUrl};
+use tracepipe_sink::SinkConfig;
+use tracepipe_store::StoreUrl;
 
 const SCENARIO: &str = include_str!("../tests/scenarios/large.yaml");
 const TRACES: usize = 5_000;

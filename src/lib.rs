@@ -1,8 +1,9 @@
-//! The `tracepipe` binary's wiring: topology, commands, the embedded broker and the load generator.
-//! Processors and Kafka I/O live in their own crates.
+//! The `tracepipe` binary's wiring: the topology file, the registry of processors, commands, the
+//! embedded broker and the load generator. Processors, their configuration and Kafka I/O live in
+//! their own crates.
 
 pub mod embedded;
 pub mod loadgen;
-pub mod processes;
+pub mod registry;
 pub mod topics;
 pub mod topology;

@@ -8,8 +8,10 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracepipe::embedded::EmbeddedBroker;
 use tracepipe::loadgen::{self, Limits, LoadgenOptions, Scenario};
-use tracepipe::processes::{self, PipelineHandle};
+use tracepipe::registry::{PipelineHandle, StartContext, Started, PROCESSORS};
 use tracepipe::topology::{Topology, DEFAULT_TOPOLOGY};
+use tracepipe_gateway::config::GatewaySpec;
+use tracepipe_query::config::QuerySpec;
 use tracepipe_runtime::{AdminServer, Health, KafkaSettings, RuntimeError};
 use tracepipe_schemas::Encoding;
 use tracing::{error, info, warn};
@@ -149,7 +151,7 @@ fn load_topology(args: &TopologyArgs) -> Result<Topology, ExitCode> {
                 topology.admin_listen = admin;
             }
             if let Some(url) = &args.storage {
-                match tracepipe_sink::StoreUrl::parse(url) {
+                match tracepipe_store::StoreUrl::parse(url) {
                     Ok(url) => topology.storage.url = url,
                     Err(error) => {
                         eprintln!("--storage: {error}");
@@ -157,10 +159,10 @@ fn load_topology(args: &TopologyArgs) -> Result<Topology, ExitCode> {
                     }
                 }
             }
-            if let (Some(listen), Some(query)) = (args.query_listen, topology.query.as_mut()) {
+            if let (Some(listen), Some(query)) = (args.query_listen, topology.processor_mut::<QuerySpec>()) {
                 query.listen = listen;
             }
-            if let Some(gateway) = topology.gateway.as_mut() {
+            if let Some(gateway) = topology.processor_mut::<GatewaySpec>() {
                 if let Some(listen) = args.otlp_grpc_listen {
                     gateway.config.grpc_listen = Some(listen);
                 }
@@ -258,14 +260,14 @@ fn validate(file: &std::path::Path) -> ExitCode {
     };
     match Topology::from_yaml(&text) {
         Ok(topology) => {
-            println!("{}: valid ({} topics, processors: {})", file.display(), topology.topics.len(), processes::configured(&topology).join(", "));
+            println!("{}: valid ({} topics, processors: {})", file.display(), topology.topics.len(), topology.configured().collect::<Vec<_>>().join(", "));
             ExitCode::SUCCESS
         }
         Err(problems) => {
-            for problem in &problems.0 {
+            for problem in problems.iter() {
                 eprintln!("{}: {problem}", file.display());
             }
-            eprintln!("{} problems", problems.0.len());
+            eprintln!("{} problems", problems.len());
             ExitCode::from(EXIT_INVALID_CONFIG)
         }
     }
@@ -315,7 +317,7 @@ async fn up(mut topology: Topology, listen: SocketAddr, demo_rate: Option<f64>) 
             })
             .expect("spawn demo thread")
     });
-    let names = processes::configured(&topology).into_iter().map(str::to_string).collect();
+    let names = topology.configured().map(str::to_string).collect();
     let code = serve(topology, names, Some(shutdown.clone())).await;
     if let Some(demo) = demo {
         match demo.join() {
@@ -337,33 +339,25 @@ async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<Cancella
         Err(error) => return fail(anyhow::anyhow!("admin server on {}: {error}", topology.admin_listen)),
     };
     println!("metrics: http://{}/metrics", admin.local_addr);
-    let mut query_server = None;
-    if names.iter().any(|n| n == "query") {
-        match processes::start_query(&topology, shutdown.clone()).await {
-            Ok((addr, server)) => {
-                println!("ui:      http://{addr}/");
-                query_server = Some(server);
+    let context = StartContext { topology: &topology, shutdown: &shutdown, health: &health };
+    let mut pipelines: Vec<(String, PipelineHandle)> = Vec::new();
+    let mut servers: Vec<(String, tokio::task::JoinHandle<()>, bool)> = Vec::new();
+    for name in &names {
+        let started = match topology.processor_named(name) {
+            Some(spec) => spec.start(context).await,
+            None if PROCESSORS.iter().any(|entry| entry.name == name) => Err(anyhow::anyhow!("topology has no processors.{name} section")),
+            None => {
+                let known: Vec<&str> = PROCESSORS.iter().map(|entry| entry.name).collect();
+                Err(anyhow::anyhow!("unknown processor `{name}` (this build has: {})", known.join(", ")))
             }
-            Err(error) => {
-                shutdown.cancel();
-                eprintln!("error: {error:#}");
-                return ExitCode::from(EXIT_INVALID_CONFIG);
-            }
-        }
-    }
-    let mut gateway = None;
-    if names.iter().any(|n| n == "gateway") {
-        match processes::start_gateway(&topology, shutdown.clone()).await {
-            Ok((listening, server)) => {
-                if let Some(addr) = listening.grpc {
-                    println!("otlp:    grpc://{addr} (OTLP/gRPC)");
+        };
+        match started {
+            Ok(Started::Pipeline(handle)) => pipelines.push((name.clone(), handle)),
+            Ok(Started::Server { task, banner, drains }) => {
+                for line in banner {
+                    println!("{line}");
                 }
-                if let Some(addr) = listening.http {
-                    println!("otlp:    http://{addr}/v1/traces (OTLP/HTTP)");
-                }
-                health.register("gateway");
-                health.set_ready("gateway", true);
-                gateway = Some(server);
+                servers.push((name.clone(), task, drains));
             }
             Err(error) => {
                 shutdown.cancel();
@@ -372,31 +366,21 @@ async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<Cancella
             }
         }
     }
-    let mut handles: Vec<(String, PipelineHandle)> = Vec::new();
-    for name in names.iter().filter(|n| *n != "query" && *n != "gateway") {
-        match processes::spawn(&topology, name, &shutdown, &health) {
-            Ok(handle) => handles.push((name.clone(), handle)),
-            Err(error) => {
-                shutdown.cancel();
-                eprintln!("error: {error:#}");
-                return ExitCode::from(EXIT_INVALID_CONFIG);
-            }
-        }
-    }
-    // Stop on a signal, or as soon as any pipeline ends (a fatal error ends it early).
+    // Stop on a signal, or as soon as any pipeline or server ends (a fatal error ends it early).
     tokio::select! {
         _ = terminated() => info!("shutting down"),
-        _ = wait_for_any_exit(&handles) => warn!("a pipeline stopped; shutting down"),
-        _ = async { if let Some(server) = query_server.as_mut() { let _ = server.await; } else { std::future::pending::<()>().await } } => warn!("the query server stopped; shutting down"),
-        _ = async { if let Some(server) = gateway.as_mut() { let _ = server.await; } else { std::future::pending::<()>().await } } => warn!("the OTLP gateway stopped; shutting down"),
+        _ = wait_for_any_exit(&pipelines) => warn!("a pipeline stopped; shutting down"),
+        name = wait_for_any_server(&servers) => warn!(processor = %name, "a server stopped; shutting down"),
     }
     shutdown.cancel();
-    // The receivers stop taking requests and flush what they queued for Kafka.
-    if let Some(server) = gateway {
-        let _ = server.await;
+    // A server that drains (the gateway) stops taking requests and flushes what it queued.
+    for (_, task, drains) in servers {
+        if drains {
+            let _ = task.await;
+        }
     }
     let mut code = ExitCode::SUCCESS;
-    for (name, handle) in handles {
+    for (name, handle) in pipelines {
         match handle.join() {
             Ok(Ok(_)) => info!(processor = %name, "stopped"),
             Ok(Err(error)) => {
@@ -411,6 +395,15 @@ async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<Cancella
         }
     }
     code
+}
+
+async fn wait_for_any_server(servers: &[(String, tokio::task::JoinHandle<()>, bool)]) -> String {
+    loop {
+        if let Some((name, _, _)) = servers.iter().find(|(_, task, _)| task.is_finished()) {
+            return name.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_for_any_exit(handles: &[(String, PipelineHandle)]) {

@@ -14,7 +14,8 @@ use tracepipe_analyzer::{Analyzer, AnalyzerConfig, AnalyzerOutputs};
 use tracepipe_runtime::{Emitter, OutputId, Processor};
 use tracepipe_schemas::analytics::{BottleneckRollup, Rollup, ROLLUP_SCHEMA};
 use tracepipe_schemas::trace_view::TraceView;
-use tracepipe_sink::{SinkConfig, Store, StoreUrl};
+use tracepipe_sink::SinkConfig;
+use tracepipe_store::{Store, StoreUrl};
 
 const REQUESTS: usize = 20;
 const SERVER: i32 = 2;

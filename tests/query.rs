@@ -12,7 +12,8 @@ use std::process::Command;
 use serde_json::Value;
 use support::stored;
 use tokio_util::sync::CancellationToken;
-use tracepipe_sink::{SinkConfig, Store, StoreUrl};
+use tracepipe_sink::SinkConfig;
+use tracepipe_store::{Store, StoreUrl};
 
 const SMALL: &str = include_str!("scenarios/small.yaml");
 const TRACES: usize = 400;

@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use support::stored::{self, count};
-use tracepipe_sink::{Retention, SinkConfig, StoreUrl};
+use tracepipe_sink::SinkConfig;
+use tracepipe_store::{Retention, StoreUrl};
 
 const SMALL: &str = include_str!("scenarios/small.yaml");
 const SECOND: u64 = 1_000_000_000;

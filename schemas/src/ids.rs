@@ -117,3 +117,9 @@ mod tests {
         assert_eq!(id.to_hex(), "0000000000000000463ac35c9f6413ad");
     }
 }
+
+/// Whether a span with this parent span id is a root: it has no parent, the id being empty or all
+/// zeros (as OpenTelemetry writes an invalid span id). The one definition every processor uses.
+pub fn is_root_parent(parent_span_id: &[u8]) -> bool {
+    parent_span_id.iter().all(|&byte| byte == 0)
+}

@@ -74,6 +74,11 @@ impl<'a> SpanView<'a> {
         self.status_code == STATUS_ERROR || self.exception.is_some()
     }
 
+    /// No parent ([`crate::ids::is_root_parent`]).
+    pub fn is_root(&self) -> bool {
+        self.parent_span_id.is_none()
+    }
+
     /// Duration in nanoseconds; a span that ends before it starts lasts zero.
     pub fn duration_nanos(&self) -> u64 {
         self.end_unix_nano.saturating_sub(self.start_unix_nano)
@@ -107,7 +112,7 @@ fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, DecodeError>
 fn span_id(bytes: &[u8], what: &str) -> Result<Option<[u8; 8]>, DecodeError> {
     match bytes.len() {
         0 => Ok(None),
-        8 if bytes.iter().all(|&b| b == 0) => Ok(None),
+        8 if crate::ids::is_root_parent(bytes) => Ok(None),
         8 => Ok(Some(bytes.try_into().expect("8 bytes"))),
         n => Err(DecodeError::Invalid(format!("{what} of {n} bytes"))),
     }
@@ -134,6 +139,12 @@ impl<'a> TraceView<'a> {
         }
         view.trace_id = trace_id.ok_or_else(|| DecodeError::Invalid("missing trace id".into()))?;
         Ok(view)
+    }
+
+    /// The trace's root: the earliest-starting span without a parent (a trace may hold more than
+    /// one when an uninstrumented hop broke it), `None` when the root has not arrived.
+    pub fn root(&self) -> Option<usize> {
+        self.spans.iter().enumerate().filter(|(_, span)| span.is_root()).min_by_key(|(_, span)| span.start_unix_nano).map(|(index, _)| index)
     }
 
     /// The service that emitted `span`.

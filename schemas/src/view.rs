@@ -17,7 +17,7 @@ pub struct SpanSummary<'a> {
 
 impl SpanSummary<'_> {
     pub fn is_root(&self) -> bool {
-        self.parent_span_id.is_empty()
+        crate::ids::is_root_parent(self.parent_span_id)
     }
 }
 

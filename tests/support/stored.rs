@@ -10,7 +10,8 @@ use tracepipe_runtime::{Emitter, InputRecord, OutputId, Processor, SourcePartiti
 use tracepipe_schemas::analytics::{Alert, AlertDetails, AlertKind, AlertState, AlertSubject, EdgeDetails, Severity, ALERT_SCHEMA};
 use tracepipe_schemas::v1::AssembledTrace;
 use tracepipe_schemas::Encoding;
-use tracepipe_sink::{Sink, SinkConfig, SinkInput, Store, StoreUrl};
+use tracepipe_sink::{Sink, SinkConfig, SinkInput};
+use tracepipe_store::{Store, StoreUrl};
 
 pub const INPUTS: [SinkInput; 4] = [SinkInput::Traces, SinkInput::Edges, SinkInput::Rollups, SinkInput::Alerts];
 const TOPICS: [&str; 4] = ["tracepipe.sampled", "tracepipe.edges", "tracepipe.rollups", "tracepipe.alerts"];

@@ -18,13 +18,13 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
-use tracepipe_runtime::UnixNanos;
+use tracepipe_processor::UnixNanos;
 use tracepipe_schemas::analytics::{
     AlertDetails, AlertKind, AlertSubject, ErrorDetails, LatencyDetails, LatencySummary, RootCause, Severity,
 };
 
-use crate::alerts::AlertBook;
-use crate::latency::{new_histogram, record_nanos, LatencyHistogram};
+use tracepipe_analytics::alerts::AlertBook;
+use tracepipe_analytics::latency::{new_histogram, record_nanos, LatencyHistogram};
 use crate::errors::{ErrorGroups, GroupId};
 use crate::series::{OperationId, SeriesId, SeriesTable};
 

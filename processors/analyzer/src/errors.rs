@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::metrics;
-use crate::series::OVERFLOW;
+use tracepipe_analytics::OVERFLOW;
 
 const MAX_MESSAGE: usize = 256;
 

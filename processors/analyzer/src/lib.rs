@@ -8,7 +8,7 @@
 //!   histogram, counts and errors, published as [`OperationRollup`]s to `tracepipe.rollups`.
 //! - Bottlenecks: the critical path of each endpoint (a root, or a messaging consumer), its time
 //!   split by (service, operation) and summed per window: [`BottleneckRollup`], ranked.
-//! - Error correlation: each failed trace's root-cause span ([`tree::TraceTree::root_cause`]),
+//! - Error correlation: each failed trace's root-cause span ([`tracepipe_analytics::tree::TraceTree::root_cause`]),
 //!   grouped by (service, operation, exception type, normalized message): [`ErrorTrace`] per
 //!   trace and [`ErrorGroupRollup`] per window.
 //! - Latency anomalies and error spikes ([`detect`]) → alerts on `tracepipe.alerts`.
@@ -19,20 +19,17 @@
 //! Detection runs in each instance on its share (a uniform sample, the partitioning being by
 //! trace id); its state is not replicated, so after a restart it learns its baseline again.
 
-pub mod alerts;
+pub mod config;
 pub mod detect;
-pub mod latency;
 pub mod errors;
 mod metrics;
 pub mod series;
-pub mod tree;
-pub mod windows;
 
 use std::time::Duration;
 
 use prometheus::IntCounter;
 use rustc_hash::FxHashMap;
-use tracepipe_runtime::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
+use tracepipe_processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 use tracepipe_schemas::analytics::{
     BottleneckRollup, Contributor, ErrorGroupRollup, ErrorTrace, OperationRollup, Rollup, ROLLUP_SCHEMA,
 };
@@ -40,11 +37,11 @@ use tracepipe_schemas::trace_view::{SpanView, TraceView};
 
 pub use detect::DetectionConfig;
 use detect::Detector;
-use latency::{new_histogram, quantile_ms, record_nanos, sparse, LatencyHistogram};
+use tracepipe_analytics::latency::{new_histogram, quantile_ms, record_nanos, sparse, LatencyHistogram};
 use errors::{ErrorGroups, GroupId};
 use series::{OperationId, SeriesId, SeriesTable};
-use tree::{StructureProblems, TraceTree};
-use windows::{Window, Windows};
+use tracepipe_analytics::tree::{StructureProblems, TraceTree};
+use tracepipe_analytics::windows::{Window, Windows};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalyzerConfig {
@@ -118,7 +115,7 @@ pub struct Analyzer {
     tree: TraceTree,
     windows: Windows<WindowState>,
     detector: Detector,
-    book: alerts::AlertBook,
+    book: tracepipe_analytics::alerts::AlertBook,
     histograms: Vec<LatencyHistogram>,
     /// (operation, series) of each span of the trace being analyzed.
     span_series: Vec<(OperationId, SeriesId)>,
@@ -152,7 +149,7 @@ impl Analyzer {
             tree: TraceTree::default(),
             windows: Windows::new(config.window, config.lateness),
             detector: Detector::new(config.detection.clone()),
-            book: alerts::AlertBook::new("analyzer"),
+            book: tracepipe_analytics::alerts::AlertBook::new("analyzer"),
             histograms: Vec::new(),
             span_series: Vec::new(),
             contributions: Vec::new(),
@@ -185,7 +182,7 @@ impl Analyzer {
         }
         self.tree.build(spans);
         count_problems(&self.tree.problems);
-        let root = spans.iter().find(|s| s.parent_span_id.is_none()).unwrap_or(&spans[0]);
+        let root = &spans[view.root().unwrap_or(0)];
         let trace_time = root.start_unix_nano;
         // A head sampler decided the whole trace at its root; a trace without `sampler.param` was
         // not head-sampled, or sampled by a ratio the services did not record, and counts once.

@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge,
 };
 
 /// The span-metrics connector's default buckets, in milliseconds.
@@ -46,7 +46,3 @@ pub static DISPLACED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("tracepipe_analyzer_displaced_traces_total", "Traces counted in another window than their start's: older than every open window, or from the future").unwrap()
 });
 pub static ROLLUPS: LazyLock<IntCounterVec> = LazyLock::new(|| register_int_counter_vec!("tracepipe_analyzer_rollups_total", "Rollup records emitted, by kind", &["kind"]).unwrap());
-pub static ALERTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("tracepipe_alerts_total", "Alert events emitted, by source processor, kind and state", &["source", "kind", "state"]).unwrap()
-});
-pub static OPEN_ALERTS: LazyLock<IntGaugeVec> = LazyLock::new(|| register_int_gauge_vec!("tracepipe_alerts_open", "Alerts firing now, by source processor and kind", &["source", "kind"]).unwrap());

@@ -14,7 +14,7 @@ use tracepipe_schemas::trace_view::STATUS_ERROR;
 
 use crate::metrics;
 
-pub const OVERFLOW: &str = "__overflow__";
+use tracepipe_analytics::OVERFLOW;
 
 /// A (service, operation) pair.
 pub type OperationId = u32;

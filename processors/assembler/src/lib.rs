@@ -31,6 +31,7 @@
 //!   also sit in request and compression buffers.
 //! - 3 of headroom for the allocator's fragmentation across threads and the small structures.
 //!
+pub mod config;
 mod emitted;
 mod metrics;
 mod pages;
@@ -42,7 +43,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use prost::Message;
-use tracepipe_runtime::{Emitter, InputRecord, KafkaSettings, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
+use tracepipe_processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 use tracepipe_schemas::otlp_proto::IdHasher;
 use tracepipe_schemas::v1::{Completion, TraceSpans};
 use tracepipe_schemas::view::visit_trace_spans;
@@ -131,24 +132,24 @@ impl AssemblerConfig {
     /// librdkafka's limits (a fetch takes at least one 1 MB message) and at most its defaults.
     /// The producer may send records as large as the largest trace ([`Self::allow_whole_traces`]).
     /// Settings made explicitly in the topology's kafka section win.
-    pub fn bound_kafka_buffers(&self, kafka: &mut KafkaSettings) {
+    pub fn bound_kafka_buffers(&self, consumer: &mut BTreeMap<String, String>, producer: &mut BTreeMap<String, String>) {
         let kbytes = (self.memory_budget_bytes / 32 / 1024).max(1024);
         let default = |settings: &mut BTreeMap<String, String>, key: &str, value: usize| {
             settings.entry(key.to_string()).or_insert_with(|| value.to_string());
         };
-        default(&mut kafka.consumer, "queued.max.messages.kbytes", kbytes.min(65_536));
-        default(&mut kafka.consumer, "fetch.max.bytes", kbytes.min(51_200) * 1024);
-        default(&mut kafka.producer, "queue.buffering.max.kbytes", kbytes.min(1_048_576));
-        self.allow_whole_traces(kafka);
+        default(consumer, "queued.max.messages.kbytes", kbytes.min(65_536));
+        default(consumer, "fetch.max.bytes", kbytes.min(51_200) * 1024);
+        default(producer, "queue.buffering.max.kbytes", kbytes.min(1_048_576));
+        self.allow_whole_traces(producer);
     }
 
     /// Lets a producer (the assembler's, and the sampler's, which forwards the same records) send
     /// the largest record the assembler writes: `max_trace_bytes`, overshot by at most one input
     /// record (the router's payloads are at most 512 KiB), plus the record's own fields. An
     /// explicit `message.max.bytes` wins.
-    pub fn allow_whole_traces(&self, kafka: &mut KafkaSettings) {
+    pub fn allow_whole_traces(&self, producer: &mut BTreeMap<String, String>) {
         let largest = self.max_trace_bytes + tracepipe_schemas::split::MAX_CHUNK_BYTES + (64 << 10);
-        kafka.producer.entry("message.max.bytes".to_string()).or_insert_with(|| largest.to_string());
+        producer.entry("message.max.bytes".to_string()).or_insert_with(|| largest.to_string());
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use prost::Message;
 use tracepipe_assembler::{AssemblerConfig, TraceAssembler};
-use tracepipe_runtime::{Emitter, InputRecord, OutputId, Processor, SourcePartition};
+use tracepipe_processor::{Emitter, InputRecord, OutputId, Processor, SourcePartition};
 use tracepipe_schemas::otlp_trace::{ResourceSpans, ScopeSpans, Span};
 use tracepipe_schemas::v1::{AssembledTrace, Completion, TraceSpans};
 
@@ -361,7 +361,7 @@ fn kafka_buffers_follow_the_budget_unless_set() {
     let config = AssemblerConfig { memory_budget_bytes: 64 << 20, ..Default::default() };
     let mut kafka = tracepipe_runtime::KafkaSettings::new("localhost:9092");
     kafka.producer.insert("queue.buffering.max.kbytes".into(), "512".into());
-    config.bound_kafka_buffers(&mut kafka);
+    config.bound_kafka_buffers(&mut kafka.consumer, &mut kafka.producer);
     assert_eq!(kafka.consumer["queued.max.messages.kbytes"], "2048");
     assert_eq!(kafka.consumer["fetch.max.bytes"], (2048 * 1024).to_string());
     assert_eq!(kafka.producer["queue.buffering.max.kbytes"], "512", "an explicit setting wins");

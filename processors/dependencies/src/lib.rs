@@ -16,6 +16,7 @@
 //! the learning period), and a learned edge without calls for `vanish_after` (`edge_vanished`,
 //! resolved when calls come back).
 
+pub mod config;
 mod metrics;
 
 use std::sync::Arc;
@@ -23,12 +24,12 @@ use std::time::Duration;
 
 use prometheus::{Histogram as PromHistogram, IntCounter};
 use rustc_hash::FxHashMap;
-use tracepipe_analyzer::alerts::AlertBook;
-use tracepipe_analyzer::latency::{new_histogram, quantile_ms, record_nanos, sparse, LatencyHistogram};
-use tracepipe_analyzer::series::OVERFLOW;
-use tracepipe_analyzer::tree::TraceTree;
-use tracepipe_analyzer::windows::{Window, Windows};
-use tracepipe_runtime::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
+use tracepipe_analytics::alerts::AlertBook;
+use tracepipe_analytics::latency::{new_histogram, quantile_ms, record_nanos, sparse, LatencyHistogram};
+use tracepipe_analytics::OVERFLOW;
+use tracepipe_analytics::tree::TraceTree;
+use tracepipe_analytics::windows::{Window, Windows};
+use tracepipe_processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 use tracepipe_schemas::analytics::{AlertDetails, AlertKind, AlertSubject, EdgeDetails, EdgeWindow, Severity, EDGE_SCHEMA};
 use tracepipe_schemas::trace_view::{kind, SpanView, TraceView};
 
@@ -275,7 +276,7 @@ impl Dependencies {
         self.links.clear();
         self.links.extend(spans.iter().enumerate().filter_map(|(i, s)| s.link.map(|l| (l, i as u32))));
         self.links.sort_unstable();
-        let trace_time = spans.iter().find(|s| s.parent_span_id.is_none()).unwrap_or(&spans[0]).start_unix_nano;
+        let trace_time = spans[view.root().unwrap_or(0)].start_unix_nano;
         let mut calls = Vec::new();
         find_calls(view, &self.tree, &self.links, |call| calls.push(call));
         if calls.is_empty() {

@@ -16,6 +16,7 @@
 //! Spans with missing or malformed ids are dropped and reported in the response's
 //! `partial_success` (count and reason), the rest of the request is stored.
 
+pub mod config;
 mod grpc;
 mod http;
 mod metrics;

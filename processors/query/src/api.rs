@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use tracepipe_schemas::analytics::{Alert, AlertState, BottleneckRollup, EdgeWindow, ErrorGroupRollup, Rollup, SparseHistogram};
-use tracepipe_sink::{Store, StoreError};
+use tracepipe_store::{Store, StoreError};
 
 use crate::critical_path;
 use crate::params::{self, BadParameter, Params};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use tracepipe_analyzer::tree::TraceTree;
+use tracepipe_analytics::tree::TraceTree;
 use tracepipe_schemas::trace_view::{kind, SpanView, STATUS_ERROR};
 
 use crate::reader::StoredTrace;
@@ -55,7 +55,7 @@ pub fn analyze(trace: &StoredTrace) -> TraceAnalysis {
     tree.build(&spans);
     // The request's entry: the earliest root (a trace whose root is missing has none).
     let entry = (0..spans.len() as u32)
-        .filter(|&i| spans[i as usize].parent_span_id.is_none() && tree.is_entry(&spans, i))
+        .filter(|&i| spans[i as usize].is_root())
         .min_by_key(|&i| (spans[i as usize].start_unix_nano, i));
     if let Some(entry) = entry {
         // A span the walk passes through is on the path even with no self time of its own.

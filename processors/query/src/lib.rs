@@ -6,6 +6,7 @@
 //! data) and the UI asks for the token when the API answers 401.
 
 pub mod api;
+pub mod config;
 pub mod critical_path;
 pub mod params;
 pub mod reader;
@@ -21,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
-use tracepipe_sink::Store;
+use tracepipe_store::Store;
 
 /// How the query server answers, beside its store.
 #[derive(Debug, Clone, Default)]

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use tracepipe_sink::jaeger::SpanBody;
-use tracepipe_sink::{Param, Store, StoreError};
+use tracepipe_store::jaeger::SpanBody;
+use tracepipe_store::{Param, Store, StoreError};
 
 /// A span as stored.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ pub fn operations(store: &mut Store, service: &str, span_kind: Option<&str>) -> 
 
 /// The ids of the traces with a span matching every condition, latest first.
 pub fn find_trace_ids(store: &mut Store, query: &TraceQuery) -> Result<Vec<String>, StoreError> {
-    let patterns: Vec<String> = query.tags.iter().map(|(k, v)| tracepipe_sink::jaeger::search_pattern(k, v)).collect();
+    let patterns: Vec<String> = query.tags.iter().map(|(k, v)| tracepipe_store::jaeger::search_pattern(k, v)).collect();
     let mut sql = String::from("SELECT trace_id, MAX(start_us) AS latest FROM spans WHERE service = $1 AND start_us >= $2 AND start_us <= $3");
     let mut params = vec![Param::Text(&query.service), Param::Int(query.start_us), Param::Int(query.end_us)];
     if let Some(operation) = &query.operation {

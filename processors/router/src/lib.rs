@@ -7,10 +7,11 @@
 //! routed and is also written to the DLQ (kind `rejected_spans`) with a reason that counts each
 //! kind of rejection; `tracepipe_router_rejected_spans_total` counts the spans.
 
+pub mod config;
 mod metrics;
 
 use prometheus::IntCounter;
-use tracepipe_runtime::{Emitter, InputRecord, OutputId, Poison, Processor, UnixNanos};
+use tracepipe_processor::{Emitter, InputRecord, OutputId, Poison, Processor, UnixNanos};
 use tracepipe_schemas::split::SplitBatch;
 use tracepipe_schemas::{Encoding, SpanSplitter};
 

@@ -1,6 +1,6 @@
 use prost::Message;
 use tracepipe_router::Router;
-use tracepipe_runtime::{Emitter, InputRecord, OutputId, Processor, SourcePartition};
+use tracepipe_processor::{Emitter, InputRecord, OutputId, Processor, SourcePartition};
 use tracepipe_schemas::otlp_trace::{ResourceSpans, ScopeSpans, Span};
 use tracepipe_schemas::v1::TraceSpans;
 use tracepipe_schemas::{Encoding, ExportTraceServiceRequest};

@@ -1,7 +1,7 @@
 //! The one crate of tracepipe that talks to Kafka.
 //!
-//! A [`Processor`] is a synchronous state machine; [`Pipeline`] runs one against Kafka on a
-//! dedicated thread: poll → processor → produce → commit.
+//! A [`Processor`] (the contract, in `tracepipe-processor`) is a synchronous state machine;
+//! [`Pipeline`] runs one against Kafka on a dedicated thread: poll → processor → produce → commit.
 //!
 //! # Offset protocol
 //!
@@ -35,15 +35,13 @@ pub mod dlq;
 pub mod error;
 pub mod metrics;
 pub mod pipeline;
-pub mod processor;
 pub mod progress;
 pub mod publish;
 pub mod settings;
-pub mod trace_context;
 
 pub use admin::{AdminServer, Health};
 pub use error::RuntimeError;
 pub use pipeline::{Pipeline, PipelineExit};
-pub use processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
+pub use tracepipe_processor::{trace_context, Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 pub use publish::{PublishError, Publisher};
 pub use settings::{KafkaSettings, PipelineSettings};

@@ -25,10 +25,10 @@ use crate::admin::Health;
 use crate::dlq;
 use crate::error::RuntimeError;
 use crate::metrics;
-use crate::processor::{EmittedRecord, Emitter, InputRecord, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
+use tracepipe_processor::{EmittedRecord, Emitter, InputRecord, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 use crate::progress::Progress;
 use crate::settings::PipelineSettings;
-use crate::trace_context::{TraceContext, TRACEPARENT};
+use tracepipe_processor::trace_context::{TraceContext, TRACEPARENT};
 
 /// How a pipeline ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +194,7 @@ impl<P: Processor> Engine<P> {
         }
         if let Some(poison) = dead_letter {
             warn!(processor = self.name, topic, partition = at.source.partition, offset = at.offset, kind = poison.kind, reason = %poison.reason, "input sent to dlq");
-            self.outputs.send_dead_letter(message, at, &poison, self.emitter.context)?;
+            self.outputs.send_dead_letter(message, at, &poison, self.emitter.context())?;
         }
         self.emitter.end_input();
         Ok(())
@@ -375,7 +375,7 @@ impl OutputSender {
     /// returned as poison so the input it came from can be dead-lettered.
     fn send(&mut self, emitter: &mut Emitter) -> Result<(), Poison> {
         let mut refused = None;
-        for record in &emitter.records {
+        for record in emitter.emitted() {
             if let Err(poison) = self.send_record(emitter, record) {
                 refused = Some(poison);
             }

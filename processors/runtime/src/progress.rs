@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::processor::{SourceOffset, SourcePartition};
+use tracepipe_processor::{SourceOffset, SourcePartition};
 
 #[derive(Debug, Default)]
 pub struct PartitionProgress {

@@ -9,7 +9,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::metrics;
-use crate::trace_context::{TraceContext, TRACEPARENT};
+use tracepipe_processor::trace_context::{TraceContext, TRACEPARENT};
 use crate::KafkaSettings;
 
 /// Why a set of records is not (known to be) stored.

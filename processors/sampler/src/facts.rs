@@ -5,20 +5,14 @@ use tracepipe_schemas::trace_view::{AttributeValue, SpanView, TraceView};
 
 pub struct TraceFacts<'a> {
     pub trace: TraceView<'a>,
-    /// Index into `trace.spans` of the root (the earliest span without a parent), if present.
+    /// Index into `trace.spans` of the root ([`TraceView::root`]), if present.
     pub root: Option<usize>,
     pub has_error: bool,
 }
 
 impl<'a> TraceFacts<'a> {
     pub fn new(trace: TraceView<'a>) -> Self {
-        let root = trace
-            .spans
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.parent_span_id.is_none())
-            .min_by_key(|(_, s)| s.start_unix_nano)
-            .map(|(i, _)| i);
+        let root = trace.root();
         let has_error = trace.spans.iter().any(SpanView::is_error);
         TraceFacts { trace, root, has_error }
     }

@@ -14,6 +14,7 @@
 //! alone, so every instance keeps the same traces whatever else it saw; the dynamic rule also
 //! decides on the trace id, against rates learned from the traffic each instance saw.
 
+pub mod config;
 mod facts;
 mod metrics;
 pub mod rules;
@@ -21,11 +22,11 @@ pub mod rules;
 use std::sync::Arc;
 
 use prometheus::IntCounter;
-use tracepipe_runtime::{Emitter, InputRecord, OutputId, Poison, Processor, UnixNanos};
+use tracepipe_processor::{Emitter, InputRecord, OutputId, Poison, Processor, UnixNanos};
 use tracepipe_schemas::trace_view::TraceView;
 
 pub use facts::TraceFacts;
-pub use rules::{AttributeScope, Matcher, RuleKind, SamplingRule, Verdict};
+pub use rules::{RuleKind, SamplingRule, Verdict};
 use rules::RuleState;
 
 #[derive(Debug, Clone)]

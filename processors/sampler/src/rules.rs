@@ -8,51 +8,14 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use regex::Regex;
 use rustc_hash::FxHasher;
-use tracepipe_runtime::UnixNanos;
-use tracepipe_schemas::trace_view::AttributeValue;
+use tracepipe_processor::UnixNanos;
+use tracepipe_analytics::matcher::AttributeCondition;
+use tracepipe_analytics::OVERFLOW;
 
 use crate::facts::TraceFacts;
 
-/// How an attribute value is matched.
-#[derive(Debug, Clone)]
-pub enum Matcher {
-    Equals(String),
-    Regex(Regex),
-    /// Numeric range, inclusive; either end open.
-    Range { min: Option<f64>, max: Option<f64> },
-    Bool(bool),
-}
-
-impl Matcher {
-    fn matches(&self, value: AttributeValue<'_>) -> bool {
-        match (self, value) {
-            (Matcher::Equals(expected), AttributeValue::Str(s)) => s == expected.as_bytes(),
-            // Other scalars compare by their text, as the topology's `equals: 200` is written.
-            (Matcher::Equals(expected), AttributeValue::Int(i)) => i.to_string() == *expected,
-            (Matcher::Equals(expected), AttributeValue::Double(d)) => d.to_string() == *expected,
-            (Matcher::Equals(expected), AttributeValue::Bool(b)) => b.to_string() == *expected,
-            (Matcher::Regex(re), value) => value.as_str().is_some_and(|s| re.is_match(s)),
-            (Matcher::Range { min, max }, AttributeValue::Int(i)) => in_range(i as f64, *min, *max),
-            (Matcher::Range { min, max }, AttributeValue::Double(d)) => in_range(d, *min, *max),
-            (Matcher::Bool(expected), AttributeValue::Bool(b)) => b == *expected,
-            _ => false,
-        }
-    }
-}
-
-fn in_range(v: f64, min: Option<f64>, max: Option<f64>) -> bool {
-    min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttributeScope {
-    AnySpan,
-    Root,
-}
-
-/// A rule as configured (validated by the topology).
+/// A rule as configured (validated in [`crate::config`]).
 #[derive(Debug, Clone)]
 pub enum RuleKind {
     Always,
@@ -62,7 +25,7 @@ pub enum RuleKind {
     Latency { threshold: Duration },
     /// Root duration above a live percentile of its root operation's durations.
     LatencyPercentile { percentile: f64, min_samples: u64, window: Duration },
-    Attribute { key: String, matcher: Matcher, scope: AttributeScope },
+    Attribute(AttributeCondition),
     SpanCount { min: u32, max: Option<u32> },
     /// A trace whose shape (set of parent→child (service, operation) pairs) was not seen within `window`.
     RareStructure { window: Duration, max_shapes: usize },
@@ -160,26 +123,7 @@ fn evaluate_stateless(kind: &RuleKind, facts: &TraceFacts<'_>) -> Verdict {
         RuleKind::Drop => Verdict::Drop,
         RuleKind::Errors => keep_if(facts.has_error),
         RuleKind::Latency { threshold } => keep_if(facts.duration_nanos() >= threshold.as_nanos() as u64),
-        RuleKind::Attribute { key, matcher, scope } => {
-            let matched = match scope {
-                AttributeScope::Root => facts.root().is_some_and(|root| facts.attributes(root, key).any(|value| matcher.matches(value))),
-                AttributeScope::AnySpan => {
-                    // A trace's spans share a few resources: each is read once, when a span of
-                    // it does not match on its own.
-                    let mut resource_matches: Vec<Option<bool>> = Vec::new();
-                    facts.spans().iter().any(|span| {
-                        span.attribute(key).is_some_and(|value| matcher.matches(value)) || {
-                            let index = span.resource as usize;
-                            if resource_matches.len() <= index {
-                                resource_matches.resize(index + 1, None);
-                            }
-                            *resource_matches[index].get_or_insert_with(|| facts.trace.resource_attribute(span, key).is_some_and(|value| matcher.matches(value)))
-                        }
-                    })
-                }
-            };
-            keep_if(matched)
-        }
+        RuleKind::Attribute(condition) => keep_if(condition.matches_trace(&facts.trace, facts.root)),
         RuleKind::SpanCount { min, max } => {
             let count = facts.spans().len() as u32;
             keep_if(count >= *min && max.is_none_or(|m| count <= m))
@@ -201,7 +145,7 @@ fn evaluate_stateless(kind: &RuleKind, facts: &TraceFacts<'_>) -> Verdict {
 fn capped_key<V>(facts: &TraceFacts<'_>, keys: &HashMap<(String, String), V>, limit: usize) -> (String, String) {
     let key = facts.root_key();
     if keys.len() >= limit && !keys.contains_key(&key) {
-        return ("(overflow)".into(), "(overflow)".into());
+        return (OVERFLOW.into(), OVERFLOW.into());
     }
     key
 }

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use prost::Message;
-use tracepipe_runtime::{Emitter, InputRecord, OutputId, Processor, SourcePartition};
-use tracepipe_sampler::{AttributeScope, Matcher, RuleKind, SamplerConfig, SamplingRule, TailSampler};
+use tracepipe_processor::{Emitter, InputRecord, OutputId, Processor, SourcePartition};
+use tracepipe_analytics::matcher::{AttributeCondition, AttributeScope, Matcher};
+use tracepipe_sampler::{RuleKind, SamplerConfig, SamplingRule, TailSampler};
 use tracepipe_schemas::attributes;
 use tracepipe_schemas::otlp_resource::Resource;
 use tracepipe_schemas::otlp_trace::{span, ResourceSpans, ScopeSpans, Span, Status};
@@ -98,10 +99,10 @@ fn errors_latency_attributes_and_span_count() {
     let mut s = sampler(vec![
         ("errors", RuleKind::Errors),
         ("slow", RuleKind::Latency { threshold: Duration::from_millis(500) }),
-        ("vip", RuleKind::Attribute { key: "user.tier".into(), matcher: Matcher::Equals("vip".into()), scope: AttributeScope::AnySpan }),
-        ("beta", RuleKind::Attribute { key: "app.version".into(), matcher: Matcher::Regex(regex::Regex::new("^2\\.").unwrap()), scope: AttributeScope::Root }),
-        ("5xx", RuleKind::Attribute { key: "http.response.status_code".into(), matcher: Matcher::Range { min: Some(500.0), max: Some(599.0) }, scope: AttributeScope::AnySpan }),
-        ("cached", RuleKind::Attribute { key: "cache.hit".into(), matcher: Matcher::Bool(false), scope: AttributeScope::AnySpan }),
+        ("vip", RuleKind::Attribute(AttributeCondition { key: "user.tier".into(), matcher: Matcher::Equals("vip".into()), scope: AttributeScope::AnySpan })),
+        ("beta", RuleKind::Attribute(AttributeCondition { key: "app.version".into(), matcher: Matcher::Regex(regex::Regex::new("^2\\.").unwrap()), scope: AttributeScope::Root })),
+        ("5xx", RuleKind::Attribute(AttributeCondition { key: "http.response.status_code".into(), matcher: Matcher::Range { min: Some(500.0), max: Some(599.0) }, scope: AttributeScope::AnySpan })),
+        ("cached", RuleKind::Attribute(AttributeCondition { key: "cache.hit".into(), matcher: Matcher::Bool(false), scope: AttributeScope::AnySpan })),
         ("big", RuleKind::SpanCount { min: 3, max: None }),
     ]);
     let error_status = TraceBuilder::new(1, "a", "x", 10).child(2, "b", "y", |s| s.status = Some(Status { code: 2, message: "boom".into() })).build();
@@ -287,10 +288,10 @@ fn two_instances_with_every_rule_decide_identically() {
             ("errors", RuleKind::Errors),
             ("slow", RuleKind::Latency { threshold: Duration::from_millis(900) }),
             ("p95", RuleKind::LatencyPercentile { percentile: 95.0, min_samples: 50, window: Duration::from_secs(5) }),
-            ("vip", RuleKind::Attribute { key: "user.tier".into(), matcher: Matcher::Equals("vip".into()), scope: AttributeScope::AnySpan }),
+            ("vip", RuleKind::Attribute(AttributeCondition { key: "user.tier".into(), matcher: Matcher::Equals("vip".into()), scope: AttributeScope::AnySpan })),
             ("big", RuleKind::SpanCount { min: 4, max: Some(100) }),
             ("rare", RuleKind::RareStructure { window: Duration::from_secs(3), max_shapes: 100 }),
-            ("health", RuleKind::And(vec![RuleKind::Attribute { key: "http.route".into(), matcher: Matcher::Equals("/health".into()), scope: AttributeScope::Root }, RuleKind::Drop])),
+            ("health", RuleKind::And(vec![RuleKind::Attribute(AttributeCondition { key: "http.route".into(), matcher: Matcher::Equals("/health".into()), scope: AttributeScope::Root }), RuleKind::Drop])),
             ("limit", RuleKind::RateLimit { per_second: 30.0 }),
             ("dynamic", RuleKind::Dynamic { goal_sample_rate: 5.0, weight: 0.5, adjustment_interval: Duration::from_secs(2) }),
             ("base", RuleKind::Probabilistic { rate: 0.2 }),
@@ -352,11 +353,11 @@ fn a_full_decision_cache_remembers_the_newest_traces() {
 fn and_combines_conditions_and_a_sampler_decides_last() {
     let mut s = sampler(vec![
         ("slow-checkout", RuleKind::And(vec![
-            RuleKind::Attribute { key: "service.name".into(), matcher: Matcher::Equals("checkout".into()), scope: AttributeScope::Root },
+            RuleKind::Attribute(AttributeCondition { key: "service.name".into(), matcher: Matcher::Equals("checkout".into()), scope: AttributeScope::Root }),
             RuleKind::Latency { threshold: Duration::from_millis(100) },
         ])),
         ("drop-health", RuleKind::And(vec![
-            RuleKind::Attribute { key: "http.route".into(), matcher: Matcher::Equals("/health".into()), scope: AttributeScope::Root },
+            RuleKind::Attribute(AttributeCondition { key: "http.route".into(), matcher: Matcher::Equals("/health".into()), scope: AttributeScope::Root }),
             RuleKind::Drop,
         ])),
         ("all", RuleKind::Always),

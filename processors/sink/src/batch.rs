@@ -12,8 +12,8 @@ use prost::Message;
 use tracepipe_schemas::analytics::{Alert, EdgeWindow, Rollup};
 use tracepipe_schemas::v1::AssembledTrace;
 
-use crate::jaeger::{self, is_valid_span_id};
-use crate::store::{Param, StoreError, Transaction};
+use tracepipe_store::jaeger::{self, is_valid_span_id};
+use tracepipe_store::{Param, StoreError, Transaction};
 
 pub struct SpanRow {
     pub trace_id: String,

@@ -21,17 +21,17 @@
 //! start time, edge windows and rollups by window start, alert events by event time.
 
 pub mod batch;
-pub mod jaeger;
+pub mod config;
 pub mod metrics;
-pub mod store;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tracepipe_runtime::{Emitter, InputRecord, Poison, Processor, SourcePartition, UnixNanos};
+use tracepipe_processor::{Emitter, InputRecord, Poison, Processor, SourcePartition, UnixNanos};
 
 pub use batch::{Batch, Written};
-pub use store::{Cell, Param, Row, Store, StoreError, StoreUrl};
+pub use config::SinkSpec;
+use tracepipe_store::{Param, Retention, Store, StoreError};
 
 /// What one input topic of the sink carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,22 +44,6 @@ pub enum SinkInput {
     Rollups,
     /// Alert events (JSON).
     Alerts,
-}
-
-/// How long each kind of data is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    pub traces: Duration,
-    pub edges: Duration,
-    pub rollups: Duration,
-    pub alerts: Duration,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        const DAY: Duration = Duration::from_secs(86_400);
-        Retention { traces: 7 * DAY, edges: 30 * DAY, rollups: 30 * DAY, alerts: 90 * DAY }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use tracepipe_runtime::{SourceOffset, SourcePartition, UnixNanos};
+use tracepipe_processor::{SourceOffset, SourcePartition, UnixNanos};
 
 pub struct Window<S> {
     pub start: UnixNanos,

@@ -8,7 +8,7 @@ use crate::trace_context::TraceContext;
 /// Nanoseconds since the Unix epoch. Passed in, so tests drive time.
 pub type UnixNanos = u64;
 
-/// One partition of one input topic; `input` indexes [`crate::PipelineSettings::inputs`].
+/// One partition of one input topic; `input` is the topic's place in the pipeline's input list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourcePartition {
     pub input: u16,
@@ -22,7 +22,8 @@ pub struct SourceOffset {
     pub offset: i64,
 }
 
-/// Index of an output topic in [`crate::PipelineSettings::outputs`].
+/// One output topic of a processor, as the pipeline that runs it numbered it when the topic was
+/// bound to the processor's named output (e.g. the analyzer's `rollups` and `alerts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OutputId(pub u16);
 
@@ -84,28 +85,31 @@ pub trait Processor: Send + 'static {
     fn drain(&mut self, _now: UnixNanos, _out: &mut Emitter) {}
 }
 
-/// A record the processor emitted, its bytes in the emitter's buffer.
+/// A record the processor emitted, its bytes in the emitter's buffer ([`Emitter::key`],
+/// [`Emitter::value`]).
 #[derive(Debug, Clone)]
-pub(crate) struct EmittedRecord {
+pub struct EmittedRecord {
     pub output: OutputId,
-    pub key: Range<usize>,
-    pub value: Range<usize>,
+    /// The input offset this record keeps uncommitted until the broker acknowledges it.
     pub hold: Option<SourceOffset>,
-    /// Further offsets held, in [`Emitter::holds`] (a windowed aggregate covers many partitions).
-    pub more_holds: Range<usize>,
+    /// The context of the input it was derived from ([`Emitter::context`] when it was emitted).
     pub context: TraceContext,
+    key: Range<usize>,
+    value: Range<usize>,
+    /// Further offsets held ([`Emitter::more_holds`]): a windowed aggregate covers many partitions.
+    more_holds: Range<usize>,
 }
 
 /// Where a processor writes its outputs. One buffer for all bytes, reused across inputs, so
 /// emitting does not allocate once it has grown.
 #[derive(Debug)]
 pub struct Emitter {
-    pub(crate) data: Vec<u8>,
-    pub(crate) records: Vec<EmittedRecord>,
-    pub(crate) holds: Vec<SourceOffset>,
-    pub(crate) current: Option<SourceOffset>,
-    pub(crate) context: TraceContext,
-    pub(crate) dead_letter: Option<Poison>,
+    data: Vec<u8>,
+    records: Vec<EmittedRecord>,
+    holds: Vec<SourceOffset>,
+    current: Option<SourceOffset>,
+    context: TraceContext,
+    dead_letter: Option<Poison>,
 }
 
 impl Default for Emitter {
@@ -188,35 +192,50 @@ impl Emitter {
         self.dead_letter = None;
     }
 
-    pub(crate) fn begin_input(&mut self, source: SourceOffset, context: TraceContext) {
+    // The pipeline's side: it frames each input with `begin_input`/`end_input`, sends what was
+    // emitted, and clears the emitter for the next input.
+
+    /// What has been emitted since the last [`Emitter::clear`], in order.
+    pub fn emitted(&self) -> &[EmittedRecord] {
+        &self.records
+    }
+
+    /// The trace context of the input being handled: every record emitted from it continues it.
+    pub fn context(&self) -> TraceContext {
+        self.context
+    }
+
+    /// The input at `source`, consumed with `context`, is about to be handed to the processor:
+    /// what it emits holds `source` by default.
+    pub fn begin_input(&mut self, source: SourceOffset, context: TraceContext) {
         self.current = Some(source);
         self.context = context;
     }
 
-    pub(crate) fn end_input(&mut self) {
+    pub fn end_input(&mut self) {
         self.current = None;
         self.context = TraceContext::child_of(None);
     }
 
-    pub(crate) fn take_dead_letter(&mut self) -> Option<Poison> {
+    pub fn take_dead_letter(&mut self) -> Option<Poison> {
         self.dead_letter.take()
     }
 
-    pub(crate) fn more_holds(&self, record: &EmittedRecord) -> &[SourceOffset] {
+    pub fn more_holds(&self, record: &EmittedRecord) -> &[SourceOffset] {
         &self.holds[record.more_holds.clone()]
     }
 
-    pub(crate) fn key(&self, record: &EmittedRecord) -> &[u8] {
+    pub fn key(&self, record: &EmittedRecord) -> &[u8] {
         &self.data[record.key.clone()]
     }
 
-    pub(crate) fn value(&self, record: &EmittedRecord) -> &[u8] {
+    pub fn value(&self, record: &EmittedRecord) -> &[u8] {
         &self.data[record.value.clone()]
     }
 
     /// Forgets what the current input emitted, starting at `first_record` (used when it turns out
     /// to be poison after emitting).
-    pub(crate) fn truncate(&mut self, first_record: usize) {
+    pub fn truncate(&mut self, first_record: usize) {
         if let Some(first) = self.records.get(first_record) {
             self.data.truncate(first.key.start);
             self.holds.truncate(first.more_holds.start);

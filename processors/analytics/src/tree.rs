@@ -198,7 +198,7 @@ impl TraceTree {
         if self.orphan[span as usize] {
             return false;
         }
-        s.parent_span_id.is_none() || s.kind == kind::CONSUMER
+        s.is_root() || s.kind == kind::CONSUMER
     }
 
     /// Walks the critical path of `entry` (the chain of work that determined when it finished, as

@@ -3,7 +3,7 @@
 //! key, so one alert's events land in one partition, in order.
 
 use rustc_hash::FxHashMap;
-use tracepipe_runtime::{Emitter, OutputId};
+use tracepipe_processor::{Emitter, OutputId};
 use tracepipe_schemas::analytics::{Alert, AlertDetails, AlertKind, AlertState, AlertSubject, Severity, ALERT_SCHEMA};
 
 use crate::metrics;
@@ -84,14 +84,6 @@ impl AlertBook {
         for alert in self.pending.drain(..) {
             out.emit_holding(output, alert.key.as_bytes(), &serde_json::to_vec(&alert).expect("serializable"), None);
         }
-    }
-
-    /// Forgets every open alert without resolving it (the partitions that fed it went elsewhere).
-    pub fn forget_all(&mut self) {
-        for alert in self.open.values() {
-            metrics::OPEN_ALERTS.with_label_values(&[self.source, alert.kind.as_str()]).dec();
-        }
-        self.open.clear();
     }
 }
 

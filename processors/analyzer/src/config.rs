@@ -1,0 +1,107 @@
+//! `processors.analyzer` in topology.yaml.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tracepipe_processor::config::{positive, whole_seconds, within, ConsumerSpec, Problems, RawConsumer, Section, SectionConfig};
+
+use crate::{AnalyzerConfig, DetectionConfig};
+
+/// The analyzer's section, validated.
+#[derive(Debug, Clone)]
+pub struct AnalyzerSpec {
+    pub consumer: ConsumerSpec,
+    pub input: String,
+    /// Where rollups go.
+    pub output: String,
+    pub alerts: String,
+    pub config: AnalyzerConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalyzer {
+    group: Option<String>,
+    input: Option<String>,
+    output: Option<String>,
+    alerts: Option<String>,
+    dlq: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    window: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    lateness: Option<Duration>,
+    max_series: Option<i64>,
+    max_operations_per_service: Option<i64>,
+    max_error_groups: Option<i64>,
+    error_traces: Option<bool>,
+    #[serde(default)]
+    detection: RawDetection,
+    #[serde(default, with = "humantime_serde")]
+    commit_interval: Option<Duration>,
+    max_in_flight: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDetection {
+    #[serde(default, with = "humantime_serde")]
+    slice: Option<Duration>,
+    baseline_slices: Option<i64>,
+    min_baseline_slices: Option<i64>,
+    min_samples: Option<i64>,
+    sensitivity: Option<f64>,
+    min_ratio: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    min_delta: Option<Duration>,
+    consecutive: Option<i64>,
+    resolve_after: Option<i64>,
+    error_min_count: Option<i64>,
+    error_ratio: Option<f64>,
+}
+
+impl SectionConfig for AnalyzerSpec {
+    type Raw = RawAnalyzer;
+
+    fn validate(raw: RawAnalyzer, section: &Section<'_>, problems: &mut Problems) -> Option<AnalyzerSpec> {
+        let consumer = RawConsumer { group: &raw.group, dlq: &raw.dlq, commit_interval: raw.commit_interval, max_in_flight: raw.max_in_flight };
+        let consumer = ConsumerSpec::validate(consumer, section, problems);
+        let input = section.topic("input", &raw.input, problems);
+        let output = section.topic("output", &raw.output, problems);
+        let alerts = section.topic("alerts", &raw.alerts, problems);
+        let defaults = AnalyzerConfig::default();
+        let detection = validate_detection(&section.at("detection"), &raw.detection, &defaults.detection, problems);
+        let config = AnalyzerConfig {
+            window: positive(section.at("window"), raw.window, defaults.window, problems),
+            lateness: positive(section.at("lateness"), raw.lateness, defaults.lateness, problems),
+            max_series: within(section.at("max_series"), raw.max_series, defaults.max_series as i64, 1..=1_000_000, problems) as usize,
+            max_operations_per_service: within(section.at("max_operations_per_service"), raw.max_operations_per_service, defaults.max_operations_per_service as i64, 1..=1_000_000, problems)
+                as usize,
+            max_error_groups: within(section.at("max_error_groups"), raw.max_error_groups, defaults.max_error_groups as i64, 1..=1_000_000, problems) as usize,
+            error_traces: raw.error_traces.unwrap_or(defaults.error_traces),
+            detection,
+        };
+        whole_seconds(section.at("window"), config.window, problems);
+        Some(AnalyzerSpec { consumer: consumer?, input: input?, output: output?, alerts: alerts?, config })
+    }
+}
+
+fn validate_detection(at: &str, d: &RawDetection, dd: &DetectionConfig, problems: &mut Problems) -> DetectionConfig {
+    let path = |field: &str| format!("{at}.{field}");
+    let detection = DetectionConfig {
+        slice: positive(path("slice"), d.slice, dd.slice, problems),
+        baseline_slices: within(path("baseline_slices"), d.baseline_slices, dd.baseline_slices as i64, 2..=10_000, problems) as usize,
+        min_baseline_slices: within(path("min_baseline_slices"), d.min_baseline_slices, dd.min_baseline_slices as i64, 1..=10_000, problems) as usize,
+        min_samples: within(path("min_samples"), d.min_samples, dd.min_samples as i64, 1..=1_000_000, problems) as u64,
+        sensitivity: within(path("sensitivity"), d.sensitivity, dd.sensitivity, 0.0..=100.0, problems),
+        min_ratio: within(path("min_ratio"), d.min_ratio, dd.min_ratio, 1.0..=100.0, problems),
+        min_delta: positive(path("min_delta"), d.min_delta, dd.min_delta, problems),
+        consecutive: within(path("consecutive"), d.consecutive, i64::from(dd.consecutive), 1..=100, problems) as u32,
+        resolve_after: within(path("resolve_after"), d.resolve_after, i64::from(dd.resolve_after), 1..=10_000, problems) as u32,
+        error_min_count: within(path("error_min_count"), d.error_min_count, dd.error_min_count as i64, 1..=1_000_000, problems) as u64,
+        error_ratio: within(path("error_ratio"), d.error_ratio, dd.error_ratio, 1.0..=1000.0, problems),
+    };
+    if detection.min_baseline_slices > detection.baseline_slices {
+        problems.add(path("min_baseline_slices"), "must not exceed baseline_slices");
+    }
+    detection
+}

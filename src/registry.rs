@@ -1,0 +1,211 @@
+//! The processors this build has, one entry each: its name (which is also its section under
+//! `processors:` in topology.yaml), the type its section validates into (that processor's
+//! crate's `config.rs`), and how it is started. Adding a processor is adding its entry and its
+//! [`ProcessorSpec::start`].
+//!
+//! A processor's outputs are bound to topics by name here ([`PipelineOutputs::bind`]): the
+//! analyzer's `rollups` output is the topic its section names under `output`, and so on.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use serde_yaml_ng::Value;
+use tokio_util::sync::CancellationToken;
+use tracepipe_analyzer::config::AnalyzerSpec;
+use tracepipe_analyzer::{Analyzer, AnalyzerOutputs};
+use tracepipe_assembler::config::AssemblerSpec;
+use tracepipe_assembler::{AssemblerConfig, TraceAssembler};
+use tracepipe_dependencies::config::DependenciesSpec;
+use tracepipe_dependencies::{Dependencies, DependenciesOutputs};
+use tracepipe_gateway::config::GatewaySpec;
+use tracepipe_processor::config::{Problems, Section, SectionConfig};
+use tracepipe_query::config::QuerySpec;
+use tracepipe_router::config::RouterSpec;
+use tracepipe_router::Router;
+use tracepipe_runtime::{Health, Pipeline, PipelineExit, RuntimeError};
+use tracepipe_sampler::config::SamplerSpec;
+use tracepipe_sampler::TailSampler;
+use tracepipe_sink::{Sink, SinkSpec};
+use tracepipe_store::{Store, StoreUrl};
+
+use crate::topology::{PipelineOutputs, Topology};
+
+/// Every processor, in the order `tracepipe up` starts them and `validate` lists them.
+pub const PROCESSORS: &[ProcessorEntry] = &[
+    entry::<GatewaySpec>("gateway"),
+    entry::<RouterSpec>("router"),
+    entry::<AssemblerSpec>("assembler"),
+    entry::<SamplerSpec>("sampler"),
+    entry::<AnalyzerSpec>("analyzer"),
+    entry::<DependenciesSpec>("dependencies"),
+    entry::<SinkSpec>("sink"),
+    entry::<QuerySpec>("query"),
+];
+
+pub struct ProcessorEntry {
+    pub name: &'static str,
+    /// Validates the processor's section (at `section.path`) into its [`ProcessorSpec`].
+    pub configure: fn(&Section<'_>, Value, &mut Problems) -> Option<Box<dyn ProcessorSpec>>,
+}
+
+const fn entry<S: SectionConfig + ProcessorSpec>(name: &'static str) -> ProcessorEntry {
+    ProcessorEntry { name, configure: configure::<S> }
+}
+
+fn configure<S: SectionConfig + ProcessorSpec>(section: &Section<'_>, value: Value, problems: &mut Problems) -> Option<Box<dyn ProcessorSpec>> {
+    section.parse::<S>(value, problems).map(|spec| Box::new(spec) as Box<dyn ProcessorSpec>)
+}
+
+pub type PipelineHandle = JoinHandle<Result<PipelineExit, RuntimeError>>;
+type Starting<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Started>> + Send + 'a>>;
+
+/// A running processor.
+pub enum Started {
+    /// A Kafka pipeline on a thread of its own.
+    Pipeline(PipelineHandle),
+    /// A server on the async runtime, with the lines that tell a person where it listens. One
+    /// that `drains` is awaited at shutdown: it hands Kafka what it accepted.
+    Server { task: tokio::task::JoinHandle<()>, banner: Vec<String>, drains: bool },
+}
+
+/// What a processor is started with.
+#[derive(Clone, Copy)]
+pub struct StartContext<'a> {
+    pub topology: &'a Topology,
+    pub shutdown: &'a CancellationToken,
+    pub health: &'a Health,
+}
+
+/// A processor's validated section, which knows how to start the processor.
+pub trait ProcessorSpec: std::any::Any + Debug + Send + Sync {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a>;
+}
+
+fn pipeline<P: tracepipe_runtime::Processor>(settings: PipelineOutputs, processor: P, context: StartContext<'_>) -> anyhow::Result<Started> {
+    Ok(Started::Pipeline(Pipeline::new(settings.0, processor).spawn(context.shutdown.clone(), context.health.clone())))
+}
+
+impl ProcessorSpec for RouterSpec {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
+        Box::pin(async move {
+            let mut settings = context.topology.pipeline(&self.consumer, self.inputs.iter().map(|(topic, _)| topic.clone()).collect());
+            let spans = settings.bind(&self.output);
+            let router = Router::new(self.inputs.iter().map(|(_, encoding)| *encoding).collect(), spans, self.max_message_bytes);
+            pipeline(settings, router, context)
+        })
+    }
+}
+
+impl ProcessorSpec for AssemblerSpec {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
+        Box::pin(async move {
+            let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
+            let traces = settings.bind(&self.output);
+            let kafka = &mut settings.0.kafka;
+            self.config.bound_kafka_buffers(&mut kafka.consumer, &mut kafka.producer);
+            pipeline(settings, TraceAssembler::new(self.config.clone(), traces), context)
+        })
+    }
+}
+
+impl ProcessorSpec for SamplerSpec {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
+        Box::pin(async move {
+            let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
+            let sampled = settings.bind(&self.output);
+            // The sampler forwards the assembler's records as they are.
+            let assembler = context.topology.processor::<AssemblerSpec>().map_or_else(AssemblerConfig::default, |a| a.config.clone());
+            assembler.allow_whole_traces(&mut settings.0.kafka.producer);
+            pipeline(settings, TailSampler::new(self.config.clone(), sampled), context)
+        })
+    }
+}
+
+impl ProcessorSpec for AnalyzerSpec {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
+        Box::pin(async move {
+            let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
+            let outputs = AnalyzerOutputs { rollups: settings.bind(&self.output), alerts: settings.bind(&self.alerts) };
+            pipeline(settings, Analyzer::new(self.config.clone(), outputs), context)
+        })
+    }
+}
+
+impl ProcessorSpec for DependenciesSpec {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
+        Box::pin(async move {
+            let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
+            let outputs = DependenciesOutputs { edges: settings.bind(&self.output), alerts: settings.bind(&self.alerts) };
+            pipeline(settings, Dependencies::new(self.config.clone(), outputs), context)
+        })
+    }
+}
+
+impl ProcessorSpec for SinkSpec {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
+        Box::pin(async move {
+            let store = open_store(&context.topology.storage.url).await?;
+            let settings = context.topology.pipeline(&self.consumer, self.inputs.iter().map(|(topic, _)| topic.clone()).collect());
+            let sink = Sink::new(self.sink_config(context.topology.storage.retention), store, self.inputs.iter().map(|(_, kind)| *kind).collect());
+            pipeline(settings, sink, context)
+        })
+    }
+}
+
+impl ProcessorSpec for QuerySpec {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
+        Box::pin(async move {
+            let store = open_store(&context.topology.storage.url).await?;
+            let bearer_token = self.bearer_token_env.as_deref().and_then(|name| std::env::var(name).ok()).filter(|t| !t.is_empty());
+            let listener = tokio::net::TcpListener::bind(self.listen).await.with_context(|| format!("query server on {}", self.listen))?;
+            let addr = listener.local_addr()?;
+            if bearer_token.is_some() {
+                tracing::info!("api requests need the bearer token");
+            }
+            let config = tracepipe_query::QueryConfig { bearer_token, adaptive_sampling: self.adaptive_sampling.clone() };
+            let server = tracepipe_query::serve_on(listener, store, config, context.shutdown.clone());
+            let task = tokio::spawn(async move {
+                match server.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::error!(%error, "the query server failed"),
+                    Err(error) => tracing::error!(%error, "the query server panicked"),
+                }
+            });
+            Ok(Started::Server { task, banner: vec![format!("ui:      http://{addr}/")], drains: false })
+        })
+    }
+}
+
+impl ProcessorSpec for GatewaySpec {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
+        Box::pin(async move {
+            let (listening, task) = tracepipe_gateway::start(&context.topology.kafka, &self.output, self.config.clone(), context.shutdown.clone()).await?;
+            let mut banner = Vec::new();
+            if let Some(addr) = listening.grpc {
+                banner.push(format!("otlp:    grpc://{addr} (OTLP/gRPC)"));
+            }
+            if let Some(addr) = listening.http {
+                banner.push(format!("otlp:    http://{addr}/v1/traces (OTLP/HTTP)"));
+            }
+            context.health.register("gateway");
+            context.health.set_ready("gateway", true);
+            Ok(Started::Server { task, banner, drains: true })
+        })
+    }
+}
+
+/// Opens (and migrates) the store on a thread of its own, outside the async runtime: PostgreSQL's
+/// blocking client runs a runtime of its own, which may not start inside another.
+pub async fn open_store(url: &StoreUrl) -> anyhow::Result<Store> {
+    let url = url.clone();
+    let described = match &url {
+        StoreUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+        StoreUrl::Postgres(_) => "postgres".to_string(),
+    };
+    let (opened, open) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("store-open".into()).spawn(move || opened.send(Store::open(&url)))?;
+    open.await.map_err(|_| anyhow::anyhow!("opening the store panicked"))?.with_context(|| format!("open store {described}"))
+}
