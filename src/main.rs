@@ -76,7 +76,8 @@ enum Command {
     },
     /// One processor against Kafka (one Deployment each in Kubernetes).
     Run {
-        /// gateway, router, assembler, sampler, analyzer, dependencies, sink or query
+        /// Its name, as its section under `processors:` is named (an unknown one lists them).
+        #[arg(value_parser = processor_name)]
         processor: String,
         #[command(flatten)]
         topology: TopologyArgs,
@@ -131,6 +132,13 @@ enum TopicsCommand {
         #[command(flatten)]
         topology: TopologyArgs,
     },
+}
+
+fn processor_name(text: &str) -> Result<String, String> {
+    match PROCESSORS.iter().find(|entry| entry.name == text) {
+        Some(entry) => Ok(entry.name.to_string()),
+        None => Err(format!("this build has: {}", PROCESSORS.iter().map(|entry| entry.name).collect::<Vec<_>>().join(", "))),
+    }
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {

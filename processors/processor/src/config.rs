@@ -317,7 +317,9 @@ pub struct ConsumerSpec {
     pub max_in_flight: usize,
 }
 
-/// [`ConsumerSpec`]'s fields as a raw section has them.
+/// [`ConsumerSpec`]'s fields as a raw section has them. Each processor's raw section lists these
+/// four keys itself rather than flattening a shared struct in: serde cannot refuse unknown keys
+/// (`deny_unknown_fields`) in a struct that flattens another.
 #[derive(Debug, Clone, Copy)]
 pub struct RawConsumer<'a> {
     pub group: &'a Option<String>,

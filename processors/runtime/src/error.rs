@@ -14,8 +14,6 @@ pub enum RuntimeError {
     Delivery { topic: String, attempts: u32, source: KafkaError },
     #[error("fatal kafka error: {0}")]
     Fatal(KafkaError),
-    #[error("commit failed: {0}")]
-    Commit(KafkaError),
     #[error("drain did not finish within {0:?}; uncommitted input will be replayed")]
     DrainDeadline(std::time::Duration),
 }
