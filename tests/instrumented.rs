@@ -122,6 +122,7 @@ fn query_server_with_observed_traffic(dir: &std::path::Path) -> (u16, tokio::run
         adjusted_traces: Some(240.0),
         total_ms: 2_400.0,
         contributors: Vec::new(),
+        counted_in: None,
     });
     let mut sink = stored::sink(&url, SinkConfig::default());
     stored::feed(&mut sink, &[(2, serde_json::to_vec(&rollup).unwrap())], 0, now_ms * 1_000_000);

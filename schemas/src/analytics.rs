@@ -16,6 +16,36 @@ pub const ALERT_SCHEMA: &str = "tracepipe.alert/v1";
 /// HDR buckets with two significant digits, so recording each value `count` times rebuilds it.
 pub type SparseHistogram = Vec<(u64, u64)>;
 
+/// Where a windowed record was counted: a segment of one input partition (the records from one
+/// advance of the partition's event-time watermark to the next, see `tracepipe_analytics::segments`).
+/// With the window and the series it is the record's identity ([`Rollup::record_key`],
+/// [`EdgeWindow::record_key`]): a replay publishes the same records under the same keys.
+/// `records` orders the versions of one key: a segment published while still open covers fewer
+/// records than when it closes, and the version covering more replaces the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountedIn {
+    pub topic: String,
+    pub partition: i32,
+    /// The segment's first offset.
+    pub first_offset: i64,
+    /// Input records the segment covered when this was published.
+    pub records: u64,
+    /// The window is behind the partition's watermark: the traces in this record came late.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
+}
+
+impl CountedIn {
+    fn key(&self) -> (&str, i32, i64) {
+        (&self.topic, self.partition, self.first_offset)
+    }
+}
+
+/// A key of parts, written as a JSON array so that no value can run into the next.
+fn key_of(parts: impl Serialize) -> String {
+    serde_json::to_string(&parts).expect("keys serialize")
+}
+
 /// A record of `tracepipe.rollups`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -24,6 +54,23 @@ pub enum Rollup {
     Bottlenecks(BottleneckRollup),
     ErrorGroup(ErrorGroupRollup),
     ErrorTrace(ErrorTrace),
+}
+
+impl Rollup {
+    /// What the record describes, as a key the store upserts by, and how much input it covers
+    /// (a larger version of a key replaces a smaller one). `None` for windowed records published
+    /// before they carried [`CountedIn`].
+    pub fn record_key(&self) -> Option<(String, u64)> {
+        fn counted(c: &Option<CountedIn>) -> Option<((&str, i32, i64), u64)> {
+            c.as_ref().map(|c| (c.key(), c.records))
+        }
+        match self {
+            Rollup::Operation(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("operation", r.window_start_unix_ms, &r.span_kind, &r.service, &r.operation, at)), n)),
+            Rollup::Bottlenecks(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("bottlenecks", r.window_start_unix_ms, &r.service, &r.operation, at)), n)),
+            Rollup::ErrorGroup(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("error_group", r.window_start_unix_ms, &r.group, at)), n)),
+            Rollup::ErrorTrace(r) => Some((key_of(("error_trace", &r.trace_id, &r.root_cause_span_id)), 0)),
+        }
+    }
 }
 
 /// Latency and errors of one (service, operation, span kind) over one window.
@@ -44,6 +91,8 @@ pub struct OperationRollup {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub histogram_us: SparseHistogram,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_in: Option<CountedIn>,
 }
 
 /// What makes one endpoint slow: its critical path time split by (service, operation), ranked.
@@ -65,6 +114,8 @@ pub struct BottleneckRollup {
     /// Sum of the endpoint's durations; the contributors' `critical_path_ms` add up to it.
     pub total_ms: f64,
     pub contributors: Vec<Contributor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_in: Option<CountedIn>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +143,8 @@ pub struct ErrorGroupRollup {
     pub message: String,
     pub count: u64,
     pub exemplar_trace_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_in: Option<CountedIn>,
 }
 
 /// The root cause of one failed trace.
@@ -127,10 +180,20 @@ pub struct EdgeWindow {
     pub client_p99_ms: f64,
     pub server_p50_ms: f64,
     pub server_p99_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_in: Option<CountedIn>,
 }
 
 /// A record of `tracepipe.alerts`, keyed by [`Alert::key`]: every event of one alert goes to one
 /// partition, in order. One alert is open per key; it is `firing` once and `resolved` once.
+impl EdgeWindow {
+    /// As [`Rollup::record_key`].
+    pub fn record_key(&self) -> Option<(String, u64)> {
+        let c = self.counted_in.as_ref()?;
+        Some((key_of(("edge", self.window_start_unix_ms, &self.connection_type, &self.client, &self.server, c.key())), c.records))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub schema: String,

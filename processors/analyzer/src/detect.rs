@@ -345,3 +345,31 @@ fn root_cause(baseline: &[&SliceSummary], recent: &[&SliceSummary], table: &Seri
         current_ms: ms(after[&operation] as f64 / after_traces / 1000.0),
     })
 }
+
+/// Latency anomalies and error spikes as an analysis of the analyzer, with the alerts they raise.
+pub struct Detection {
+    detector: Detector,
+    book: AlertBook,
+}
+
+impl Detection {
+    pub fn new(config: DetectionConfig) -> Self {
+        Detection { detector: Detector::new(config), book: AlertBook::new("analyzer") }
+    }
+}
+
+impl crate::analysis::Analysis for Detection {
+    fn observe(&mut self, trace: &crate::analysis::ObservedTrace<'_, '_>, _window: crate::analysis::WindowRef, _names: &crate::analysis::Names<'_>, _out: &mut crate::analysis::Publisher<'_>) {
+        for entry in trace.entries {
+            self.detector.record_endpoint(entry.endpoint, entry.duration_nanos, trace.view.trace_id.0, trace.entry_contributions(entry));
+        }
+        if let Some(cause) = trace.root_cause {
+            self.detector.record_error(cause.group, trace.view.trace_id.0);
+        }
+    }
+
+    fn tick(&mut self, now: UnixNanos, names: &crate::analysis::Names<'_>, out: &mut crate::analysis::Publisher<'_>) {
+        self.detector.tick(now, names.table, names.groups, &mut self.book);
+        out.alerts(&mut self.book);
+    }
+}

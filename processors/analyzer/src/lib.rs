@@ -1,47 +1,53 @@
 //! The analyzer: runs on every assembled trace of `tracepipe.traces`, before sampling, so its
-//! figures are exact whatever the sampling rate.
+//! figures are exact whatever the sampling rate. It decodes each trace once, builds its tree once,
+//! names its spans' series once, finds its entries with their critical paths and its root-cause
+//! error, and hands that to each analysis ([`analysis`]):
 //!
-//! - Span metrics under the OpenTelemetry span-metrics connector's names and labels
+//! - span metrics under the OpenTelemetry span-metrics connector's names and labels
 //!   (`traces_span_metrics_calls_total`, `traces_span_metrics_duration_milliseconds`), capped in
-//!   cardinality ([`series`]).
-//! - Per (service, operation, kind) and event-time window (1 minute by default): an HDR latency
-//!   histogram, counts and errors, published as [`OperationRollup`]s to `tracepipe.rollups`.
-//! - Bottlenecks: the critical path of each endpoint (a root, or a messaging consumer), its time
-//!   split by (service, operation) and summed per window: [`BottleneckRollup`], ranked.
-//! - Error correlation: each failed trace's root-cause span ([`tracepipe_analytics::tree::TraceTree::root_cause`]),
-//!   grouped by (service, operation, exception type, normalized message): [`ErrorTrace`] per
-//!   trace and [`ErrorGroupRollup`] per window.
-//! - Latency anomalies and error spikes ([`detect`]) → alerts on `tracepipe.alerts`.
+//!   cardinality ([`series`]);
+//! - per (service, operation, kind) and event-time window: an HDR latency histogram, counts and
+//!   errors ([`operations`]);
+//! - bottlenecks: each endpoint's critical path split by (service, operation) ([`bottlenecks`]);
+//! - error correlation: each failed trace's root-cause span, grouped ([`error_groups`]);
+//! - latency anomalies and error spikes, raised as alerts ([`detect`]).
 //!
-//! Offsets: rollups of a window hold the first offset of every partition the window covers until
-//! they are acknowledged, so a crash replays into the window what it had not published. With
-//! several instances each publishes partial rollups of its share of traces; they add up.
-//! Detection runs in each instance on its share (a uniform sample, the partitioning being by
-//! trace id); its state is not replicated, so after a restart it learns its baseline again.
+//! # Windows, offsets and exactness
+//!
+//! Windows are kept per input partition and closed by that partition's own event time
+//! ([`tracepipe_analytics::segments`]): a segment of a partition is published when the partition's
+//! watermark moves past it, each record keyed by its window, series and segment, and the
+//! partition's position is committed no further than the first offset of its oldest segment not
+//! yet acknowledged. A crash, a rebalance or a replay therefore publishes the same records under
+//! the same keys, and the store, which upserts by key, counts every trace once. Several instances
+//! cover different partitions, so their records add up. A revoked partition's open segment is not
+//! published: its next owner replays it from the committed position.
+//!
+//! Detection runs in each instance on its share of traces (a uniform sample, the partitioning
+//! being by trace id); its state is not replicated, so after a restart it learns its baseline again.
 
+pub mod analysis;
+pub mod bottlenecks;
 pub mod config;
 pub mod detect;
+pub mod error_groups;
 pub mod errors;
 mod metrics;
+pub mod operations;
 pub mod series;
 
 use std::time::Duration;
 
 use prometheus::IntCounter;
-use rustc_hash::FxHashMap;
+use tracepipe_analytics::segments::{SegmentInfo, Segments};
+use tracepipe_analytics::tree::{StructureProblems, TraceTree};
 use tracepipe_processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
-use tracepipe_schemas::analytics::{
-    BottleneckRollup, Contributor, ErrorGroupRollup, ErrorTrace, OperationRollup, Rollup, ROLLUP_SCHEMA,
-};
 use tracepipe_schemas::trace_view::{SpanView, TraceView};
 
+use analysis::{Analysis, Entry, Names, ObservedTrace, Publisher, RootCause, SegmentId, SegmentPublication, WindowRef};
 pub use detect::DetectionConfig;
-use detect::Detector;
-use tracepipe_analytics::latency::{new_histogram, quantile_ms, record_nanos, sparse, LatencyHistogram};
-use errors::{ErrorGroups, GroupId};
+use errors::ErrorGroups;
 use series::{OperationId, SeriesId, SeriesTable};
-use tracepipe_analytics::tree::{StructureProblems, TraceTree};
-use tracepipe_analytics::windows::{Window, Windows};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalyzerConfig {
@@ -77,35 +83,8 @@ pub struct AnalyzerOutputs {
     pub alerts: OutputId,
 }
 
-struct SeriesWindow {
-    histogram_us: LatencyHistogram,
-    errors: u64,
-    sum_nanos: u64,
-}
-
-#[derive(Default)]
-struct EndpointWindow {
-    traces: u64,
-    /// Traces weighted by 1 / their head-sampling probability: the traces the services started.
-    adjusted_traces: f64,
-    total_nanos: u64,
-    contributions: FxHashMap<OperationId, u64>,
-}
-
-#[derive(Default)]
-struct GroupWindow {
-    count: u64,
-    exemplars: Vec<[u8; 16]>,
-}
-
-#[derive(Default)]
-struct WindowState {
-    series: FxHashMap<SeriesId, SeriesWindow>,
-    endpoints: FxHashMap<SeriesId, EndpointWindow>,
-    errors: FxHashMap<GroupId, GroupWindow>,
-}
-
-const GROUP_EXEMPLARS: usize = 5;
+/// How long a partition may be quiet before its open segment is published as it stands.
+const QUIET_PARTITION: Duration = Duration::from_secs(5);
 
 pub struct Analyzer {
     config: AnalyzerConfig,
@@ -113,18 +92,18 @@ pub struct Analyzer {
     table: SeriesTable,
     groups: ErrorGroups,
     tree: TraceTree,
-    windows: Windows<WindowState>,
-    detector: Detector,
-    book: tracepipe_analytics::alerts::AlertBook,
-    histograms: Vec<LatencyHistogram>,
-    /// (operation, series) of each span of the trace being analyzed.
+    segments: Segments<()>,
+    analyses: Vec<Box<dyn Analysis>>,
+    /// Input topic names, by input index, as records name them.
+    topics: Vec<String>,
+    /// Scratch per trace: (operation, series) of each span, the entries, their contributions.
     span_series: Vec<(OperationId, SeriesId)>,
+    entries: Vec<Entry>,
     contributions: Vec<(OperationId, u64)>,
-    displaced_reported: u64,
+    late_reported: u64,
     /// Counters of the per-trace path, resolved once rather than by label on every trace.
     first_emissions: IntCounter,
     late_fragments: IntCounter,
-    error_trace_records: IntCounter,
 }
 
 fn count_problems(problems: &StructureProblems) {
@@ -143,20 +122,25 @@ fn count_problems(problems: &StructureProblems) {
 
 impl Analyzer {
     pub fn new(config: AnalyzerConfig, outputs: AnalyzerOutputs) -> Self {
+        let analyses: Vec<Box<dyn Analysis>> = vec![
+            Box::new(operations::Operations::default()),
+            Box::new(bottlenecks::Bottlenecks::default()),
+            Box::new(error_groups::ErrorGroupRollups::new(config.error_traces)),
+            Box::new(detect::Detection::new(config.detection.clone())),
+        ];
         Analyzer {
             table: SeriesTable::new(config.max_series, config.max_operations_per_service),
             groups: ErrorGroups::new(config.max_error_groups),
             tree: TraceTree::default(),
-            windows: Windows::new(config.window, config.lateness),
-            detector: Detector::new(config.detection.clone()),
-            book: tracepipe_analytics::alerts::AlertBook::new("analyzer"),
-            histograms: Vec::new(),
+            segments: Segments::new(config.window, config.lateness),
+            analyses,
+            topics: Vec::new(),
             span_series: Vec::new(),
+            entries: Vec::new(),
             contributions: Vec::new(),
-            displaced_reported: 0,
+            late_reported: 0,
             first_emissions: metrics::TRACES.with_label_values(&["trace"]),
             late_fragments: metrics::TRACES.with_label_values(&["fragment"]),
-            error_trace_records: metrics::ROLLUPS.with_label_values(&["error_trace"]),
             config,
             outputs,
         }
@@ -171,8 +155,9 @@ impl Analyzer {
         self.groups.groups.len()
     }
 
-    /// Analyzes one trace.
-    fn analyze(&mut self, view: &TraceView<'_>, now: UnixNanos, at: Option<SourceOffset>, out: &mut Emitter) {
+    /// Analyzes one trace, read from `at` of `topic`, whose record the broker stamped
+    /// `timestamp_ms` (the assembler's clock when it emitted the trace).
+    fn analyze(&mut self, view: &TraceView<'_>, topic: &str, at: SourceOffset, timestamp_ms: Option<i64>, now: UnixNanos, out: &mut Emitter) {
         let spans = &view.spans;
         let part = if view.fragment == 0 { &self.first_emissions } else { &self.late_fragments };
         part.inc();
@@ -180,182 +165,132 @@ impl Analyzer {
         if spans.is_empty() {
             return;
         }
+        let input = at.source.input as usize;
+        if self.topics.len() <= input {
+            self.topics.resize(input + 1, String::new());
+        }
+        if self.topics[input] != topic {
+            self.topics[input] = topic.to_string();
+        }
         self.tree.build(spans);
         count_problems(&self.tree.problems);
         let root = &spans[view.root().unwrap_or(0)];
-        let trace_time = root.start_unix_nano;
+        // A trace counts in the window its root started in; one that claims to start after the
+        // assembler emitted it (a client clock ahead) counts at its emission.
+        let emitted = timestamp_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| ms.saturating_mul(1_000_000));
+        let event_time = emitted.map_or(root.start_unix_nano, |emitted| root.start_unix_nano.min(emitted));
         // A head sampler decided the whole trace at its root; a trace without `sampler.param` was
         // not head-sampled, or sampled by a ratio the services did not record, and counts once.
         let adjusted_count = match root.head_sampling_probability {
             Some(p) if p > 0.0 && p <= 1.0 => 1.0 / p,
             _ => 1.0,
         };
-        let window = self.windows.window_for(trace_time, now, at);
 
         self.span_series.clear();
         for span in spans {
             let operation = self.table.operation(view.service(span), span.name);
             let series = self.table.series(operation, span.kind);
             self.span_series.push((operation, series));
-            let duration = span.duration_nanos();
-            self.table.observe(series, span.status_code, duration);
-            let histograms = &mut self.histograms;
-            let sw = window.state.series.entry(series).or_insert_with(|| SeriesWindow {
-                histogram_us: histograms.pop().unwrap_or_else(new_histogram),
-                errors: 0,
-                sum_nanos: 0,
-            });
-            record_nanos(&mut sw.histogram_us, duration);
-            sw.sum_nanos += duration;
-            sw.errors += u64::from(span.is_error());
+            self.table.observe(series, span.status_code, span.duration_nanos());
         }
+        self.find_entries(spans);
+        let root_cause = self.tree.root_cause(spans).map(|span| {
+            let s = &spans[span as usize];
+            let (exception_type, message) = describe_error(s);
+            RootCause { span, group: self.groups.group(view.service(s), s.name, &exception_type, message) }
+        });
 
+        let (closed, _, timeliness) = self.segments.observe(at, event_time, now);
+        if let Some(closed) = closed {
+            self.publish(&closed.info(), true, out);
+        }
+        let window_start = event_time - event_time % self.segments.length_nanos();
+        let window = WindowRef { segment: SegmentId { source: at.source, first_offset: self.segments.low_watermark(at.source).expect("just observed") }, start: window_start };
+        let trace = ObservedTrace {
+            view,
+            tree: &self.tree,
+            span_series: &self.span_series,
+            adjusted_count,
+            entries: &self.entries,
+            contributions: &self.contributions,
+            root_cause,
+            timeliness,
+        };
+        let names = Names { table: &self.table, groups: &self.groups };
+        let mut publisher = Publisher { out, rollups: self.outputs.rollups, alerts: self.outputs.alerts, hold: None };
+        for analysis in &mut self.analyses {
+            analysis.observe(&trace, window, &names, &mut publisher);
+        }
+    }
+
+    /// The trace's entries and each one's critical path, summed per operation.
+    fn find_entries(&mut self, spans: &[SpanView<'_>]) {
+        self.entries.clear();
+        self.contributions.clear();
         for entry in 0..spans.len() as u32 {
             if !self.tree.is_entry(spans, entry) {
                 continue;
             }
-            self.contributions.clear();
+            let first = self.contributions.len();
             let (span_series, contributions) = (&self.span_series, &mut self.contributions);
             self.tree.critical_path(spans, entry, |span, nanos| contributions.push((span_series[span as usize].0, nanos)));
-            self.contributions.sort_unstable_by_key(|(op, _)| *op);
-            self.contributions.dedup_by(|next, kept| {
-                let same = next.0 == kept.0;
-                if same {
-                    kept.1 += next.1;
+            self.contributions[first..].sort_unstable_by_key(|(op, _)| *op);
+            // One sum per operation: the path may pass an operation more than once.
+            let mut write = first;
+            for read in first..self.contributions.len() {
+                let item = self.contributions[read];
+                if write > first && self.contributions[write - 1].0 == item.0 {
+                    self.contributions[write - 1].1 = self.contributions[write - 1].1.saturating_add(item.1);
+                } else {
+                    self.contributions[write] = item;
+                    write += 1;
                 }
-                same
+            }
+            self.contributions.truncate(write);
+            self.entries.push(Entry {
+                span: entry,
+                endpoint: self.span_series[entry as usize].1,
+                duration_nanos: spans[entry as usize].duration_nanos(),
+                contributions: first..self.contributions.len(),
             });
-            let endpoint = self.span_series[entry as usize].1;
-            let duration = spans[entry as usize].duration_nanos();
-            let ew = window.state.endpoints.entry(endpoint).or_default();
-            ew.traces += 1;
-            ew.adjusted_traces += adjusted_count;
-            ew.total_nanos += duration;
-            for &(operation, nanos) in &self.contributions {
-                *ew.contributions.entry(operation).or_default() += nanos;
-            }
-            self.detector.record_endpoint(endpoint, duration, view.trace_id.0, &self.contributions);
-        }
-
-        if let Some(cause) = self.tree.root_cause(spans) {
-            let span = &spans[cause as usize];
-            let service = view.service(span);
-            let (exception_type, message) = describe_error(span);
-            let group = self.groups.group(service, span.name, &exception_type, message);
-            let gw = window.state.errors.entry(group).or_default();
-            gw.count += 1;
-            if gw.exemplars.len() < GROUP_EXEMPLARS {
-                gw.exemplars.push(view.trace_id.0);
-            }
-            self.detector.record_error(group, view.trace_id.0);
-            metrics::ERROR_TRACES.inc();
-            if self.config.error_traces {
-                let record = Rollup::ErrorTrace(ErrorTrace {
-                    schema: ROLLUP_SCHEMA.into(),
-                    trace_id: view.trace_id.to_string(),
-                    root_cause_span_id: hex::encode(span.span_id),
-                    service: service.into(),
-                    operation: span.name.into(),
-                    group: self.groups.groups[group as usize].id.clone(),
-                    end_unix_ms: span.end_unix_nano / 1_000_000,
-                });
-                out.emit(self.outputs.rollups, &view.trace_id.0, &serde_json::to_vec(&record).expect("serializable"));
-                self.error_trace_records.inc();
-            }
         }
     }
 
-    fn emit_window(&mut self, window: Window<WindowState>, out: &mut Emitter) {
-        let window_start_unix_ms = window.start / 1_000_000;
-        let window_seconds = self.windows.length_nanos() / 1_000_000_000;
-        let holds = &window.first_offsets;
-        let output = self.outputs.rollups;
-        let mut emit = |key: String, record: Rollup, kind: &str| {
-            out.emit_holding_all(output, key.as_bytes(), &serde_json::to_vec(&record).expect("serializable"), holds);
-            metrics::ROLLUPS.with_label_values(&[kind]).inc();
+    /// Publishes a segment's windows: final (and holding its first offset until the broker has
+    /// them) when `closed`, as they stand otherwise.
+    fn publish(&mut self, segment: &SegmentInfo, closed: bool, out: &mut Emitter) {
+        let id = SegmentId { source: segment.source, first_offset: segment.first_offset };
+        let publication = SegmentPublication {
+            segment: id,
+            topic: self.topics.get(segment.source.input as usize).map_or("", String::as_str),
+            records: segment.records,
+            watermark_start: segment.watermark_start,
+            window_seconds: self.segments.length_nanos() / 1_000_000_000,
+            closed,
         };
-        let mut series: Vec<_> = window.state.series.into_iter().collect();
-        series.sort_unstable_by_key(|(id, _)| *id);
-        for (id, mut sw) in series {
-            let (operation, kind) = self.table.names(id);
-            let h = &sw.histogram_us;
-            let record = Rollup::Operation(OperationRollup {
-                schema: ROLLUP_SCHEMA.into(),
-                window_start_unix_ms,
-                window_seconds,
-                service: operation.service.to_string(),
-                operation: operation.name.to_string(),
-                span_kind: series::kind_label(kind).into(),
-                count: h.len(),
-                errors: sw.errors,
-                sum_ms: sw.sum_nanos as f64 / 1e6,
-                p50_ms: quantile_ms(h, 0.5),
-                p90_ms: quantile_ms(h, 0.9),
-                p99_ms: quantile_ms(h, 0.99),
-                max_ms: h.max() as f64 / 1000.0,
-                histogram_us: sparse(h),
-            });
-            emit(format!("{}/{}", operation.service, operation.name), record, "operation");
-            sw.histogram_us.reset();
-            self.histograms.push(sw.histogram_us);
-        }
-        let mut endpoints: Vec<_> = window.state.endpoints.into_iter().collect();
-        endpoints.sort_unstable_by_key(|(id, _)| *id);
-        for (id, ew) in endpoints {
-            let (operation, _) = self.table.names(id);
-            let total_ms = ew.total_nanos as f64 / 1e6;
-            let mut contributors: Vec<Contributor> = ew
-                .contributions
-                .iter()
-                .map(|(op, nanos)| {
-                    let names = &self.table.operations[*op as usize];
-                    let critical_path_ms = *nanos as f64 / 1e6;
-                    Contributor {
-                        service: names.service.to_string(),
-                        operation: names.name.to_string(),
-                        critical_path_ms,
-                        share: if total_ms > 0.0 { critical_path_ms / total_ms } else { 0.0 },
-                    }
-                })
-                .collect();
-            contributors.sort_by(|a, b| b.critical_path_ms.total_cmp(&a.critical_path_ms).then_with(|| (&a.service, &a.operation).cmp(&(&b.service, &b.operation))));
-            let record = Rollup::Bottlenecks(BottleneckRollup {
-                schema: ROLLUP_SCHEMA.into(),
-                window_start_unix_ms,
-                window_seconds,
-                service: operation.service.to_string(),
-                operation: operation.name.to_string(),
-                traces: ew.traces,
-                adjusted_traces: Some(ew.adjusted_traces),
-                total_ms,
-                contributors,
-            });
-            emit(format!("{}/{}", operation.service, operation.name), record, "bottlenecks");
-        }
-        let mut groups: Vec<_> = window.state.errors.into_iter().collect();
-        groups.sort_unstable_by_key(|(id, _)| *id);
-        for (id, gw) in groups {
-            let group = &self.groups.groups[id as usize];
-            let record = Rollup::ErrorGroup(ErrorGroupRollup {
-                schema: ROLLUP_SCHEMA.into(),
-                window_start_unix_ms,
-                window_seconds,
-                group: group.id.clone(),
-                service: group.service.to_string(),
-                operation: group.operation.to_string(),
-                exception_type: group.exception_type.to_string(),
-                message: group.message.to_string(),
-                count: gw.count,
-                exemplar_trace_ids: gw.exemplars.iter().map(hex::encode).collect(),
-            });
-            emit(format!("{}/{}", group.service, group.operation), record, "error_group");
+        let hold = closed.then_some(SourceOffset { source: segment.source, offset: segment.first_offset });
+        let names = Names { table: &self.table, groups: &self.groups };
+        let mut publisher = Publisher { out, rollups: self.outputs.rollups, alerts: self.outputs.alerts, hold };
+        for analysis in &mut self.analyses {
+            analysis.publish(&publication, &names, &mut publisher);
         }
     }
 
-    fn report_displaced(&mut self) {
-        let displaced = self.windows.displaced;
-        metrics::DISPLACED.inc_by(displaced - self.displaced_reported);
-        self.displaced_reported = displaced;
+    /// Publishes the open segments as they stand: every one, or those of quiet partitions.
+    fn publish_open(&mut self, now: UnixNanos, quiet: Option<Duration>, out: &mut Emitter) {
+        let open: Vec<SegmentInfo> = match quiet {
+            Some(quiet) => self.segments.take_idle(now, quiet).map(|s| s.info()).collect(),
+            None => self.segments.take_unpublished().map(|s| s.info()).collect(),
+        };
+        for segment in open {
+            self.publish(&segment, false, out);
+        }
+    }
+
+    fn report_late(&mut self) {
+        let late = self.segments.late;
+        metrics::LATE_TRACES.inc_by(late - self.late_reported);
+        self.late_reported = late;
     }
 }
 
@@ -382,7 +317,7 @@ impl Processor for Analyzer {
     fn on_input(&mut self, input: &InputRecord<'_>, now: UnixNanos, out: &mut Emitter) -> Result<(), Poison> {
         let view = TraceView::parse(input.payload).map_err(|e| Poison::new("decode", format!("tracepipe.v1.AssembledTrace: {e}")))?;
         let at = SourceOffset { source: input.source, offset: input.offset };
-        self.analyze(&view, now, Some(at), out);
+        self.analyze(&view, input.topic, at, input.timestamp_ms, now, out);
         Ok(())
     }
 
@@ -391,39 +326,46 @@ impl Processor for Analyzer {
     }
 
     fn on_tick(&mut self, now: UnixNanos, out: &mut Emitter) {
-        self.detector.tick(now, &self.table, &self.groups, &mut self.book);
-        self.book.emit(self.outputs.alerts, out);
-        for window in self.windows.take_closed(now) {
-            self.emit_window(window, out);
+        let names = Names { table: &self.table, groups: &self.groups };
+        let mut publisher = Publisher { out, rollups: self.outputs.rollups, alerts: self.outputs.alerts, hold: None };
+        for analysis in &mut self.analyses {
+            analysis.tick(now, &names, &mut publisher);
         }
-        self.report_displaced();
+        self.publish_open(now, Some(QUIET_PARTITION.max(self.config.lateness)), out);
+        self.report_late();
     }
 
     fn low_watermark(&self, source: SourcePartition) -> Option<i64> {
-        self.windows.low_watermark(source)
+        self.segments.low_watermark(source)
     }
 
-    /// Windows hold offsets of every partition; publishing them as partial windows lets the
-    /// revoked partitions commit. Partial windows add up downstream.
-    fn on_revoke(&mut self, _sources: &[SourcePartition], _now: UnixNanos, out: &mut Emitter) {
-        for window in self.windows.take_all() {
-            self.emit_window(window, out);
+    /// Nothing is published for revoked partitions: their open segments hold the committed
+    /// position, and their next owner replays them from there.
+    fn release_partitions(&mut self, sources: &[SourcePartition]) {
+        self.segments.release(sources);
+        for analysis in &mut self.analyses {
+            analysis.release(sources);
         }
     }
 
+    /// Publishes the open segments as they stand, so what was counted is visible; they still
+    /// hold their positions, and the next start replays them and publishes them whole.
     fn drain(&mut self, now: UnixNanos, out: &mut Emitter) {
-        self.on_revoke(&[], now, out);
+        self.publish_open(now, None, out);
     }
 }
 
 #[doc(hidden)]
 pub mod testing {
-    //! Entry points for tests and benchmarks that drive the analyzer without Kafka.
+    //! Entry points for tests and benchmarks that drive the analyzer without Kafka: records come
+    //! from partition 0 of `tracepipe.traces`, at consecutive offsets.
     use super::*;
 
     pub fn analyze(analyzer: &mut Analyzer, payload: &[u8], now: UnixNanos, out: &mut Emitter) -> Result<(), Poison> {
         let view = TraceView::parse(payload).map_err(|e| Poison::new("decode", e.to_string()))?;
-        analyzer.analyze(&view, now, None, out);
+        let offset = analyzer.segments.observed as i64;
+        let at = SourceOffset { source: SourcePartition { input: 0, partition: 0 }, offset };
+        analyzer.analyze(&view, "tracepipe.traces", at, None, now, out);
         Ok(())
     }
 }

@@ -42,7 +42,7 @@ pub static OVERFLOW_SPANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 pub static SERIES: LazyLock<IntGauge> = LazyLock::new(|| register_int_gauge!("tracepipe_analyzer_series", "(service, operation, span kind) series tracked").unwrap());
 pub static ERROR_TRACES: LazyLock<IntCounter> = LazyLock::new(|| register_int_counter!("tracepipe_analyzer_error_traces_total", "Traces with at least one error span, each attributed to a root-cause span").unwrap());
-pub static DISPLACED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("tracepipe_analyzer_displaced_traces_total", "Traces counted in another window than their start's: older than every open window, or from the future").unwrap()
+pub static LATE_TRACES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("tracepipe_analyzer_late_traces_total", "Traces whose window was behind their partition's event-time watermark: counted in their own window, in a record marked late").unwrap()
 });
 pub static ROLLUPS: LazyLock<IntCounterVec> = LazyLock::new(|| register_int_counter_vec!("tracepipe_analyzer_rollups_total", "Rollup records emitted, by kind", &["kind"]).unwrap());

@@ -35,6 +35,7 @@ pub struct RawDependencies {
     learning: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     vanish_after: Option<Duration>,
+    virtual_node_peer_attributes: Option<Vec<String>>,
     #[serde(default, with = "humantime_serde")]
     commit_interval: Option<Duration>,
     max_in_flight: Option<i64>,
@@ -56,6 +57,14 @@ impl SectionConfig for DependenciesSpec {
             max_edges: within(section.at("max_edges"), raw.max_edges, defaults.max_edges as i64, 1..=1_000_000, problems) as usize,
             learning: positive(section.at("learning"), raw.learning, defaults.learning, problems),
             vanish_after: positive(section.at("vanish_after"), raw.vanish_after, defaults.vanish_after, problems),
+            virtual_node_peer_attributes: match raw.virtual_node_peer_attributes {
+                Some(keys) if keys.is_empty() || keys.iter().any(|k| k.trim().is_empty()) => {
+                    problems.add(section.at("virtual_node_peer_attributes"), "must list attribute keys, none of them blank");
+                    defaults.virtual_node_peer_attributes
+                }
+                Some(keys) => keys,
+                None => defaults.virtual_node_peer_attributes,
+            },
         };
         whole_seconds(section.at("window"), config.window, problems);
         Some(DependenciesSpec { consumer: consumer?, input: input?, output: output?, alerts: alerts?, config })

@@ -4,9 +4,11 @@
 //! - a client span and its server child: `client service → server service`;
 //! - a producer span and the consumer spans that are its children or link to it (a Kafka hop):
 //!   connection type `messaging_system`;
-//! - a client span with no server child (the peer is not instrumented): a virtual node named by
-//!   `peer.service`, `db.namespace`, `server.address` or `db.system`, in that order; connection
-//!   type `database` when `db.system` is set, else `virtual_node`.
+//! - a client span with no server child (the peer is not instrumented): a virtual node named, as
+//!   the Collector's servicegraph connector names it, by the first of `virtual_node_peer_attributes`
+//!   the span or its resource has (`peer.service`, `db.name`, `db.namespace`, `db.system`,
+//!   `db.system.name` by default); connection type `database` for a database call (a `db.system`,
+//!   `db.system.name`, `db.name` or `db.namespace` attribute), else `virtual_node`.
 //!
 //! Prometheus: `traces_service_graph_request_total`, `..._failed_total`,
 //! `..._server_seconds` and `..._client_seconds` histograms, labelled client, server,
@@ -28,9 +30,9 @@ use tracepipe_analytics::alerts::AlertBook;
 use tracepipe_analytics::latency::{new_histogram, quantile_ms, record_nanos, sparse, LatencyHistogram};
 use tracepipe_analytics::OVERFLOW;
 use tracepipe_analytics::tree::TraceTree;
-use tracepipe_analytics::windows::{Window, Windows};
+use tracepipe_analytics::segments::{SegmentInfo, Segments};
 use tracepipe_processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
-use tracepipe_schemas::analytics::{AlertDetails, AlertKind, AlertSubject, EdgeDetails, EdgeWindow, Severity, EDGE_SCHEMA};
+use tracepipe_schemas::analytics::{AlertDetails, AlertKind, AlertSubject, CountedIn, EdgeDetails, EdgeWindow, Severity, EDGE_SCHEMA};
 use tracepipe_schemas::trace_view::{kind, SpanView, TraceView};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +45,8 @@ pub struct DependenciesConfig {
     pub learning: Duration,
     /// A learned edge without calls for this long raises `edge_vanished`.
     pub vanish_after: Duration,
+    /// A client span nothing instrumented answered names its peer by the first of these it has.
+    pub virtual_node_peer_attributes: Vec<String>,
 }
 
 impl Default for DependenciesConfig {
@@ -53,6 +57,7 @@ impl Default for DependenciesConfig {
             max_edges: 10_000,
             learning: Duration::from_secs(300),
             vanish_after: Duration::from_secs(300),
+            virtual_node_peer_attributes: VIRTUAL_NODE_PEER_ATTRIBUTES.map(String::from).to_vec(),
         }
     }
 }
@@ -62,6 +67,9 @@ pub struct DependenciesOutputs {
     pub edges: OutputId,
     pub alerts: OutputId,
 }
+
+/// How long a partition may be quiet before its open segment is published as it stands.
+const QUIET_PARTITION: Duration = Duration::from_secs(5);
 
 pub const MESSAGING: &str = "messaging_system";
 pub const DATABASE: &str = "database";
@@ -116,21 +124,32 @@ pub struct Dependencies {
     links: Vec<([u8; 8], u32)>,
     /// The edge of each call of the trace being analyzed.
     call_edges: Vec<EdgeId>,
-    windows: Windows<EdgeWindows>,
+    windows: Segments<EdgeWindows>,
+    /// Input topic names, by input index, as records name them.
+    topics: Vec<String>,
     histograms: Vec<LatencyHistogram>,
     book: AlertBook,
     started: Option<UnixNanos>,
 }
 
-/// The node a client span talked to when nothing instrumented answered, and the connection type.
-fn virtual_peer<'a>(span: &SpanView<'a>) -> Option<(&'a str, &'static str)> {
-    let peer = &span.peer;
-    let name = peer.peer_service.or(peer.db_namespace).or(peer.server_address).or(peer.db_system)?;
-    Some((name, if peer.db_system.is_some() { DATABASE } else { VIRTUAL_NODE }))
+/// The node a client span talked to when nothing instrumented answered, and the connection type,
+/// as the OpenTelemetry Collector's servicegraph connector names them: the first of
+/// `peer_attributes` the span (or its resource) has, `database` when the span is a database call.
+fn virtual_peer<'a>(view: &TraceView<'a>, span: &SpanView<'a>, peer_attributes: &[String]) -> Option<(&'a str, &'static str)> {
+    let text = |key: &str| span.attribute(key).or_else(|| view.resource_attribute(span, key)).and_then(|value| value.as_str()).filter(|name| !name.is_empty());
+    let name = peer_attributes.iter().find_map(|key| text(key))?;
+    let database = span.peer.db_system.is_some() || span.peer.db_namespace.is_some() || DATABASE_ATTRIBUTES.iter().any(|key| text(key).is_some());
+    Some((name, if database { DATABASE } else { VIRTUAL_NODE }))
 }
 
+/// Attributes that make a client span a database call.
+const DATABASE_ATTRIBUTES: [&str; 4] = ["db.system", "db.system.name", "db.name", "db.namespace"];
+
+/// The servicegraph connector's default `virtual_node_peer_attributes`.
+pub const VIRTUAL_NODE_PEER_ATTRIBUTES: [&str; 5] = ["peer.service", "db.name", "db.namespace", "db.system", "db.system.name"];
+
 /// Every call in the trace, in span order.
-fn find_calls<'a>(view: &TraceView<'a>, tree: &TraceTree, links: &[([u8; 8], u32)], mut on_call: impl FnMut(Call<'a>)) {
+fn find_calls<'a>(view: &TraceView<'a>, tree: &TraceTree, links: &[([u8; 8], u32)], peer_attributes: &[String], mut on_call: impl FnMut(Call<'a>)) {
     let spans = &view.spans;
     for (i, span) in spans.iter().enumerate() {
         match span.kind {
@@ -151,7 +170,7 @@ fn find_calls<'a>(view: &TraceView<'a>, tree: &TraceTree, links: &[([u8; 8], u32
                     }
                 }
                 if !paired {
-                    match virtual_peer(span) {
+                    match virtual_peer(view, span, peer_attributes) {
                         Some((server, connection_type)) => on_call(Call {
                             client: view.service(span),
                             server,
@@ -207,7 +226,8 @@ impl Dependencies {
             key: String::new(),
             links: Vec::new(),
             call_edges: Vec::new(),
-            windows: Windows::new(config.window, config.lateness),
+            windows: Segments::new(config.window, config.lateness),
+            topics: Vec::new(),
             histograms: Vec::new(),
             book: AlertBook::new("dependencies"),
             started: None,
@@ -265,23 +285,32 @@ impl Dependencies {
         id
     }
 
-    fn analyze(&mut self, view: &TraceView<'_>, now: UnixNanos, at: Option<SourceOffset>) {
+    /// Finds the calls of one trace, read from `at` of `topic` (stamped `timestamp_ms` by the
+    /// assembler), and counts them in the trace's window of the partition's segment.
+    fn analyze(&mut self, view: &TraceView<'_>, topic: &str, at: SourceOffset, timestamp_ms: Option<i64>, now: UnixNanos, out: &mut Emitter) {
         let spans = &view.spans;
         metrics::TRACES.inc();
         if spans.is_empty() {
             return;
+        }
+        let input = at.source.input as usize;
+        if self.topics.len() <= input {
+            self.topics.resize(input + 1, String::new());
+        }
+        if self.topics[input] != topic {
+            self.topics[input] = topic.to_string();
         }
         self.started.get_or_insert(now);
         self.tree.build(spans);
         self.links.clear();
         self.links.extend(spans.iter().enumerate().filter_map(|(i, s)| s.link.map(|l| (l, i as u32))));
         self.links.sort_unstable();
-        let trace_time = spans[view.root().unwrap_or(0)].start_unix_nano;
+        // As the analyzer: the root's start, or the assembler's emission if the root claims later.
+        let root_start = spans[view.root().unwrap_or(0)].start_unix_nano;
+        let emitted = timestamp_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| ms.saturating_mul(1_000_000));
+        let event_time = emitted.map_or(root_start, |emitted| root_start.min(emitted));
         let mut calls = Vec::new();
-        find_calls(view, &self.tree, &self.links, |call| calls.push(call));
-        if calls.is_empty() {
-            return;
-        }
+        find_calls(view, &self.tree, &self.links, &self.config.virtual_node_peer_attributes, |call| calls.push(call));
         for call in &calls {
             let id = self.edge(call.client, call.server, call.connection_type, now);
             let edge = &mut self.edges[id as usize];
@@ -297,11 +326,12 @@ impl Dependencies {
             }
             self.call_edges.push(id);
         }
-        // Every call of the trace counts in the window of the trace's start.
+        // Every trace moves its partition's event time, calls or not; its calls count in the
+        // window of its start.
         let histograms = &mut self.histograms;
-        let window = self.windows.window_for(trace_time, now, at);
+        let (closed, window, _) = self.windows.observe(at, event_time, now);
         for (call, id) in calls.iter().zip(self.call_edges.drain(..)) {
-            let acc = window.state.edges.entry(id).or_insert_with(|| EdgeAccumulator {
+            let acc = window.edges.entry(id).or_insert_with(|| EdgeAccumulator {
                 calls: 0,
                 errors: 0,
                 client_us: histograms.pop().unwrap_or_else(new_histogram),
@@ -314,36 +344,36 @@ impl Dependencies {
                 record_nanos(&mut acc.server_us, server);
             }
         }
+        if let Some(closed) = closed {
+            let info = closed.info();
+            let hold = Some(SourceOffset { source: info.source, offset: info.first_offset });
+            let length = self.windows.length_nanos();
+            for (start, windows) in &closed.windows {
+                publish_edges(&self.edges, &self.topics, self.outputs.edges, length, &info, *start, windows, hold, out);
+            }
+            for (_, windows) in closed.windows {
+                for (_, mut acc) in windows.edges {
+                    acc.client_us.reset();
+                    acc.server_us.reset();
+                    self.histograms.push(acc.client_us);
+                    self.histograms.push(acc.server_us);
+                }
+            }
+        }
     }
 
-    fn emit_window(&mut self, window: Window<EdgeWindows>, out: &mut Emitter) {
-        let mut edges: Vec<_> = window.state.edges.into_iter().collect();
-        edges.sort_unstable_by_key(|(id, _)| *id);
-        for (id, mut acc) in edges {
-            let edge = &self.edges[id as usize];
-            let record = EdgeWindow {
-                schema: EDGE_SCHEMA.into(),
-                window_start_unix_ms: window.start / 1_000_000,
-                window_seconds: self.windows.length_nanos() / 1_000_000_000,
-                client: edge.client.to_string(),
-                server: edge.server.to_string(),
-                connection_type: edge.connection_type.into(),
-                calls: acc.calls,
-                errors: acc.errors,
-                client_histogram_us: sparse(&acc.client_us),
-                server_histogram_us: sparse(&acc.server_us),
-                client_p50_ms: quantile_ms(&acc.client_us, 0.5),
-                client_p99_ms: quantile_ms(&acc.client_us, 0.99),
-                server_p50_ms: quantile_ms(&acc.server_us, 0.5),
-                server_p99_ms: quantile_ms(&acc.server_us, 0.99),
-            };
-            let key = format!("{}->{}", edge.client, edge.server);
-            out.emit_holding_all(self.outputs.edges, key.as_bytes(), &serde_json::to_vec(&record).expect("serializable"), &window.first_offsets);
-            metrics::EDGE_WINDOWS.inc();
-            acc.client_us.reset();
-            acc.server_us.reset();
-            self.histograms.push(acc.client_us);
-            self.histograms.push(acc.server_us);
+    /// Publishes open segments as they stand: every one, or those of quiet partitions.
+    fn publish_open(&mut self, now: UnixNanos, quiet: Option<Duration>, out: &mut Emitter) {
+        let length = self.windows.length_nanos();
+        let open: Vec<&mut tracepipe_analytics::segments::Segment<EdgeWindows>> = match quiet {
+            Some(quiet) => self.windows.take_idle(now, quiet).collect(),
+            None => self.windows.take_unpublished().collect(),
+        };
+        for segment in open {
+            let info = segment.info();
+            for (start, windows) in &segment.windows {
+                publish_edges(&self.edges, &self.topics, self.outputs.edges, length, &info, *start, windows, None, out);
+            }
         }
     }
 
@@ -374,6 +404,54 @@ impl Dependencies {
     }
 }
 
+/// One window of a segment as [`EdgeWindow`]s: `hold` is a closed segment's first offset, `None`
+/// for an open one published as it stands.
+#[allow(clippy::too_many_arguments)]
+fn publish_edges(
+    edges: &[Edge],
+    topics: &[String],
+    output: OutputId,
+    length: u64,
+    segment: &SegmentInfo,
+    start: UnixNanos,
+    windows: &EdgeWindows,
+    hold: Option<SourceOffset>,
+    out: &mut Emitter,
+) {
+    let mut ids: Vec<&EdgeId> = windows.edges.keys().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let acc = &windows.edges[id];
+        let edge = &edges[*id as usize];
+        let record = EdgeWindow {
+            schema: EDGE_SCHEMA.into(),
+            window_start_unix_ms: start / 1_000_000,
+            window_seconds: length / 1_000_000_000,
+            client: edge.client.to_string(),
+            server: edge.server.to_string(),
+            connection_type: edge.connection_type.into(),
+            calls: acc.calls,
+            errors: acc.errors,
+            client_histogram_us: sparse(&acc.client_us),
+            server_histogram_us: sparse(&acc.server_us),
+            client_p50_ms: quantile_ms(&acc.client_us, 0.5),
+            client_p99_ms: quantile_ms(&acc.client_us, 0.99),
+            server_p50_ms: quantile_ms(&acc.server_us, 0.5),
+            server_p99_ms: quantile_ms(&acc.server_us, 0.99),
+            counted_in: Some(CountedIn {
+                topic: topics.get(segment.source.input as usize).cloned().unwrap_or_default(),
+                partition: segment.source.partition,
+                first_offset: segment.first_offset,
+                records: segment.records,
+                late: start < segment.watermark_start,
+            }),
+        };
+        let key = format!("{}->{}", edge.client, edge.server);
+        out.emit_holding(output, key.as_bytes(), &serde_json::to_vec(&record).expect("serializable"), hold);
+        metrics::EDGE_WINDOWS.inc();
+    }
+}
+
 fn type_suffix(connection_type: &str) -> String {
     if connection_type.is_empty() {
         String::new()
@@ -389,7 +467,8 @@ impl Processor for Dependencies {
 
     fn on_input(&mut self, input: &InputRecord<'_>, now: UnixNanos, out: &mut Emitter) -> Result<(), Poison> {
         let view = TraceView::parse(input.payload).map_err(|e| Poison::new("decode", format!("tracepipe.v1.AssembledTrace: {e}")))?;
-        self.analyze(&view, now, Some(SourceOffset { source: input.source, offset: input.offset }));
+        let at = SourceOffset { source: input.source, offset: input.offset };
+        self.analyze(&view, input.topic, at, input.timestamp_ms, now, out);
         self.book.emit(self.outputs.alerts, out);
         Ok(())
     }
@@ -401,23 +480,22 @@ impl Processor for Dependencies {
     fn on_tick(&mut self, now: UnixNanos, out: &mut Emitter) {
         self.check_topology(now);
         self.book.emit(self.outputs.alerts, out);
-        for window in self.windows.take_closed(now) {
-            self.emit_window(window, out);
-        }
+        self.publish_open(now, Some(QUIET_PARTITION.max(self.config.lateness)), out);
     }
 
     fn low_watermark(&self, source: SourcePartition) -> Option<i64> {
         self.windows.low_watermark(source)
     }
 
-    fn on_revoke(&mut self, _sources: &[SourcePartition], _now: UnixNanos, out: &mut Emitter) {
-        for window in self.windows.take_all() {
-            self.emit_window(window, out);
-        }
+    /// Nothing is published for revoked partitions: their next owner replays their open
+    /// segments from the committed position.
+    fn release_partitions(&mut self, sources: &[SourcePartition]) {
+        self.windows.release(sources);
     }
 
+    /// Publishes the open segments as they stand; they still hold their positions.
     fn drain(&mut self, now: UnixNanos, out: &mut Emitter) {
-        self.on_revoke(&[], now, out);
+        self.publish_open(now, None, out);
     }
 }
 
@@ -426,9 +504,11 @@ pub mod testing {
     //! Entry points for tests and benchmarks that drive the processor without Kafka.
     use super::*;
 
+    /// Records come from partition 0 of `tracepipe.traces`, at consecutive offsets.
     pub fn analyze(dependencies: &mut Dependencies, payload: &[u8], now: UnixNanos) -> Result<(), Poison> {
         let view = TraceView::parse(payload).map_err(|e| Poison::new("decode", e.to_string()))?;
-        dependencies.analyze(&view, now, None);
+        let at = SourceOffset { source: SourcePartition { input: 0, partition: 0 }, offset: dependencies.windows.observed as i64 };
+        dependencies.analyze(&view, "tracepipe.traces", at, None, now, &mut Emitter::default());
         Ok(())
     }
 

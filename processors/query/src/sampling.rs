@@ -123,6 +123,7 @@ mod tests {
             adjusted_traces: Some(traces as f64 / probability),
             total_ms: 0.0,
             contributors: Vec::new(),
+            counted_in: None,
         }
     }
 

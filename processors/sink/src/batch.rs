@@ -1,9 +1,12 @@
 //! Rows waiting to be written, decoded from the sink's four inputs, and how one batch is written.
 //!
 //! Every table has a natural key, so writing a batch twice changes nothing: spans by
-//! (trace id, span id), traces by trace id, alert events by (alert id, state), and edge windows and
-//! rollups by the Kafka position they were read from (`topic/partition/offset`), because a window's
-//! content has no identity of its own (partial windows of one key from several instances add up).
+//! (trace id, span id), traces by trace id, alert events by (alert id, state), error traces by
+//! (trace id, root-cause span id), and edge windows and rollups by what they describe: their
+//! window, series and the input segment they were counted in (`Rollup::record_key`). A window
+//! published again with more of its segment replaces the smaller version; the same version again
+//! changes nothing. Windows from different segments, partitions or instances are different rows and
+//! add up. A record from before records carried their segment is keyed by its Kafka position.
 
 use std::collections::HashMap;
 
@@ -38,7 +41,10 @@ pub struct TraceRow {
 }
 
 pub struct WindowRow {
-    pub source: String,
+    /// What the record describes ([`Rollup::record_key`], [`EdgeWindow::record_key`]).
+    pub key: String,
+    /// Input records the version covers: of two versions of one key, the larger is kept.
+    pub coverage: u64,
     pub window_start_ms: i64,
     /// Edges: client, server, connection type. Rollups: kind, service, operation.
     pub labels: [String; 3],
@@ -71,9 +77,42 @@ pub struct Batch {
     /// (service, operation, kind) → latest start seen; deduplicated here because one upsert
     /// statement may not touch a row twice on PostgreSQL.
     pub operations: HashMap<(String, String, &'static str), i64>,
-    pub edges: Vec<WindowRow>,
-    pub rollups: Vec<WindowRow>,
+    pub edges: WindowRows,
+    pub rollups: WindowRows,
     pub alerts: Vec<AlertRow>,
+}
+
+/// Window rows of one table, one per key: PostgreSQL refuses an upsert that touches a row twice.
+#[derive(Default)]
+pub struct WindowRows {
+    rows: Vec<WindowRow>,
+    by_key: HashMap<String, usize>,
+}
+
+impl WindowRows {
+    fn add(&mut self, row: WindowRow) {
+        match self.by_key.get(&row.key) {
+            Some(&i) if self.rows[i].coverage <= row.coverage => self.rows[i] = row,
+            Some(_) => {}
+            None => {
+                self.by_key.insert(row.key.clone(), self.rows.len());
+                self.rows.push(row);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.by_key.clear();
+    }
 }
 
 /// Why an input record could not be read (the record goes to the dead-letter topic).
@@ -160,10 +199,14 @@ impl Batch {
         }
     }
 
-    pub fn add_edge(&mut self, source: String, payload: &[u8]) -> Result<(), Unreadable> {
+    /// Adds an edge window; `position` (topic/partition/offset) keys one that does not say
+    /// where it was counted.
+    pub fn add_edge(&mut self, position: String, payload: &[u8]) -> Result<(), Unreadable> {
         let edge: EdgeWindow = serde_json::from_slice(payload).map_err(|e| Unreadable(format!("not an edge window: {e}")))?;
-        self.edges.push(WindowRow {
-            source,
+        let (key, coverage) = edge.record_key().unwrap_or((position, 0));
+        self.edges.add(WindowRow {
+            key,
+            coverage,
             window_start_ms: edge.window_start_unix_ms as i64,
             labels: [edge.client, edge.server, edge.connection_type],
             body: String::from_utf8_lossy(payload).into_owned(),
@@ -171,16 +214,20 @@ impl Batch {
         Ok(())
     }
 
-    pub fn add_rollup(&mut self, source: String, payload: &[u8]) -> Result<(), Unreadable> {
+    /// Adds a rollup; `position` (topic/partition/offset) keys one that does not say where it
+    /// was counted.
+    pub fn add_rollup(&mut self, position: String, payload: &[u8]) -> Result<(), Unreadable> {
         let rollup: Rollup = serde_json::from_slice(payload).map_err(|e| Unreadable(format!("not a rollup: {e}")))?;
+        let (key, coverage) = rollup.record_key().unwrap_or((position, 0));
         let (kind, at_ms, service, operation) = match rollup {
             Rollup::Operation(r) => ("operation", r.window_start_unix_ms, r.service, r.operation),
             Rollup::Bottlenecks(r) => ("bottlenecks", r.window_start_unix_ms, r.service, r.operation),
             Rollup::ErrorGroup(r) => ("error_group", r.window_start_unix_ms, r.service, r.operation),
             Rollup::ErrorTrace(r) => ("error_trace", r.end_unix_ms, r.service, r.operation),
         };
-        self.rollups.push(WindowRow {
-            source,
+        self.rollups.add(WindowRow {
+            key,
+            coverage,
             window_start_ms: at_ms as i64,
             labels: [kind.to_string(), service, operation],
             body: String::from_utf8_lossy(payload).into_owned(),
@@ -262,11 +309,21 @@ impl Batch {
     }
 }
 
-fn write_windows(tx: &mut Transaction<'_>, table: &str, labels: [&str; 3], rows: &[WindowRow]) -> Result<(u64, u64), StoreError> {
-    let mut params: Vec<Param<'_>> = Vec::with_capacity(rows.len() * 6);
-    for r in rows {
-        params.extend([Param::Text(&r.source), Param::Int(r.window_start_ms), Param::Text(&r.labels[0]), Param::Text(&r.labels[1]), Param::Text(&r.labels[2]), Param::Text(&r.body)]);
+/// Upserts window rows by key: a version covering more input replaces the stored one.
+fn write_windows(tx: &mut Transaction<'_>, table: &str, labels: [&str; 3], rows: &WindowRows) -> Result<(u64, u64), StoreError> {
+    let mut params: Vec<Param<'_>> = Vec::with_capacity(rows.len() * 7);
+    for r in &rows.rows {
+        params.extend([
+            Param::Text(&r.key),
+            Param::Int(i64::try_from(r.coverage).unwrap_or(i64::MAX)),
+            Param::Int(r.window_start_ms),
+            Param::Text(&r.labels[0]),
+            Param::Text(&r.labels[1]),
+            Param::Text(&r.labels[2]),
+            Param::Text(&r.body),
+        ]);
     }
-    let inserted = tx.insert(table, &["source", "window_start_ms", labels[0], labels[1], labels[2], "body"], "ON CONFLICT (source) DO NOTHING", &params)?;
-    Ok((rows.len() as u64, inserted))
+    let on_conflict = format!("ON CONFLICT (record_key) DO UPDATE SET coverage = excluded.coverage, body = excluded.body WHERE excluded.coverage > {table}.coverage");
+    let written = tx.insert(table, &["record_key", "coverage", "window_start_ms", labels[0], labels[1], labels[2], "body"], &on_conflict, &params)?;
+    Ok((rows.len() as u64, written))
 }

@@ -86,6 +86,10 @@ impl Sink {
         &mut self.store
     }
 
+    pub fn into_store(self) -> Store {
+        self.store
+    }
+
     pub fn pending_rows(&self) -> usize {
         self.batch.rows()
     }
@@ -150,6 +154,7 @@ impl Sink {
         Ok(deleted)
     }
 
+    /// Where a record was read: the key of a window record that does not say where it was counted.
     fn source_key(input: &InputRecord<'_>) -> String {
         format!("{}/{}/{}", input.topic, input.source.partition, input.offset)
     }

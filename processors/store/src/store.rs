@@ -196,6 +196,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (id, state)
     );
     CREATE INDEX alerts_by_event ON alerts (event_ms);",
+    // 2: edge windows and rollups are keyed by what they describe (their window, series and the
+    // input segment they were counted in), not by the Kafka position they were read from; of two
+    // versions of one key the one covering more input records is kept.
+    "ALTER TABLE edges RENAME COLUMN source TO record_key;
+    ALTER TABLE edges ADD COLUMN coverage BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE rollups RENAME COLUMN source TO record_key;
+    ALTER TABLE rollups ADD COLUMN coverage BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// Rows per multi-row INSERT: well under SQLite's 32766 and PostgreSQL's 65535 parameters.
