@@ -29,6 +29,7 @@ use tracepipe_runtime::{Health, Pipeline, PipelineExit, RuntimeError};
 use tracepipe_sampler::config::SamplerSpec;
 use tracepipe_sampler::TailSampler;
 use tracepipe_sink::{Sink, SinkSpec};
+use tracepipe_schemas::analytics::Alert;
 use tracepipe_store::{Store, StoreUrl};
 
 use crate::topology::{PipelineOutputs, Topology};
@@ -127,9 +128,10 @@ impl ProcessorSpec for SamplerSpec {
 impl ProcessorSpec for AnalyzerSpec {
     fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
         Box::pin(async move {
+            let open = open_alerts(context.topology, &self.alerts, "analyzer").await?;
             let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
             let outputs = AnalyzerOutputs { rollups: settings.bind(&self.output), alerts: settings.bind(&self.alerts) };
-            pipeline(settings, Analyzer::new(self.config.clone(), outputs), context)
+            pipeline(settings, Analyzer::with_open_alerts(self.config.clone(), outputs, open, unix_now()), context)
         })
     }
 }
@@ -137,11 +139,32 @@ impl ProcessorSpec for AnalyzerSpec {
 impl ProcessorSpec for DependenciesSpec {
     fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
         Box::pin(async move {
+            let open = open_alerts(context.topology, &self.alerts, "dependencies").await?;
             let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
             let outputs = DependenciesOutputs { edges: settings.bind(&self.output), alerts: settings.bind(&self.alerts) };
-            pipeline(settings, Dependencies::new(self.config.clone(), outputs), context)
+            pipeline(settings, Dependencies::with_open_alerts(self.config.clone(), outputs, open, unix_now()), context)
         })
     }
+}
+
+/// The alerts of `source` still firing on `topic`: what the processor's last run left open.
+async fn open_alerts(topology: &Topology, topic: &str, source: &'static str) -> anyhow::Result<Vec<Alert>> {
+    let kafka = topology.kafka.clone();
+    let topic = topic.to_string();
+    let records = tokio::task::spawn_blocking(move || tracepipe_runtime::read_to_end(&kafka, &topic, ALERT_REPLAY_TIMEOUT)).await??;
+    let events = records.iter().filter_map(|(_, value)| serde_json::from_slice::<Alert>(value).ok());
+    let open = tracepipe_analytics::alerts::latest_open(source, events);
+    if !open.is_empty() {
+        tracing::info!(processor = source, alerts = open.len(), "open alerts restored from the alerts topic");
+    }
+    Ok(open)
+}
+
+/// How long a starting processor may take to read the alerts topic.
+const ALERT_REPLAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl ProcessorSpec for SinkSpec {

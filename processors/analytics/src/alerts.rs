@@ -1,6 +1,12 @@
 //! Alert lifecycle: at most one open alert per key; `fire` opens it (once), `resolve` closes it
 //! (once). Events queue in the book until [`AlertBook::emit`] publishes them, keyed by the alert
 //! key, so one alert's events land in one partition, in order.
+//!
+//! A processor that restarts rebuilds its open alerts from the alerts topic ([`AlertBook::restore`],
+//! [`latest_open`]). A restored alert stays open while its condition is seen again (a `fire` of its
+//! key confirms it), resolves the usual way once the condition clears, and resolves by itself if
+//! nothing confirms it within a grace period ([`AlertBook::expire_unconfirmed`]): no alert stays
+//! open for ever because the process that raised it went away.
 
 use rustc_hash::FxHashMap;
 use tracepipe_processor::{Emitter, OutputId};
@@ -11,13 +17,50 @@ use crate::metrics;
 pub struct AlertBook {
     source: &'static str,
     open: FxHashMap<String, Alert>,
+    /// Restored alerts not confirmed since, and when (processing time) they were restored.
+    unconfirmed: FxHashMap<String, u64>,
     /// Events not yet published.
     pending: Vec<Alert>,
 }
 
+/// Of alert events read in topic order, the last of each key from `source` that is still firing.
+pub fn latest_open(source: &str, events: impl IntoIterator<Item = Alert>) -> Vec<Alert> {
+    let mut latest: std::collections::BTreeMap<String, Alert> = std::collections::BTreeMap::new();
+    for alert in events.into_iter().filter(|a| a.source == source) {
+        latest.insert(alert.key.clone(), alert);
+    }
+    latest.into_values().filter(|a| a.state == AlertState::Firing).collect()
+}
+
 impl AlertBook {
     pub fn new(source: &'static str) -> Self {
-        AlertBook { source, open: FxHashMap::default(), pending: Vec::new() }
+        AlertBook { source, open: FxHashMap::default(), unconfirmed: FxHashMap::default(), pending: Vec::new() }
+    }
+
+    /// Opens alerts that were firing when this processor last stopped, unconfirmed, at `now_ms`
+    /// (processing time). Publishes nothing.
+    pub fn restore(&mut self, alerts: Vec<Alert>, now_ms: u64) {
+        for alert in alerts {
+            metrics::OPEN_ALERTS.with_label_values(&[self.source, alert.kind.as_str()]).inc();
+            self.unconfirmed.insert(alert.key.clone(), now_ms);
+            self.open.insert(alert.key.clone(), alert);
+        }
+    }
+
+    /// The open alert of `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&Alert> {
+        self.open.get(key)
+    }
+
+    /// Resolves restored alerts nothing confirmed within `grace_ms` of their restoring.
+    pub fn expire_unconfirmed(&mut self, now_ms: u64, grace_ms: u64) {
+        let expired: Vec<String> = self.unconfirmed.iter().filter(|(_, &since)| now_ms >= since.saturating_add(grace_ms)).map(|(key, _)| key.clone()).collect();
+        for key in expired {
+            self.unconfirmed.remove(&key);
+            if let Some(summary) = self.open.get(&key).map(|a| format!("{} (not seen again since the processor restarted)", a.summary)) {
+                self.resolve(&key, summary, None, now_ms);
+            }
+        }
     }
 
     pub fn key(kind: AlertKind, subject: &AlertSubject) -> String {
@@ -40,6 +83,8 @@ impl AlertBook {
     #[allow(clippy::too_many_arguments)]
     pub fn fire(&mut self, key: String, kind: AlertKind, severity: Severity, subject: AlertSubject, summary: String, details: AlertDetails, now_ms: u64) -> Option<Alert> {
         if self.open.contains_key(&key) {
+            // A restored alert whose condition is seen again stays open.
+            self.unconfirmed.remove(&key);
             return None;
         }
         let alert = Alert {
@@ -66,6 +111,7 @@ impl AlertBook {
     /// Resolves the open alert of `key`, if any, with the latest details, and queues the event.
     pub fn resolve(&mut self, key: &str, summary: String, details: Option<AlertDetails>, now_ms: u64) -> Option<Alert> {
         let mut alert = self.open.remove(key)?;
+        self.unconfirmed.remove(key);
         alert.state = AlertState::Resolved;
         alert.event_unix_ms = now_ms;
         alert.summary = summary;

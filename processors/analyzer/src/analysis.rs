@@ -52,6 +52,8 @@ pub struct ObservedTrace<'t, 'a> {
     pub contributions: &'t [(OperationId, u64)],
     pub root_cause: Option<RootCause>,
     pub timeliness: Timeliness,
+    /// When the trace happened: its root's start (or its record's timestamp, if earlier).
+    pub event_time: UnixNanos,
 }
 
 impl ObservedTrace<'_, '_> {

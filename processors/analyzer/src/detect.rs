@@ -1,5 +1,9 @@
-//! Anomaly detection in short slices of processing time (5 s by default), so an alert can fire
-//! seconds after a change rather than at the end of a rollup window.
+//! Anomaly detection in short slices of event time (5 s by default), so an alert can fire seconds
+//! after a change rather than at the end of a rollup window, and a backlog read at any speed is
+//! sliced as it happened: catching up on lag raises nothing a live run would not. A slice closes
+//! once a trace a slice past its end arrives (the traces this instance reads are a slice out of
+//! order at most, or they count as late and are left out of detection); alerts carry the event
+//! time of the slice that raised them.
 //!
 //! Latency, per endpoint: each slice's p90 duration is compared with the learned baseline, the
 //! median and MAD of the p90s of the past `baseline_slices` slices that had `min_samples` traces.
@@ -126,6 +130,12 @@ impl Detector {
         &self.config
     }
 
+    /// Whether a trace at `event_time` belongs to the open slice or a later one; an earlier one's
+    /// traces came too late and are left out.
+    fn in_time(&self, event_time: UnixNanos) -> bool {
+        event_time.saturating_add(self.slice_nanos) >= self.slice_end
+    }
+
     /// One trace's endpoint, its duration and its critical path split by operation.
     pub fn record_endpoint(&mut self, endpoint: SeriesId, duration_nanos: u64, trace_id: [u8; 16], contributions: &[(OperationId, u64)]) {
         let state = self.endpoints.entry(endpoint).or_insert_with(|| EndpointState {
@@ -157,27 +167,29 @@ impl Detector {
         }
     }
 
-    /// Closes the slice when its time is up; evaluates every endpoint and error group.
-    pub fn tick(&mut self, now: UnixNanos, table: &SeriesTable, groups: &ErrorGroups, book: &mut AlertBook) {
+    /// Moves event time to `event_time`: closes the open slice, evaluating every endpoint and
+    /// error group, once a trace a slice past its end arrives.
+    pub fn advance(&mut self, event_time: UnixNanos, table: &SeriesTable, groups: &ErrorGroups, book: &mut AlertBook) {
+        let align = |t: UnixNanos| t - t % self.slice_nanos;
         if self.slice_end == 0 {
-            self.slice_end = now - now % self.slice_nanos + self.slice_nanos;
+            self.slice_end = align(event_time) + self.slice_nanos;
             return;
         }
-        if now < self.slice_end {
+        if event_time < self.slice_end.saturating_add(self.slice_nanos) {
             return;
         }
-        self.slice_end = now - now % self.slice_nanos + self.slice_nanos;
+        let closed_ms = self.slice_end / 1_000_000;
+        self.slice_end = align(event_time - self.slice_nanos) + self.slice_nanos;
         self.slices += 1;
-        let now_ms = now / 1_000_000;
         let mut endpoints: Vec<SeriesId> = self.endpoints.keys().copied().collect();
         endpoints.sort_unstable();
         for endpoint in endpoints {
-            self.close_endpoint_slice(endpoint, now_ms, table, book);
+            self.close_endpoint_slice(endpoint, closed_ms, table, book);
         }
         let mut group_ids: Vec<GroupId> = self.groups.keys().copied().collect();
         group_ids.sort_unstable();
         for group in group_ids {
-            self.close_group_slice(group, now_ms, groups, book);
+            self.close_group_slice(group, closed_ms, groups, book);
         }
     }
 
@@ -350,16 +362,32 @@ fn root_cause(baseline: &[&SliceSummary], recent: &[&SliceSummary], table: &Seri
 pub struct Detection {
     detector: Detector,
     book: AlertBook,
+    /// How long a restored alert waits for its condition to be seen again: enough slices to
+    /// learn a baseline, see the streak again and see it end.
+    confirm_within_ms: u64,
+    late: prometheus::IntCounter,
 }
 
 impl Detection {
     pub fn new(config: DetectionConfig) -> Self {
-        Detection { detector: Detector::new(config), book: AlertBook::new("analyzer") }
+        let slices = config.min_baseline_slices as u64 + u64::from(config.resolve_after) + u64::from(config.consecutive);
+        let confirm_within_ms = slices.saturating_mul(config.slice.as_millis() as u64);
+        Detection { detector: Detector::new(config), book: AlertBook::new("analyzer"), confirm_within_ms, late: crate::metrics::DETECTION_LATE.clone() }
+    }
+
+    /// Alerts that were firing when the analyzer stopped (see [`AlertBook::restore`]).
+    pub fn restore(&mut self, alerts: Vec<tracepipe_schemas::analytics::Alert>, now_ms: u64) {
+        self.book.restore(alerts, now_ms);
     }
 }
 
 impl crate::analysis::Analysis for Detection {
-    fn observe(&mut self, trace: &crate::analysis::ObservedTrace<'_, '_>, _window: crate::analysis::WindowRef, _names: &crate::analysis::Names<'_>, _out: &mut crate::analysis::Publisher<'_>) {
+    fn observe(&mut self, trace: &crate::analysis::ObservedTrace<'_, '_>, _window: crate::analysis::WindowRef, names: &crate::analysis::Names<'_>, _out: &mut crate::analysis::Publisher<'_>) {
+        self.detector.advance(trace.event_time, names.table, names.groups, &mut self.book);
+        if !self.detector.in_time(trace.event_time) {
+            self.late.inc();
+            return;
+        }
         for entry in trace.entries {
             self.detector.record_endpoint(entry.endpoint, entry.duration_nanos, trace.view.trace_id.0, trace.entry_contributions(entry));
         }
@@ -368,8 +396,8 @@ impl crate::analysis::Analysis for Detection {
         }
     }
 
-    fn tick(&mut self, now: UnixNanos, names: &crate::analysis::Names<'_>, out: &mut crate::analysis::Publisher<'_>) {
-        self.detector.tick(now, names.table, names.groups, &mut self.book);
+    fn tick(&mut self, now: UnixNanos, _names: &crate::analysis::Names<'_>, out: &mut crate::analysis::Publisher<'_>) {
+        self.book.expire_unconfirmed(now / 1_000_000, self.confirm_within_ms);
         out.alerts(&mut self.book);
     }
 }

@@ -122,11 +122,19 @@ fn count_problems(problems: &StructureProblems) {
 
 impl Analyzer {
     pub fn new(config: AnalyzerConfig, outputs: AnalyzerOutputs) -> Self {
+        Self::with_open_alerts(config, outputs, Vec::new(), 0)
+    }
+
+    /// An analyzer that continues the alerts that were open when the last one stopped (the
+    /// latest firing events of the alerts topic from source `analyzer`), restored at `now`.
+    pub fn with_open_alerts(config: AnalyzerConfig, outputs: AnalyzerOutputs, open_alerts: Vec<tracepipe_schemas::analytics::Alert>, now: UnixNanos) -> Self {
+        let mut detection = detect::Detection::new(config.detection.clone());
+        detection.restore(open_alerts, now / 1_000_000);
         let analyses: Vec<Box<dyn Analysis>> = vec![
             Box::new(operations::Operations::default()),
             Box::new(bottlenecks::Bottlenecks::default()),
             Box::new(error_groups::ErrorGroupRollups::new(config.error_traces)),
-            Box::new(detect::Detection::new(config.detection.clone())),
+            Box::new(detection),
         ];
         Analyzer {
             table: SeriesTable::new(config.max_series, config.max_operations_per_service),
@@ -215,6 +223,7 @@ impl Analyzer {
             contributions: &self.contributions,
             root_cause,
             timeliness,
+            event_time,
         };
         let names = Names { table: &self.table, groups: &self.groups };
         let mut publisher = Publisher { out, rollups: self.outputs.rollups, alerts: self.outputs.alerts, hold: None };

@@ -42,6 +42,9 @@ pub static OVERFLOW_SPANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 pub static SERIES: LazyLock<IntGauge> = LazyLock::new(|| register_int_gauge!("tracepipe_analyzer_series", "(service, operation, span kind) series tracked").unwrap());
 pub static ERROR_TRACES: LazyLock<IntCounter> = LazyLock::new(|| register_int_counter!("tracepipe_analyzer_error_traces_total", "Traces with at least one error span, each attributed to a root-cause span").unwrap());
+pub static DETECTION_LATE: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("tracepipe_analyzer_detection_late_traces_total", "Traces older than the open detection slice, left out of anomaly and error-spike detection").unwrap()
+});
 pub static LATE_TRACES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("tracepipe_analyzer_late_traces_total", "Traces whose window was behind their partition's event-time watermark: counted in their own window, in a record marked late").unwrap()
 });

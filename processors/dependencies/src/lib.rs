@@ -219,7 +219,15 @@ fn find_calls<'a>(view: &TraceView<'a>, tree: &TraceTree, links: &[([u8; 8], u32
 
 impl Dependencies {
     pub fn new(config: DependenciesConfig, outputs: DependenciesOutputs) -> Self {
-        Dependencies {
+        Self::with_open_alerts(config, outputs, Vec::new(), 0)
+    }
+
+    /// A processor that continues the alerts that were open when the last one stopped (the
+    /// latest firing events of the alerts topic from source `dependencies`): an appeared edge
+    /// resolves once it has been present for the learning period, counted from when it was first
+    /// seen; a vanished edge stays open until it has calls again.
+    pub fn with_open_alerts(config: DependenciesConfig, outputs: DependenciesOutputs, open_alerts: Vec<tracepipe_schemas::analytics::Alert>, now: UnixNanos) -> Self {
+        let mut dependencies = Dependencies {
             tree: TraceTree::default(),
             edges: Vec::new(),
             by_name: FxHashMap::default(),
@@ -233,7 +241,20 @@ impl Dependencies {
             started: None,
             config,
             outputs,
+        };
+        for alert in &open_alerts {
+            let (AlertSubject::Edge { client, server, connection_type }, AlertDetails::Edge(details)) = (&alert.subject, &alert.details) else {
+                continue;
+            };
+            let connection_type = [MESSAGING, DATABASE, VIRTUAL_NODE].into_iter().find(|t| t == connection_type).unwrap_or("");
+            let id = dependencies.edge(client, server, connection_type, now);
+            let edge = &mut dependencies.edges[id as usize];
+            edge.first_seen = details.first_seen_unix_ms.saturating_mul(1_000_000);
+            edge.last_seen = details.last_seen_unix_ms.saturating_mul(1_000_000);
+            edge.learned = alert.kind == AlertKind::EdgeVanished;
         }
+        dependencies.book.restore(open_alerts, now / 1_000_000);
+        dependencies
     }
 
     fn edge(&mut self, client: &str, server: &str, connection_type: &'static str, now: UnixNanos) -> EdgeId {

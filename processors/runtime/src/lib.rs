@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod publish;
+pub mod replay;
 pub mod settings;
 
 pub use admin::{AdminServer, Health};
@@ -44,4 +45,5 @@ pub use error::RuntimeError;
 pub use pipeline::{Pipeline, PipelineExit};
 pub use tracepipe_processor::{trace_context, Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 pub use publish::{PublishError, Publisher};
+pub use replay::{read_to_end, ReplayError};
 pub use settings::{KafkaSettings, PipelineSettings};
