@@ -36,6 +36,8 @@ pub struct TraceGenerator {
     /// Seconds since the run started, for fault onsets.
     elapsed_s: f64,
     pub edges: BTreeSet<Edge>,
+    /// Calls made over each edge.
+    pub edge_calls: std::collections::BTreeMap<Edge, u64>,
 }
 
 const MS: f64 = 1_000_000.0;
@@ -55,7 +57,7 @@ impl TraceGenerator {
     pub fn new(scenario: Scenario) -> Self {
         let services = scenario.services.keys().cloned().collect();
         let entry_weights = scenario.entrypoints.iter().map(|e| e.weight.max(0.0)).collect();
-        TraceGenerator { rng: SmallRng::seed_from_u64(scenario.seed), scenario, services, entry_weights, elapsed_s: 0.0, edges: BTreeSet::new() }
+        TraceGenerator { rng: SmallRng::seed_from_u64(scenario.seed), scenario, services, entry_weights, elapsed_s: 0.0, edges: BTreeSet::new(), edge_calls: Default::default() }
     }
 
     pub fn services(&self) -> &[String] {
@@ -109,6 +111,11 @@ impl TraceGenerator {
             .iter()
             .filter(|f| f.service == service && f.operation == operation && self.elapsed_s >= f.after_s && f.for_s.is_none_or(|d| self.elapsed_s < f.after_s + d))
             .fold((0.0, 0.0), |(latency, errors), f| (latency + f.latency_ms, (errors + f.error_rate).min(1.0)))
+    }
+
+    fn count_edge(&mut self, edge: Edge) {
+        *self.edge_calls.entry(edge.clone()).or_default() += 1;
+        self.edges.insert(edge);
     }
 
     /// A server or consumer span for `operation` of `service` and everything it calls.
@@ -205,7 +212,7 @@ impl TraceGenerator {
                 // The consumer continues the trace later and links to the producer, as
                 // OpenTelemetry messaging instrumentation does.
                 let queue_delay = (self.rng.random_range(1.0..20.0) * MS) as u64;
-                self.edges.insert(Edge { client: caller.into(), server: callee.clone(), kind: "messaging".into() });
+                self.count_edge(Edge { client: caller.into(), server: callee.clone(), kind: "messaging".into() });
                 self.operation_span(trace, callee, operation, Some(client_id), span::SpanKind::Consumer, client.end_time_unix_nano + queue_delay, Some(client_id));
                 failed = None;
                 resume = client.end_time_unix_nano;
@@ -221,7 +228,7 @@ impl TraceGenerator {
                     let method = operation.split_once(' ').map(|(m, _)| m).unwrap_or("POST");
                     client.attributes.push(attributes::string("http.request.method", method));
                 }
-                self.edges.insert(Edge { client: caller.into(), server: callee.clone(), kind: if grpc { "grpc" } else { "http" }.into() });
+                self.count_edge(Edge { client: caller.into(), server: callee.clone(), kind: if grpc { "grpc" } else { "http" }.into() });
                 let frame = self.operation_span(trace, callee, operation, Some(client_id), span::SpanKind::Server, start + network, None);
                 client.end_time_unix_nano = frame.end + network;
                 if frame.error {
@@ -244,13 +251,13 @@ impl TraceGenerator {
                 client.attributes.push(attributes::string("db.namespace", database.clone()));
                 client.attributes.push(attributes::string("peer.service", database.clone()));
                 client.attributes.push(attributes::string("server.address", database.clone()));
-                self.edges.insert(Edge { client: caller.into(), server: database.clone(), kind: "database".into() });
+                self.count_edge(Edge { client: caller.into(), server: database.clone(), kind: "database".into() });
             } else if let Some(external) = &call.external {
                 client.name = "POST".into();
                 client.attributes.push(attributes::string("http.request.method", "POST"));
                 client.attributes.push(attributes::string("server.address", external.clone()));
                 client.attributes.push(attributes::string("peer.service", external.clone()));
-                self.edges.insert(Edge { client: caller.into(), server: external.clone(), kind: "external".into() });
+                self.count_edge(Edge { client: caller.into(), server: external.clone(), kind: "external".into() });
             }
             let error = self.rng.random::<f64>() < call.error_rate;
             if error {

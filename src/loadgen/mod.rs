@@ -44,6 +44,33 @@ pub struct GroundTruth {
     pub error_traces: BTreeMap<String, String>,
     pub edges: Vec<Edge>,
     pub faults: Vec<FaultTruth>,
+    /// Spans and error spans (status error) per (service, span name).
+    #[serde(default)]
+    pub operations: Vec<OperationTruth>,
+    /// Entries per (service, span name): roots and messaging consumers, where a request or its
+    /// asynchronous continuation begins (the analyzer's bottleneck endpoints).
+    #[serde(default)]
+    pub entries: Vec<OperationTruth>,
+    /// Calls made over each edge.
+    #[serde(default)]
+    pub edge_calls: Vec<EdgeCalls>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationTruth {
+    pub service: String,
+    pub operation: String,
+    pub spans: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeCalls {
+    pub client: String,
+    pub server: String,
+    /// As [`Edge::kind`].
+    pub kind: String,
+    pub calls: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -208,6 +235,8 @@ pub fn run(scenario: Scenario, options: LoadgenOptions, shutdown: &CancellationT
         ..Default::default()
     };
     let mut pending: Vec<(usize, Span)> = Vec::with_capacity(batch_spans * 2);
+    let mut operations: BTreeMap<(usize, String), (u64, u64)> = BTreeMap::new();
+    let mut entries: BTreeMap<(usize, String), u64> = BTreeMap::new();
     let limits = &options.limits;
     loop {
         let done = shutdown.is_cancelled()
@@ -239,12 +268,27 @@ pub fn run(scenario: Scenario, options: LoadgenOptions, shutdown: &CancellationT
         if let Some(cause) = trace.root_cause {
             truth.error_traces.insert(id, hex::encode(cause));
         }
+        for (service, span) in &trace.spans {
+            let counts = operations.entry((*service, span.name.clone())).or_default();
+            counts.0 += 1;
+            counts.1 += u64::from(span.status.as_ref().is_some_and(|s| s.code == 2));
+            if span.parent_span_id.is_empty() || span.kind == opentelemetry_proto::tonic::trace::v1::span::SpanKind::Consumer as i32 {
+                *entries.entry((*service, span.name.clone())).or_default() += 1;
+            }
+        }
         pending.extend(trace.spans);
     }
     producer.flush(Duration::from_secs(120)).context("flush loadgen producer")?;
     let failed = producer.context().failed.load(Ordering::Relaxed);
     truth.finished_unix_ms = unix_nanos() / 1_000_000;
     truth.edges = generator.edges.iter().cloned().collect();
+    let services = generator.services();
+    truth.operations = operations
+        .into_iter()
+        .map(|((service, operation), (spans, errors))| OperationTruth { service: services[service].clone(), operation, spans, errors })
+        .collect();
+    truth.entries = entries.into_iter().map(|((service, operation), spans)| OperationTruth { service: services[service].clone(), operation, spans, errors: 0 }).collect();
+    truth.edge_calls = generator.edge_calls.iter().map(|(e, calls)| EdgeCalls { client: e.client.clone(), server: e.server.clone(), kind: e.kind.clone(), calls: *calls }).collect();
     if let Some(path) = &options.truth {
         std::fs::write(path, serde_json::to_vec_pretty(&truth)?).with_context(|| format!("write {}", path.display()))?;
     }
