@@ -39,7 +39,8 @@ fn now_ns() -> u64 {
 fn server(token: Option<&str>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let url = StoreUrl::Sqlite(dir.path().join("tracepipe.db"));
-    let (records, ids) = stored::records(SMALL, TRACES, now_ns() - 60_000_000_000);
+    let (mut records, ids) = stored::records(SMALL, TRACES, now_ns() - 60_000_000_000);
+    records.push((3, error_spike(&ids[..3])));
     let mut sink = stored::sink(&url, SinkConfig::default());
     stored::feed(&mut sink, &records, 0, now_ns());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -51,6 +52,35 @@ fn server(token: Option<&str>) -> Server {
     let config = tracepipe_query::QueryConfig { bearer_token: token.map(str::to_string), ..Default::default() };
     tracepipe_query::serve_on(listener, store, config, shutdown.clone());
     Server { port, ids, shutdown, _runtime: runtime, _dir: dir }
+}
+
+/// A firing error-spike alert whose exemplars are `traces`.
+fn error_spike(traces: &[[u8; 16]]) -> Vec<u8> {
+    use tracepipe_schemas::analytics::*;
+    let now_ms = now_ns() / 1_000_000;
+    let alert = Alert {
+        schema: ALERT_SCHEMA.into(),
+        key: "error_spike:checkout:POST /orders:g1".into(),
+        id: format!("error_spike:checkout:POST /orders:g1@{now_ms}"),
+        kind: AlertKind::ErrorSpike,
+        state: AlertState::Firing,
+        severity: Severity::Warning,
+        source: "analyzer".into(),
+        opened_unix_ms: now_ms,
+        event_unix_ms: now_ms,
+        summary: "checkout POST /orders: 12 PaymentDeclined errors in 5 s, baseline 0.4".into(),
+        subject: AlertSubject::Operation { service: "checkout".into(), operation: "POST /orders".into() },
+        details: AlertDetails::Errors(ErrorDetails {
+            group: "g1".into(),
+            exception_type: "PaymentDeclined".into(),
+            message: "card declined".into(),
+            baseline_per_window: 0.4,
+            current_per_window: 12,
+            window_seconds: 5,
+            exemplar_trace_ids: traces.iter().map(hex::encode).collect(),
+        }),
+    };
+    serde_json::to_vec(&alert).unwrap()
 }
 
 /// (status, body) of GET `path`.
@@ -300,4 +330,105 @@ fn the_ui_finds_a_trace_and_shows_its_waterfall_in_chromium() {
     chromium_dom(&format!("{base}/#/map"), Some(&artefacts.join("service-map.png")));
     let alerts = chromium_dom(&format!("{base}/#/alerts"), None);
     assert!(alerts.contains("alert-row"), "the alerts list rendered");
+}
+
+/// What a person reads on a page: the DOM's text without scripts, styles and tags.
+fn visible_text(dom: &str) -> String {
+    let mut text = dom.to_string();
+    for hidden in ["script", "style"] {
+        let mut kept = String::new();
+        let mut tail = text.as_str();
+        while let Some(start) = tail.find(&format!("<{hidden}")) {
+            kept.push_str(&tail[..start]);
+            let end = tail[start..].find(&format!("</{hidden}>")).map_or(tail.len(), |e| start + e + hidden.len() + 3);
+            tail = &tail[end..];
+        }
+        kept.push_str(tail);
+        text = kept;
+    }
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in text.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                out.push(' ');
+            }
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    let out = out.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&nbsp;", " ");
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The trace ids the page links to, in order.
+fn trace_links(dom: &str) -> Vec<String> {
+    dom.match_indices(r#"data-trace-id=""#).map(|(at, marker)| dom[at + marker.len()..at + marker.len() + 32].to_string()).collect()
+}
+
+#[test]
+fn every_view_shows_what_a_person_reads_in_chromium() {
+    let server = server(None);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let artefacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let page = |route: &str, ready: &str| {
+        let dom = chromium_dom(&format!("{base}/#/{route}"), None);
+        assert!(dom.contains(&format!(r#"data-ready="{ready}""#)), "#/{route} rendered: {dom}");
+        let text = visible_text(&dom);
+        for wrong in ["[object", "undefined", "NaN", "http://", "Could not load"] {
+            assert!(!text.contains(wrong), "#/{route} shows `{wrong}`: {text}");
+        }
+        chromium_dom(&format!("{base}/#/{route}"), Some(&artefacts.join(format!("{ready}.png"))));
+        (dom, text)
+    };
+
+    // Bottlenecks: a card per endpoint with its traces and each operation's share.
+    let endpoints = ok(server.port, "/api/v1/bottlenecks?limit=20");
+    let endpoints = endpoints.as_array().unwrap();
+    assert!(!endpoints.is_empty());
+    let (dom, text) = page("bottlenecks", "bottlenecks");
+    assert_eq!(dom.matches(r#"class="card endpoint""#).count(), endpoints.len(), "one card per endpoint");
+    for endpoint in endpoints {
+        let title = format!("{}: {}", endpoint["service"].as_str().unwrap(), endpoint["operation"].as_str().unwrap());
+        assert!(text.contains(&title), "`{title}` in {text}");
+        assert!(text.contains(&format!("{} traces", endpoint["traces"])), "{text}");
+        let top = &endpoint["contributors"][0];
+        assert!(text.contains(&format!("{:.1}%", top["share"].as_f64().unwrap() * 100.0)), "the top share of {title} in {text}");
+    }
+
+    // Alerts: the spike's summary, and its exemplars as links to those traces.
+    let (dom, text) = page("alerts", "alerts");
+    assert!(text.contains("checkout POST /orders: 12 PaymentDeclined errors in 5 s"), "{text}");
+    assert!(text.contains("new edge frontend → cart"), "{text}");
+    let expected: Vec<String> = server.ids[..3].iter().map(hex::encode).collect();
+    assert_eq!(trace_links(&dom), expected, "the exemplars are links to their traces");
+    for id in &expected {
+        assert!(text.contains(&id[..12]), "the link reads as the trace id's start: {text}");
+    }
+
+    // Errors: each group with its count, and links to exemplar traces.
+    let groups = ok(server.port, "/api/v1/errors");
+    let groups = groups.as_array().unwrap();
+    assert!(!groups.is_empty(), "the scenario fails some traces");
+    let (dom, text) = page("errors", "errors");
+    for group in groups {
+        assert!(text.contains(group["message"].as_str().unwrap()), "{text}");
+    }
+    let linked: BTreeSet<String> = trace_links(&dom).into_iter().collect();
+    let exemplars: BTreeSet<String> = groups.iter().flat_map(|g| g["exemplar_trace_ids"].as_array().unwrap().iter().take(3).map(|id| id.as_str().unwrap().to_string())).collect();
+    assert_eq!(linked, exemplars, "every group's first exemplars are links");
+
+    // The service map names every service and peer.
+    let (_, text) = page("map", "map");
+    for node in ["frontend", "cart", "checkout"] {
+        assert!(text.contains(node), "{node} on the map: {text}");
+    }
+
+    // Search: the results list the traces it found.
+    let (dom, text) = page("search?service=frontend&limit=10", "search");
+    assert_eq!(trace_links(&dom).len(), 10, "ten results: {text}");
+    eprintln!("screenshots: {}", artefacts.display());
 }

@@ -12,7 +12,7 @@ function h(tag, attrs, ...children) {
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -230,14 +230,14 @@ async function bottlenecksView() {
   const { start, end } = range();
   const endpoints = await api(`/api/v1/bottlenecks?start=${start}&end=${end}&limit=20`);
   view.replaceChildren(h("h2", {}, "Bottlenecks"), h("p", { class: "muted" }, "Per endpoint, where its time goes on the critical path (self time, summed over traces)."),
-    endpoints.length ? endpoints.map((e) => h("div", { class: "card endpoint" },
+    ...(endpoints.length ? endpoints.map((e) => h("div", { class: "card endpoint" },
       h("div", {}, h("b", {}, e.service + ": " + e.operation), h("span", { class: "muted" }, ` · ${e.traces} traces · mean ${e.mean_ms.toFixed(1)} ms`)),
       h("table", {}, e.contributors.slice(0, 8).map((c) => h("tr", {},
         h("td", { style: "width:35%" }, h("b", {}, c.service), " ", c.operation),
         h("td", { style: "width:45%" }, h("div", { class: "bar", style: `width:${(c.share * 100).toFixed(1)}%` })),
         h("td", {}, (c.share * 100).toFixed(1) + "%"),
         h("td", { class: "muted" }, c.mean_ms.toFixed(2) + " ms/trace"))))))
-      : h("p", { class: "muted" }, "No bottleneck rollups in this range yet (they are written once a window closes)."));
+      : [h("p", { class: "muted" }, "No bottleneck rollups in this range yet (they are written once a window closes).")]));
 }
 
 async function errorsView() {
