@@ -372,3 +372,37 @@ fn every_alert_conforms_to_the_published_schema() {
         conforms(&schema, &schema, alert, "alert").unwrap_or_else(|e| panic!("{e}\n{alert:#}"));
     }
 }
+
+#[test]
+fn durations_near_the_integer_limit_saturate_and_histograms_stay_bounded() {
+    let mut analyzer = analyzer(|_| {});
+    let mut dependencies = Dependencies::new(DependenciesConfig::default(), DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) });
+    let mut out = Emitter::default();
+    // Two spans that both claim to end at the end of time, a client and its server.
+    let mut client = span(2, Some(1), START + 1, u64::MAX - 1);
+    client.kind = 3;
+    let mut server = span(3, Some(2), START + 2, u64::MAX);
+    server.kind = 2;
+    let spans = vec![("a".to_string(), span(1, None, START, u64::MAX)), ("a".to_string(), client), ("b".to_string(), server)];
+    let bytes = assembled([7; 16], spans);
+    for _ in 0..3 {
+        tracepipe_analyzer::testing::analyze(&mut analyzer, &bytes, START, &mut out).unwrap();
+        tracepipe_dependencies::testing::analyze(&mut dependencies, &bytes, START).unwrap();
+    }
+    analyzer.drain(START, &mut out);
+    let rollups: Vec<tracepipe_schemas::analytics::Rollup> = out.records().filter(|(o, _, _)| *o == ROLLUPS).map(|(_, _, v)| serde_json::from_slice(v).unwrap()).collect();
+    let mut operations = 0;
+    for rollup in &rollups {
+        if let tracepipe_schemas::analytics::Rollup::Operation(r) = rollup {
+            operations += r.count;
+            assert!(r.sum_ms.is_finite() && r.sum_ms > 0.0);
+            let bound_ms = tracepipe_analytics::latency::MAX_RECORDED_US as f64 / 1000.0;
+            assert!(r.max_ms >= bound_ms && r.max_ms <= bound_ms * 1.01, "recorded at the bound (to the histogram's 1%), not past it: {}", r.max_ms);
+        }
+        if let tracepipe_schemas::analytics::Rollup::Bottlenecks(r) = rollup {
+            assert!(r.total_ms.is_finite());
+            assert!(r.contributors.iter().all(|c| c.critical_path_ms.is_finite() && c.share <= 1.0 + 1e-9));
+        }
+    }
+    assert_eq!(operations, 9, "every span counted");
+}

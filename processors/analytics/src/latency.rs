@@ -1,5 +1,7 @@
 //! Latency histograms as every windowed aggregate here keeps them: HDR, microseconds, two
-//! significant digits (1% resolution), 32-bit counts, growing to the largest value recorded.
+//! significant digits (1% resolution), 32-bit counts, growing to the largest value recorded up
+//! to [`MAX_RECORDED_US`]: a span claiming to last longer counts there, so a bad end time cannot
+//! make a histogram grow to cover 2^64.
 
 use hdrhistogram::Histogram;
 use tracepipe_schemas::analytics::SparseHistogram;
@@ -14,8 +16,11 @@ pub fn new_histogram() -> LatencyHistogram {
 /// grows its range to the value (`saturating_record` would clamp to the initial range instead);
 /// the only error left is a bucket count past u32, which a window never reaches.
 pub fn record_nanos(histogram: &mut LatencyHistogram, nanos: u64) {
-    let _ = histogram.record((nanos / 1000).max(1));
+    let _ = histogram.record((nanos / 1000).clamp(1, MAX_RECORDED_US));
 }
+
+/// The longest duration a histogram tells apart: a day, in microseconds.
+pub const MAX_RECORDED_US: u64 = 86_400 * 1_000_000;
 
 /// The recorded buckets as (µs, count) pairs: recording each value `count` times rebuilds it.
 pub fn sparse(histogram: &LatencyHistogram) -> SparseHistogram {

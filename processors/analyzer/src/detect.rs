@@ -148,7 +148,8 @@ impl Detector {
         });
         record_nanos(&mut state.current, duration_nanos);
         for &(operation, nanos) in contributions {
-            *state.contributions.entry(operation).or_default() += nanos;
+            let sum = state.contributions.entry(operation).or_default();
+            *sum = sum.saturating_add(nanos);
         }
         if state.exemplars.len() < EXEMPLARS {
             state.exemplars.push((duration_nanos, trace_id));
@@ -336,7 +337,8 @@ fn root_cause(baseline: &[&SliceSummary], recent: &[&SliceSummary], table: &Seri
         let traces: u64 = slices.iter().map(|s| s.count).sum();
         let mut sums: FxHashMap<OperationId, u64> = FxHashMap::default();
         for (operation, nanos) in slices.iter().flat_map(|s| &s.contributions) {
-            *sums.entry(*operation).or_default() += nanos;
+            let sum = sums.entry(*operation).or_default();
+            *sum = sum.saturating_add(*nanos);
         }
         (sums, traces.max(1) as f64)
     };

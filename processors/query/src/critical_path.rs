@@ -60,7 +60,10 @@ pub fn analyze(trace: &StoredTrace) -> TraceAnalysis {
     if let Some(entry) = entry {
         // A span the walk passes through is on the path even with no self time of its own.
         let mut self_time: Vec<Option<u64>> = vec![None; spans.len()];
-        tree.critical_path(&spans, entry, |span, nanos| *self_time[span as usize].get_or_insert(0) += nanos);
+        tree.critical_path(&spans, entry, |span, nanos| {
+            let sum = self_time[span as usize].get_or_insert(0);
+            *sum = sum.saturating_add(nanos);
+        });
         for (i, nanos) in self_time.into_iter().enumerate() {
             if let Some(nanos) = nanos {
                 analysis.critical_path_us.insert(trace.spans[i].span_id.clone(), (nanos / 1_000) as i64);
