@@ -101,6 +101,50 @@ fn up_routes_a_published_otlp_file() {
     assert_eq!(up.terminate(), Some(0), "{}", up.log_text());
 }
 
+/// (operation spans, edge calls) in the store's rollups and edge windows.
+fn stored_totals(store: &std::path::Path) -> (u64, u64) {
+    let Ok(mut store) = tracepipe_store::Store::open(&tracepipe_store::StoreUrl::Sqlite(store.to_path_buf())) else { return (0, 0) };
+    let sum = |store: &mut tracepipe_store::Store, sql: &str, field: &str| -> u64 {
+        store.query(sql, &[]).unwrap_or_default().iter().filter_map(|row| serde_json::from_str::<serde_json::Value>(row[0].text()).ok()).filter_map(|v| v[field].as_u64()).sum()
+    };
+    (sum(&mut store, "SELECT body FROM rollups WHERE kind = 'operation'", "count"), sum(&mut store, "SELECT body FROM edges", "calls"))
+}
+
+/// `tracepipe up` twice on one SQLite file: the second run's embedded broker starts its offsets at
+/// 0 again, and its rollups and edge windows are stored beside the first run's, not dropped as
+/// duplicates of them.
+#[test]
+fn up_twice_on_one_store_stores_both_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("tracepipe.db");
+    let mut expected = (0, 0);
+    for run in 1..=2 {
+        let listen = free_port();
+        let storage = format!("sqlite://{}", store.display());
+        let (admin, query) = (free_port().to_string(), free_port().to_string());
+        let mut up = Process::spawn(
+            &["up", "--listen", &format!("127.0.0.1:{listen}"), "--admin", &format!("127.0.0.1:{admin}"), "--query-listen", &format!("127.0.0.1:{query}"), "--storage", &storage, "--otlp-grpc-listen", &format!("127.0.0.1:{}", free_port()), "--otlp-http-listen", &format!("127.0.0.1:{}", free_port())],
+            dir.path(),
+            "up",
+        );
+        up.wait_for_log("partitions assigned", Duration::from_secs(60));
+        let truth = support::loadgen(&format!("127.0.0.1:{listen}"), "tests/scenarios/small.yaml", Encoding::OtlpProto, tracepipe::loadgen::Limits { traces: Some(50), ..Default::default() }, 0.0);
+        expected.0 += truth.span_count;
+        expected.1 += truth.edge_calls.iter().map(|e| e.calls).sum::<u64>();
+        // This run's spans and calls beside the last run's.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let totals = stored_totals(&store);
+            if totals == expected {
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {run}: stored (spans, edge calls) {totals:?}, expected {expected:?}:\n{}", up.log_text());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert_eq!(up.terminate(), Some(0), "{}", up.log_text());
+    }
+}
+
 #[test]
 fn shipped_scenarios_are_valid_and_generate_what_they_describe() {
     for (file, services) in [("tests/scenarios/small.yaml", 5), ("tests/scenarios/large.yaml", 30)] {

@@ -28,6 +28,10 @@ pub struct CountedIn {
     pub partition: i32,
     /// The segment's first offset.
     pub first_offset: i64,
+    /// The segment's first record's timestamp, when it had one: two incarnations of a topic
+    /// (an embedded broker restarted) both start at offset 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_timestamp_ms: Option<i64>,
     /// Input records the segment covered when this was published.
     pub records: u64,
     /// The window is behind the partition's watermark: the traces in this record came late.
@@ -36,8 +40,8 @@ pub struct CountedIn {
 }
 
 impl CountedIn {
-    fn key(&self) -> (&str, i32, i64) {
-        (&self.topic, self.partition, self.first_offset)
+    fn key(&self) -> (&str, i32, i64, Option<i64>) {
+        (&self.topic, self.partition, self.first_offset, self.first_timestamp_ms)
     }
 }
 
@@ -61,7 +65,7 @@ impl Rollup {
     /// (a larger version of a key replaces a smaller one). `None` for windowed records published
     /// before they carried [`CountedIn`].
     pub fn record_key(&self) -> Option<(String, u64)> {
-        fn counted(c: &Option<CountedIn>) -> Option<((&str, i32, i64), u64)> {
+        fn counted(c: &Option<CountedIn>) -> Option<((&str, i32, i64, Option<i64>), u64)> {
             c.as_ref().map(|c| (c.key(), c.records))
         }
         match self {

@@ -38,6 +38,9 @@ pub struct Segment<S> {
     pub source: SourcePartition,
     /// The offset of its first record: with `source`, what identifies it.
     pub first_offset: i64,
+    /// Its first record's timestamp: tells apart the segments of two incarnations of a topic
+    /// whose offsets both start at 0 (an embedded broker restarted on the same store).
+    pub first_timestamp_ms: Option<i64>,
     /// Records it covers so far.
     pub records: u64,
     /// The start of the watermark's window when it began: its windows before that came late.
@@ -55,17 +58,18 @@ pub struct Segment<S> {
 pub struct SegmentInfo {
     pub source: SourcePartition,
     pub first_offset: i64,
+    pub first_timestamp_ms: Option<i64>,
     pub records: u64,
     pub watermark_start: UnixNanos,
 }
 
 impl<S> Segment<S> {
     pub fn info(&self) -> SegmentInfo {
-        SegmentInfo { source: self.source, first_offset: self.first_offset, records: self.records, watermark_start: self.watermark_start }
+        SegmentInfo { source: self.source, first_offset: self.first_offset, first_timestamp_ms: self.first_timestamp_ms, records: self.records, watermark_start: self.watermark_start }
     }
 
-    fn new(at: SourceOffset, now: UnixNanos, watermark_start: UnixNanos) -> Self {
-        Segment { source: at.source, first_offset: at.offset, records: 0, watermark_start, windows: BTreeMap::new(), unpublished: 0, last_input: now }
+    fn new(at: SourceOffset, timestamp_ms: Option<i64>, now: UnixNanos, watermark_start: UnixNanos) -> Self {
+        Segment { source: at.source, first_offset: at.offset, first_timestamp_ms: timestamp_ms, records: 0, watermark_start, windows: BTreeMap::new(), unpublished: 0, last_input: now }
     }
 }
 
@@ -102,19 +106,20 @@ impl<S: Default> Segments<S> {
         self.length
     }
 
-    /// Counts the record at `at`, whose event time is `event_time`, read at `now`: returns the
-    /// segment it closed, if it moved its partition's watermark, and the state of its window.
-    pub fn observe(&mut self, at: SourceOffset, event_time: UnixNanos, now: UnixNanos) -> (Option<Segment<S>>, &mut S, Timeliness) {
+    /// Counts the record at `at` (stamped `timestamp_ms` by its producer), whose event time is
+    /// `event_time`, read at `now`: returns the segment it closed, if it moved its partition's
+    /// watermark, and the state of its window.
+    pub fn observe(&mut self, at: SourceOffset, timestamp_ms: Option<i64>, event_time: UnixNanos, now: UnixNanos) -> (Option<Segment<S>>, &mut S, Timeliness) {
         let watermark = event_time.saturating_sub(self.lateness) / self.length;
         let mut closed = None;
         let watermark_start = watermark.saturating_mul(self.length);
         let partition = match self.partitions.entry(at.source) {
-            std::collections::hash_map::Entry::Vacant(vacant) => vacant.insert(Partition { watermark, current: Segment::new(at, now, watermark_start) }),
+            std::collections::hash_map::Entry::Vacant(vacant) => vacant.insert(Partition { watermark, current: Segment::new(at, timestamp_ms, now, watermark_start) }),
             std::collections::hash_map::Entry::Occupied(occupied) => {
                 let partition = occupied.into_mut();
                 if watermark > partition.watermark {
                     partition.watermark = watermark;
-                    closed = Some(std::mem::replace(&mut partition.current, Segment::new(at, now, watermark_start)));
+                    closed = Some(std::mem::replace(&mut partition.current, Segment::new(at, timestamp_ms, now, watermark_start)));
                 }
                 partition
             }
@@ -181,7 +186,7 @@ mod tests {
         let mut out = Vec::new();
         let mut push = |s: Segment<u64>| out.push((s.source.partition, s.first_offset, s.windows.iter().map(|(w, n)| (w / S, *n)).collect::<Vec<_>>()));
         for (offset, &(partition, seconds)) in records.iter().enumerate().skip(from) {
-            let (closed, count, _) = segments.observe(at(partition, offset as i64), seconds * S, 0);
+            let (closed, count, _) = segments.observe(at(partition, offset as i64), None, seconds * S, 0);
             *count += 1;
             if let Some(closed) = closed {
                 push(closed);

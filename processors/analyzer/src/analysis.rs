@@ -85,6 +85,7 @@ pub struct Names<'a> {
 /// How a segment's windows are being published.
 pub struct SegmentPublication<'a> {
     pub segment: SegmentId,
+    pub first_timestamp_ms: Option<i64>,
     pub topic: &'a str,
     /// Input records the segment covers so far.
     pub records: u64,
@@ -101,6 +102,7 @@ impl SegmentPublication<'_> {
             topic: self.topic.to_string(),
             partition: self.segment.source.partition,
             first_offset: self.segment.first_offset,
+            first_timestamp_ms: self.first_timestamp_ms,
             records: self.records,
             late: window_start < self.watermark_start,
         })

@@ -87,7 +87,6 @@ pub struct AnalyzerOutputs {
 const QUIET_PARTITION: Duration = Duration::from_secs(5);
 
 pub struct Analyzer {
-    config: AnalyzerConfig,
     outputs: AnalyzerOutputs,
     table: SeriesTable,
     groups: ErrorGroups,
@@ -149,7 +148,6 @@ impl Analyzer {
             late_reported: 0,
             first_emissions: metrics::TRACES.with_label_values(&["trace"]),
             late_fragments: metrics::TRACES.with_label_values(&["fragment"]),
-            config,
             outputs,
         }
     }
@@ -208,7 +206,7 @@ impl Analyzer {
             RootCause { span, group: self.groups.group(view.service(s), s.name, &exception_type, message) }
         });
 
-        let (closed, _, timeliness) = self.segments.observe(at, event_time, now);
+        let (closed, _, timeliness) = self.segments.observe(at, timestamp_ms, event_time, now);
         if let Some(closed) = closed {
             self.publish(&closed.info(), true, out);
         }
@@ -271,6 +269,7 @@ impl Analyzer {
         let id = SegmentId { source: segment.source, first_offset: segment.first_offset };
         let publication = SegmentPublication {
             segment: id,
+            first_timestamp_ms: segment.first_timestamp_ms,
             topic: self.topics.get(segment.source.input as usize).map_or("", String::as_str),
             records: segment.records,
             watermark_start: segment.watermark_start,
@@ -340,7 +339,7 @@ impl Processor for Analyzer {
         for analysis in &mut self.analyses {
             analysis.tick(now, &names, &mut publisher);
         }
-        self.publish_open(now, Some(QUIET_PARTITION.max(self.config.lateness)), out);
+        self.publish_open(now, Some(QUIET_PARTITION), out);
         self.report_late();
     }
 

@@ -350,7 +350,7 @@ impl Dependencies {
         // Every trace moves its partition's event time, calls or not; its calls count in the
         // window of its start.
         let histograms = &mut self.histograms;
-        let (closed, window, _) = self.windows.observe(at, event_time, now);
+        let (closed, window, _) = self.windows.observe(at, timestamp_ms, event_time, now);
         for (call, id) in calls.iter().zip(self.call_edges.drain(..)) {
             let acc = window.edges.entry(id).or_insert_with(|| EdgeAccumulator {
                 calls: 0,
@@ -463,6 +463,7 @@ fn publish_edges(
                 topic: topics.get(segment.source.input as usize).cloned().unwrap_or_default(),
                 partition: segment.source.partition,
                 first_offset: segment.first_offset,
+                first_timestamp_ms: segment.first_timestamp_ms,
                 records: segment.records,
                 late: start < segment.watermark_start,
             }),
@@ -501,7 +502,7 @@ impl Processor for Dependencies {
     fn on_tick(&mut self, now: UnixNanos, out: &mut Emitter) {
         self.check_topology(now);
         self.book.emit(self.outputs.alerts, out);
-        self.publish_open(now, Some(QUIET_PARTITION.max(self.config.lateness)), out);
+        self.publish_open(now, Some(QUIET_PARTITION), out);
     }
 
     fn low_watermark(&self, source: SourcePartition) -> Option<i64> {
