@@ -406,3 +406,33 @@ fn durations_near_the_integer_limit_saturate_and_histograms_stay_bounded() {
     }
     assert_eq!(operations, 9, "every span counted");
 }
+
+/// An hour of fault-free traffic read as a backlog (processing time barely moves while the
+/// traces span an hour): detection slices it by the traces' own time and raises nothing. The
+/// same hour with its processing time squeezed into one slice's worth would look like one huge
+/// slice to detection on processing time.
+#[test]
+fn an_hour_of_fault_free_backlog_raises_no_alert() {
+    let mut generator = TraceGenerator::new(scenario(|s| s.faults.clear()));
+    let mut analyzer = analyzer(|_| {});
+    let mut out = Emitter::default();
+    let (hour, traces_per_second) = (3_600u64, 20u64);
+    let mut alerts = Vec::new();
+    let now = START + hour * SECOND;
+    for i in 0..hour * traces_per_second {
+        let start = START + i * SECOND / traces_per_second;
+        let trace = generator.generate(start, (start - START) as f64 / SECOND as f64);
+        // Read an hour later, about a thousand traces a second: the backlog is caught up in
+        // about a minute of processing time.
+        let read_at = now + i * SECOND / 1_000;
+        tracepipe_analyzer::testing::analyze(&mut analyzer, &payload(&generator, &trace), read_at, &mut out).unwrap();
+        if i % 500 == 0 {
+            analyzer.on_tick(read_at, &mut out);
+            alerts.extend(json_records(&out, ALERTS));
+            out.clear();
+        }
+    }
+    analyzer.drain(now, &mut out);
+    alerts.extend(json_records(&out, ALERTS));
+    assert!(alerts.is_empty(), "{} alerts from a fault-free hour: {:#?}", alerts.len(), alerts.iter().take(3).collect::<Vec<_>>());
+}

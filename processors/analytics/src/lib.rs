@@ -16,3 +16,32 @@ pub mod tree;
 /// The label value a series takes once its cardinality cap is reached (service, operation, edge
 /// peer or sampling key): its traffic is still counted, under this one name.
 pub const OVERFLOW: &str = "__overflow__";
+
+/// The longest name (service, operation, exception type, error message) a series or group keeps:
+/// a longer one is cut at this many bytes (on a character boundary), so what the analyses hold is
+/// bounded in bytes by their series caps, whatever the input's names.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// `name` cut to at most [`MAX_NAME_BYTES`] bytes, on a character boundary.
+pub fn bounded_name(name: &str) -> &str {
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    let mut end = MAX_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_cut_on_a_character_boundary() {
+        assert_eq!(super::bounded_name("GET /users"), "GET /users");
+        let long = "é".repeat(200);
+        let cut = super::bounded_name(&long);
+        assert!(cut.len() <= super::MAX_NAME_BYTES && cut.len() >= super::MAX_NAME_BYTES - 1);
+        assert!(long.starts_with(cut));
+    }
+}

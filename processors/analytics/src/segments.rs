@@ -79,7 +79,13 @@ pub enum Timeliness {
     OnTime,
     /// Its window is behind the partition's watermark.
     Late,
+    /// Its window is more than [`MAX_LATENESS`] behind the watermark: it counts in no window, so a
+    /// segment holds a bounded number of windows whatever the trace times.
+    TooLate,
 }
+
+/// How far behind its partition's watermark a trace may be and still count in its window.
+pub const MAX_LATENESS: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 struct Partition<S> {
     /// The watermark's window index; the current segment began when it last moved.
@@ -93,13 +99,17 @@ pub struct Segments<S> {
     partitions: FxHashMap<SourcePartition, Partition<S>>,
     /// Records counted late since the start.
     pub late: u64,
+    /// Records too late to count in any window since the start.
+    pub too_late: u64,
+    /// What a record too late to count is counted in, and dropped.
+    discard: S,
     /// Records observed since the start.
     pub observed: u64,
 }
 
 impl<S: Default> Segments<S> {
     pub fn new(length: std::time::Duration, lateness: std::time::Duration) -> Self {
-        Segments { length: (length.as_nanos() as u64).max(1), lateness: lateness.as_nanos() as u64, partitions: FxHashMap::default(), late: 0, observed: 0 }
+        Segments { length: (length.as_nanos() as u64).max(1), lateness: lateness.as_nanos() as u64, partitions: FxHashMap::default(), late: 0, too_late: 0, discard: S::default(), observed: 0 }
     }
 
     pub fn length_nanos(&self) -> u64 {
@@ -125,16 +135,31 @@ impl<S: Default> Segments<S> {
             }
         };
         let window = event_time / self.length;
-        let timeliness = if window < partition.watermark { Timeliness::Late } else { Timeliness::OnTime };
-        if timeliness == Timeliness::Late {
-            self.late += 1;
-        }
+        let max_late_windows = (MAX_LATENESS.as_nanos() as u64).div_ceil(self.length);
+        let timeliness = if window.saturating_add(max_late_windows) < partition.watermark {
+            Timeliness::TooLate
+        } else if window < partition.watermark {
+            Timeliness::Late
+        } else {
+            Timeliness::OnTime
+        };
         self.observed += 1;
         let segment = &mut partition.current;
         segment.records += 1;
         segment.unpublished += 1;
         segment.last_input = now;
-        let state = segment.windows.entry(window.saturating_mul(self.length)).or_default();
+        let state = match timeliness {
+            Timeliness::TooLate => {
+                self.too_late += 1;
+                self.discard = S::default();
+                &mut self.discard
+            }
+            Timeliness::Late => {
+                self.late += 1;
+                segment.windows.entry(window.saturating_mul(self.length)).or_default()
+            }
+            Timeliness::OnTime => segment.windows.entry(window.saturating_mul(self.length)).or_default(),
+        };
         (closed, state, timeliness)
     }
 
@@ -208,6 +233,26 @@ mod tests {
             vec![(0, 0, vec![(0, 1), (60, 1)]), (0, 2, vec![(0, 1), (60, 1)]), (0, 4, vec![(60, 1), (120, 1)])],
             "71 moves the watermark to window 60 (71 - 10 lateness); 30 is then late, in window 0"
         );
+    }
+
+    #[test]
+    fn a_trace_more_than_a_day_behind_counts_in_no_window() {
+        let mut segments: Segments<u64> = Segments::new(Duration::from_secs(60), Duration::from_secs(10));
+        let day = 86_400;
+        let now = 3 * day * S;
+        let (_, count, timeliness) = segments.observe(at(0, 0), None, now, 0);
+        *count += 1;
+        assert_eq!(timeliness, Timeliness::OnTime);
+        let (_, count, timeliness) = segments.observe(at(0, 1), None, now - (day - 120) * S, 0);
+        *count += 1;
+        assert_eq!(timeliness, Timeliness::Late, "within a day: counted, as late");
+        let (_, count, timeliness) = segments.observe(at(0, 2), None, now - 2 * day * S, 0);
+        *count += 1;
+        assert_eq!(timeliness, Timeliness::TooLate);
+        let open = &segments.partitions[&SourcePartition { input: 0, partition: 0 }].current;
+        assert_eq!(open.windows.len(), 2, "the too-late trace opened no window");
+        assert_eq!(open.records, 3, "but the segment covers its record");
+        assert_eq!((segments.late, segments.too_late), (1, 1));
     }
 
     #[test]

@@ -95,7 +95,8 @@ impl ErrorGroups {
     }
 
     pub fn group(&mut self, service: &str, operation: &str, exception_type: &str, message: &str) -> GroupId {
-        normalize_message(message, &mut self.normalized);
+        let (service, operation, exception_type) = (tracepipe_analytics::bounded_name(service), tracepipe_analytics::bounded_name(operation), tracepipe_analytics::bounded_name(exception_type));
+        normalize_message(tracepipe_analytics::bounded_name(message), &mut self.normalized);
         let hash = stable_hash(&[service, operation, exception_type, &self.normalized]);
         if let Some(&id) = self.by_hash.get(&hash) {
             return id;

@@ -5,7 +5,7 @@
 //!
 //! - span metrics under the OpenTelemetry span-metrics connector's names and labels
 //!   (`traces_span_metrics_calls_total`, `traces_span_metrics_duration_milliseconds`), capped in
-//!   cardinality ([`series`]);
+//!   cardinality ([`span_metrics`], [`series`]);
 //! - per (service, operation, kind) and event-time window: an HDR latency histogram, counts and
 //!   errors ([`operations`]);
 //! - bottlenecks: each endpoint's critical path split by (service, operation) ([`bottlenecks`]);
@@ -35,11 +35,12 @@ pub mod errors;
 mod metrics;
 pub mod operations;
 pub mod series;
+pub mod span_metrics;
 
 use std::time::Duration;
 
 use prometheus::IntCounter;
-use tracepipe_analytics::segments::{SegmentInfo, Segments};
+use tracepipe_analytics::segments::{SegmentInfo, Segments, Timeliness};
 use tracepipe_analytics::tree::{StructureProblems, TraceTree};
 use tracepipe_processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 use tracepipe_schemas::trace_view::{SpanView, TraceView};
@@ -99,7 +100,8 @@ pub struct Analyzer {
     span_series: Vec<(OperationId, SeriesId)>,
     entries: Vec<Entry>,
     contributions: Vec<(OperationId, u64)>,
-    late_reported: u64,
+    /// Late and too-late traces already counted in the metrics.
+    late_reported: (u64, u64),
     /// Counters of the per-trace path, resolved once rather than by label on every trace.
     first_emissions: IntCounter,
     late_fragments: IntCounter,
@@ -130,6 +132,7 @@ impl Analyzer {
         let mut detection = detect::Detection::new(config.detection.clone());
         detection.restore(open_alerts, now / 1_000_000);
         let analyses: Vec<Box<dyn Analysis>> = vec![
+            Box::new(span_metrics::SpanMetrics::default()),
             Box::new(operations::Operations::default()),
             Box::new(bottlenecks::Bottlenecks::default()),
             Box::new(error_groups::ErrorGroupRollups::new(config.error_traces)),
@@ -145,7 +148,7 @@ impl Analyzer {
             span_series: Vec::new(),
             entries: Vec::new(),
             contributions: Vec::new(),
-            late_reported: 0,
+            late_reported: (0, 0),
             first_emissions: metrics::TRACES.with_label_values(&["trace"]),
             late_fragments: metrics::TRACES.with_label_values(&["fragment"]),
             outputs,
@@ -197,7 +200,6 @@ impl Analyzer {
             let operation = self.table.operation(view.service(span), span.name);
             let series = self.table.series(operation, span.kind);
             self.span_series.push((operation, series));
-            self.table.observe(series, span.status_code, span.duration_nanos());
         }
         self.find_entries(spans);
         let root_cause = self.tree.root_cause(spans).map(|span| {
@@ -223,6 +225,9 @@ impl Analyzer {
             timeliness,
             event_time,
         };
+        if timeliness == Timeliness::TooLate {
+            return;
+        }
         let names = Names { table: &self.table, groups: &self.groups };
         let mut publisher = Publisher { out, rollups: self.outputs.rollups, alerts: self.outputs.alerts, hold: None };
         for analysis in &mut self.analyses {
@@ -296,9 +301,10 @@ impl Analyzer {
     }
 
     fn report_late(&mut self) {
-        let late = self.segments.late;
-        metrics::LATE_TRACES.inc_by(late - self.late_reported);
-        self.late_reported = late;
+        let (late, too_late) = (self.segments.late, self.segments.too_late);
+        metrics::LATE_TRACES.inc_by(late - self.late_reported.0);
+        metrics::TOO_LATE_TRACES.inc_by(too_late - self.late_reported.1);
+        self.late_reported = (late, too_late);
     }
 }
 

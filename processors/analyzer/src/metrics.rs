@@ -45,6 +45,9 @@ pub static ERROR_TRACES: LazyLock<IntCounter> = LazyLock::new(|| register_int_co
 pub static DETECTION_LATE: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("tracepipe_analyzer_detection_late_traces_total", "Traces older than the open detection slice, left out of anomaly and error-spike detection").unwrap()
 });
+pub static TOO_LATE_TRACES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("tracepipe_analyzer_too_late_traces_total", "Traces more than a day behind their partition's event-time watermark, counted in no window").unwrap()
+});
 pub static LATE_TRACES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("tracepipe_analyzer_late_traces_total", "Traces whose window was behind their partition's event-time watermark: counted in their own window, in a record marked late").unwrap()
 });

@@ -1,16 +1,14 @@
-//! Interned (service, operation) names and (service, operation, span kind) series, with the
-//! OpenTelemetry span-metrics connector's Prometheus series for each, cardinality capped.
+//! Interned (service, operation) names and (service, operation, span kind) series, cardinality
+//! capped; every analysis names its series by them.
 //!
 //! A span is looked up by borrowed names (two hash lookups, no allocation); names are copied once,
-//! when first seen. Past `max_operations_per_service` a service's new operations count under the
+//! when first seen, cut to `MAX_NAME_BYTES`. Past `max_operations_per_service` a service's new operations count under the
 //! operation `__overflow__`; past `max_series` new series count under service and operation
 //! `__overflow__`. Either way the span is counted, and so is the overflow.
 
 use std::sync::Arc;
 
-use prometheus::{Histogram, IntCounter};
 use rustc_hash::FxHashMap;
-use tracepipe_schemas::trace_view::STATUS_ERROR;
 
 use crate::metrics;
 
@@ -32,13 +30,6 @@ pub struct Operation {
 pub struct Series {
     pub operation: OperationId,
     pub kind: u8,
-    /// Span-metrics series by status code (unset, ok, error), created when first used.
-    by_status: [Option<SpanMetric>; 3],
-}
-
-struct SpanMetric {
-    calls: IntCounter,
-    duration_ms: Histogram,
 }
 
 struct ServiceEntry {
@@ -64,10 +55,6 @@ pub fn kind_label(kind: u8) -> &'static str {
     }
 }
 
-fn status_label(status: usize) -> &'static str {
-    ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"][status]
-}
-
 impl SeriesTable {
     pub fn new(max_series: usize, max_operations_per_service: usize) -> Self {
         SeriesTable {
@@ -81,6 +68,7 @@ impl SeriesTable {
 
     /// The operation of `service` named `name`, interned on first sight (or the overflow one).
     pub fn operation(&mut self, service: &str, name: &str) -> OperationId {
+        let (service, name) = (tracepipe_analytics::bounded_name(service), tracepipe_analytics::bounded_name(name));
         if let Some(&id) = self.services.get(service).and_then(|s| s.operations.get(name)) {
             return id;
         }
@@ -125,33 +113,10 @@ impl SeriesTable {
             }
         }
         let id = self.series.len() as SeriesId;
-        self.series.push(Series { operation, kind, by_status: [None, None, None] });
+        self.series.push(Series { operation, kind });
         self.operations[operation as usize].series[kind as usize] = id;
         metrics::SERIES.set(self.series.len() as i64);
         id
-    }
-
-    /// Counts one span in the span-metrics series.
-    pub fn observe(&mut self, series: SeriesId, status_code: u8, duration_nanos: u64) {
-        let status = match status_code {
-            1 => 1,
-            STATUS_ERROR => 2,
-            _ => 0,
-        };
-        let s = &mut self.series[series as usize];
-        let metric = match &s.by_status[status] {
-            Some(metric) => metric,
-            None => {
-                let operation = &self.operations[s.operation as usize];
-                let labels = [&*operation.service, &*operation.name, kind_label(s.kind), status_label(status)];
-                s.by_status[status].insert(SpanMetric {
-                    calls: metrics::CALLS.with_label_values(&labels),
-                    duration_ms: metrics::DURATION.with_label_values(&labels),
-                })
-            }
-        };
-        metric.calls.inc();
-        metric.duration_ms.observe(duration_nanos as f64 / 1e6);
     }
 
     pub fn names(&self, series: SeriesId) -> (&Operation, u8) {

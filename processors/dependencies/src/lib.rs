@@ -258,6 +258,7 @@ impl Dependencies {
     }
 
     fn edge(&mut self, client: &str, server: &str, connection_type: &'static str, now: UnixNanos) -> EdgeId {
+        let (client, server) = (tracepipe_analytics::bounded_name(client), tracepipe_analytics::bounded_name(server));
         self.key.clear();
         for part in [client, server, connection_type] {
             self.key.push_str(part);
