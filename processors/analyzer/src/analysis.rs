@@ -195,3 +195,10 @@ impl<S> SegmentState<'_, S> {
         map.iter_mut().map(|(start, state)| (*start, state))
     }
 }
+
+/// A window's entries in key order, so that what is published comes in a stable order.
+pub fn in_key_order<K: Ord + Copy, V>(map: &rustc_hash::FxHashMap<K, V>) -> Vec<(K, &V)> {
+    let mut entries: Vec<(K, &V)> = map.iter().map(|(k, v)| (*k, v)).collect();
+    entries.sort_unstable_by_key(|(k, _)| *k);
+    entries
+}

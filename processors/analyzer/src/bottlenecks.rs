@@ -5,7 +5,7 @@ use rustc_hash::FxHashMap;
 use tracepipe_processor::SourcePartition;
 use tracepipe_schemas::analytics::{BottleneckRollup, Contributor, Rollup, ROLLUP_SCHEMA};
 
-use crate::analysis::{Analysis, Names, ObservedTrace, Publisher, SegmentPublication, SegmentWindows, WindowRef};
+use crate::analysis::{in_key_order, Analysis, Names, ObservedTrace, Publisher, SegmentPublication, SegmentWindows, WindowRef};
 use crate::series::{OperationId, SeriesId};
 
 #[derive(Default)]
@@ -45,11 +45,9 @@ impl Analysis for Bottlenecks {
             return;
         };
         for (start, endpoints) in state.windows() {
-            let mut ids: Vec<&SeriesId> = endpoints.keys().collect();
-            ids.sort_unstable();
-            for id in ids {
-                let ew = &endpoints[id];
-                let (operation, _) = names.table.names(*id);
+            for (id, entry) in in_key_order(endpoints) {
+                let ew = entry;
+                let (operation, _) = names.table.names(id);
                 let total_ms = ew.total_nanos as f64 / 1e6;
                 let mut contributors: Vec<Contributor> = ew
                     .contributions

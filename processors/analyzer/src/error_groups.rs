@@ -7,7 +7,7 @@ use prometheus::IntCounter;
 use tracepipe_processor::SourcePartition;
 use tracepipe_schemas::analytics::{ErrorGroupRollup, ErrorTrace, Rollup, ROLLUP_SCHEMA};
 
-use crate::analysis::{Analysis, Names, ObservedTrace, Publisher, SegmentPublication, SegmentWindows, WindowRef};
+use crate::analysis::{in_key_order, Analysis, Names, ObservedTrace, Publisher, SegmentPublication, SegmentWindows, WindowRef};
 use crate::errors::GroupId;
 use crate::metrics;
 
@@ -64,11 +64,9 @@ impl Analysis for ErrorGroupRollups {
             return;
         };
         for (start, groups) in state.windows() {
-            let mut ids: Vec<&GroupId> = groups.keys().collect();
-            ids.sort_unstable();
-            for id in ids {
-                let gw = &groups[id];
-                let group = &names.groups.groups[*id as usize];
+            for (id, entry) in in_key_order(groups) {
+                let gw = entry;
+                let group = &names.groups.groups[id as usize];
                 let record = Rollup::ErrorGroup(ErrorGroupRollup {
                     schema: ROLLUP_SCHEMA.into(),
                     window_start_unix_ms: start / 1_000_000,

@@ -5,7 +5,7 @@ use tracepipe_analytics::latency::{new_histogram, quantile_ms, record_nanos, spa
 use tracepipe_processor::SourcePartition;
 use tracepipe_schemas::analytics::{OperationRollup, Rollup, ROLLUP_SCHEMA};
 
-use crate::analysis::{Analysis, Names, ObservedTrace, Publisher, SegmentPublication, SegmentWindows, WindowRef};
+use crate::analysis::{in_key_order, Analysis, Names, ObservedTrace, Publisher, SegmentPublication, SegmentWindows, WindowRef};
 use crate::series::{self, SeriesId};
 
 struct SeriesWindow {
@@ -42,11 +42,9 @@ impl Analysis for Operations {
             return;
         };
         for (start, series) in state.windows() {
-            let mut ids: Vec<&SeriesId> = series.keys().collect();
-            ids.sort_unstable();
-            for id in ids {
-                let sw = &series[id];
-                let (operation, kind) = names.table.names(*id);
+            for (id, entry) in in_key_order(series) {
+                let sw = entry;
+                let (operation, kind) = names.table.names(id);
                 let h = &sw.histogram_us;
                 let record = Rollup::Operation(OperationRollup {
                     schema: ROLLUP_SCHEMA.into(),
