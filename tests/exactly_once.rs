@@ -1,5 +1,6 @@
 //! Derived data is exact in the store whatever happens on the way: the analyzer and the
-//! dependencies processor are fed the same partitioned input in any interleaving and chunking,
+//! dependencies processor are fed the same partitioned input (with unreadable records among it)
+//! in any interleaving and chunking, their outputs and dead letters acknowledged in any order,
 //! crash at any point (outputs not yet acknowledged are lost or delivered, at random), restart
 //! from the positions the pipeline's offset protocol would have committed, and replay; the sink
 //! stores what was delivered. The store must end up with the same rollups and edge windows as one
@@ -29,7 +30,7 @@ struct Record {
 }
 
 /// `traces` traces over about `traces × 50 ms`, spread over the partitions; one in twenty
-/// arrives 20 to 90 s after its window (a trace the assembler held for long), the rest a few
+/// arrives 20 to 90 s after it started (a trace the assembler held for long), the rest a few
 /// seconds after they start. Returns the partitions and the spans per (service, operation).
 fn input(traces: usize, seed: u64) -> (Vec<Vec<Record>>, BTreeMap<(String, String), u64>) {
     let mut scenario = Scenario::from_yaml(SCENARIO).unwrap();
@@ -48,7 +49,12 @@ fn input(traces: usize, seed: u64) -> (Vec<Vec<Record>>, BTreeMap<(String, Strin
         let delay = if rng.u8(0..20) == 0 { rng.u64(20..90) * SECOND } else { rng.u64(2..5) * SECOND };
         let emitted = start + delay;
         let record = Record { payload: encoder.assembled(&trace), timestamp_ms: (emitted / 1_000_000) as i64 };
-        partitions[rng.usize(0..PARTITIONS)].push((emitted, record));
+        let partition = rng.usize(0..PARTITIONS);
+        partitions[partition].push((emitted, record));
+        // Now and then a record no processor can read: it goes to the dead-letter topic.
+        if rng.u8(0..25) == 0 {
+            partitions[partition].push((emitted, Record { payload: b"\x0a\x10not a trace".to_vec(), timestamp_ms: (emitted / 1_000_000) as i64 }));
+        }
     }
     // A partition holds its records in the order the assembler emitted them.
     let partitions = partitions
@@ -61,11 +67,16 @@ fn input(traces: usize, seed: u64) -> (Vec<Vec<Record>>, BTreeMap<(String, Strin
     (partitions, spans)
 }
 
+/// What a dead letter is sent to, in this model.
+const DEAD_LETTER: OutputId = OutputId(99);
+
 /// A processor's output in flight: its bytes and the input offset it holds, if any.
 struct InFlight {
     value: Vec<u8>,
     output: OutputId,
     hold: Option<(usize, i64)>,
+    /// Acknowledged long after the others.
+    slow: bool,
 }
 
 /// The analyzer and the dependencies processor run over `partitions` as the pipeline runs them,
@@ -86,8 +97,10 @@ fn run(partitions: &[Vec<Record>], seed: u64, crashes: usize) -> Store {
     let mut processed = 0usize;
     loop {
         // One incarnation of both processors, reading from the committed positions.
-        let mut analyzer = Analyzer::new(AnalyzerConfig::default(), AnalyzerOutputs { rollups: OutputId(0), alerts: OutputId(1) });
-        let mut dependencies = Dependencies::new(DependenciesConfig::default(), DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) });
+        // Short windows, so the input spans many segments.
+        let (window, lateness) = (std::time::Duration::from_secs(5), std::time::Duration::from_secs(2));
+        let mut analyzer = Analyzer::new(AnalyzerConfig { window, lateness, ..AnalyzerConfig::default() }, AnalyzerOutputs { rollups: OutputId(0), alerts: OutputId(1) });
+        let mut dependencies = Dependencies::new(DependenciesConfig { window, lateness, ..DependenciesConfig::default() }, DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) });
         let mut next = committed.clone();
         // Outputs not yet acknowledged, per processor (0 analyzer, 1 dependencies).
         let mut in_flight: [Vec<InFlight>; 2] = [Vec::new(), Vec::new()];
@@ -116,22 +129,34 @@ fn run(partitions: &[Vec<Record>], seed: u64, crashes: usize) -> Store {
                     timestamp_ms: Some(record.timestamp_ms),
                 };
                 for (i, processor) in [&mut analyzer as &mut dyn Processor, &mut dependencies].into_iter().enumerate() {
+                    // As the pipeline does: the input's outputs and dead letter hold its offset,
+                    // or the processor's low watermark of the partition if older.
+                    let hold = processor.low_watermark(input.source).map_or(offset, |low| low.min(offset));
                     let mut out = Emitter::default();
-                    out.begin_input(tracepipe_runtime::SourceOffset { source: input.source, offset }, tracepipe_runtime::trace_context::TraceContext::child_of(None));
-                    processor.on_input(&input, now, &mut out).unwrap();
+                    out.begin_input(tracepipe_runtime::SourceOffset { source: input.source, offset: hold }, tracepipe_runtime::trace_context::TraceContext::child_of(None));
+                    if processor.on_input(&input, now, &mut out).is_err() {
+                        in_flight[i].push(InFlight { value: Vec::new(), output: DEAD_LETTER, hold: Some((p, hold)), slow: rng.u8(0..4) == 0 });
+                    }
                     out.end_input();
                     if rng.u8(0..4) == 0 {
                         processor.on_tick(now, &mut out);
                     }
-                    collect(&out, &mut in_flight[i]);
+                    collect(&out, &mut in_flight[i], &mut rng);
                 }
                 next[p] = offset + 1;
                 processed += 1;
             }
-            // Acknowledgements arrive, some outputs delivered; then, sometimes, a commit.
+            // Acknowledgements arrive in any order, a few of them long after the others (a retried
+            // delivery); then, sometimes, a commit.
             for (i, flight) in in_flight.iter_mut().enumerate() {
-                let acked = rng.usize(0..=flight.len());
-                for output in flight.drain(..acked) {
+                let mut k = 0;
+                while k < flight.len() {
+                    let acked = if flight[k].slow { rng.u8(0..40) == 0 } else { rng.bool() };
+                    if !acked {
+                        k += 1;
+                        continue;
+                    }
+                    let output = flight.swap_remove(k);
                     if output.output == OutputId(0) {
                         deliver(&mut sink, i as u16, &output.value);
                     }
@@ -162,10 +187,10 @@ fn run(partitions: &[Vec<Record>], seed: u64, crashes: usize) -> Store {
             // Shutdown: what is held goes out and is delivered.
             let mut out = Emitter::default();
             analyzer.drain(now, &mut out);
-            collect(&out, &mut in_flight[0]);
+            collect(&out, &mut in_flight[0], &mut rng);
             let mut out = Emitter::default();
             dependencies.drain(now, &mut out);
-            collect(&out, &mut in_flight[1]);
+            collect(&out, &mut in_flight[1], &mut rng);
             for (i, flight) in in_flight.iter_mut().enumerate() {
                 for output in flight.drain(..) {
                     if output.output == OutputId(0) {
@@ -188,9 +213,10 @@ fn run(partitions: &[Vec<Record>], seed: u64, crashes: usize) -> Store {
     }
 }
 
-fn collect(out: &Emitter, flight: &mut Vec<InFlight>) {
+fn collect(out: &Emitter, flight: &mut Vec<InFlight>, rng: &mut fastrand::Rng) {
     for record in out.emitted() {
-        flight.push(InFlight { value: out.value(record).to_vec(), output: record.output, hold: record.hold.map(|h| (h.source.partition as usize, h.offset)) });
+        let hold = record.hold.map(|h| (h.source.partition as usize, h.offset));
+        flight.push(InFlight { value: out.value(record).to_vec(), output: record.output, hold, slow: rng.u8(0..20) == 0 });
     }
 }
 

@@ -123,6 +123,7 @@ fn query_server_with_observed_traffic(dir: &std::path::Path) -> (u16, tokio::run
         total_ms: 2_400.0,
         contributors: Vec::new(),
         counted_in: None,
+        span_kind: None,
     });
     let mut sink = stored::sink(&url, SinkConfig::default());
     stored::feed(&mut sink, &[(2, serde_json::to_vec(&rollup).unwrap())], 0, now_ms * 1_000_000);

@@ -70,7 +70,7 @@ impl Rollup {
         }
         match self {
             Rollup::Operation(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("operation", r.window_start_unix_ms, &r.span_kind, &r.service, &r.operation, at)), n)),
-            Rollup::Bottlenecks(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("bottlenecks", r.window_start_unix_ms, &r.service, &r.operation, at)), n)),
+            Rollup::Bottlenecks(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("bottlenecks", r.window_start_unix_ms, &r.span_kind, &r.service, &r.operation, at)), n)),
             Rollup::ErrorGroup(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("error_group", r.window_start_unix_ms, &r.group, at)), n)),
             Rollup::ErrorTrace(r) => Some((key_of(("error_trace", &r.trace_id, &r.root_cause_span_id)), 0)),
         }
@@ -109,6 +109,9 @@ pub struct BottleneckRollup {
     /// (which starts its own asynchronous part of the trace).
     pub service: String,
     pub operation: String,
+    /// The endpoint span's kind: one operation can be a server root and a messaging consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_kind: Option<String>,
     pub traces: u64,
     /// `traces` each weighted by 1 / the head-sampling probability its root recorded
     /// (`sampler.param`): an estimate of how many traces the services started. Absent in rollups

@@ -23,13 +23,24 @@ pub struct AlertBook {
     pending: Vec<Alert>,
 }
 
-/// Of alert events read in topic order, the last of each key from `source` that is still firing.
+/// Of alert events read in topic order, the alerts from `source` still firing: the last event of
+/// each alert id, those of them that are firing, and of several such under one key (two instances
+/// each raised it) the newest.
 pub fn latest_open(source: &str, events: impl IntoIterator<Item = Alert>) -> Vec<Alert> {
     let mut latest: std::collections::BTreeMap<String, Alert> = std::collections::BTreeMap::new();
     for alert in events.into_iter().filter(|a| a.source == source) {
-        latest.insert(alert.key.clone(), alert);
+        latest.insert(alert.id.clone(), alert);
     }
-    latest.into_values().filter(|a| a.state == AlertState::Firing).collect()
+    let mut open: std::collections::BTreeMap<String, Alert> = std::collections::BTreeMap::new();
+    for alert in latest.into_values().filter(|a| a.state == AlertState::Firing) {
+        match open.get(&alert.key) {
+            Some(newer) if newer.opened_unix_ms >= alert.opened_unix_ms => {}
+            _ => {
+                open.insert(alert.key.clone(), alert);
+            }
+        }
+    }
+    open.into_values().collect()
 }
 
 impl AlertBook {
@@ -156,5 +167,27 @@ mod tests {
         assert_eq!(json["state"], "resolved");
         let back: Alert = serde_json::from_value(json).unwrap();
         assert_eq!(back, resolved);
+    }
+
+    #[test]
+    fn restored_alerts_are_the_firing_ids_and_an_unconfirmed_one_expires() {
+        let subject = || AlertSubject::Edge { client: "a".into(), server: "b".into(), connection_type: String::new() };
+        let details = || AlertDetails::Edge(EdgeDetails { calls: 0, first_seen_unix_ms: 1, last_seen_unix_ms: 2 });
+        let key = AlertBook::key(AlertKind::EdgeVanished, &subject());
+        // Two instances raise the same key; the first resolves its own, the second is killed.
+        let (mut a, mut b) = (AlertBook::new("test"), AlertBook::new("test"));
+        let first = a.fire(key.clone(), AlertKind::EdgeVanished, Severity::Warning, subject(), "gone".into(), details(), 100).unwrap();
+        let second = b.fire(key.clone(), AlertKind::EdgeVanished, Severity::Warning, subject(), "gone".into(), details(), 105).unwrap();
+        let resolved = a.resolve(&key, "back".into(), None, 110).unwrap();
+        let open = latest_open("test", [first, second.clone(), resolved]);
+        assert_eq!(open.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), [second.id.as_str()], "the second instance's alert is still open");
+        let mut restarted = AlertBook::new("test");
+        restarted.restore(open, 200);
+        restarted.expire_unconfirmed(250, 100);
+        assert!(restarted.is_open(&key), "within the grace");
+        restarted.expire_unconfirmed(300, 100);
+        assert!(!restarted.is_open(&key), "resolved once nothing confirmed it");
+        assert_eq!(restarted.pending.len(), 1);
+        assert_eq!((restarted.pending[0].id.as_str(), restarted.pending[0].state), (second.id.as_str(), AlertState::Resolved));
     }
 }

@@ -47,7 +47,7 @@ impl Analysis for Bottlenecks {
         for (start, endpoints) in state.windows() {
             for (id, entry) in in_key_order(endpoints) {
                 let ew = entry;
-                let (operation, _) = names.table.names(id);
+                let (operation, kind) = names.table.names(id);
                 let total_ms = ew.total_nanos as f64 / 1e6;
                 let mut contributors: Vec<Contributor> = ew
                     .contributions
@@ -70,6 +70,7 @@ impl Analysis for Bottlenecks {
                     window_seconds: segment.window_seconds,
                     service: operation.service.to_string(),
                     operation: operation.name.to_string(),
+                    span_kind: Some(crate::series::kind_label(kind).into()),
                     traces: ew.traces,
                     adjusted_traces: Some(ew.adjusted_traces),
                     total_ms,

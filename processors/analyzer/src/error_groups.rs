@@ -1,5 +1,6 @@
 //! Error correlation: each failed trace's root-cause span, grouped by (service, operation,
-//! exception type, normalized message): an [`ErrorTrace`] per trace, keyed by its trace id, and
+//! exception type, normalized message): an [`ErrorTrace`] per trace, keyed by its trace id and
+//! root-cause span id, and
 //! per window an [`ErrorGroupRollup`] with a count and exemplar trace ids.
 
 use rustc_hash::FxHashMap;

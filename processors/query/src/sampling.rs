@@ -124,6 +124,7 @@ mod tests {
             total_ms: 0.0,
             contributors: Vec::new(),
             counted_in: None,
+            span_kind: None,
         }
     }
 

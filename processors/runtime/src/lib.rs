@@ -10,8 +10,10 @@
 //!
 //! - the next offset to consume (one past the last message handed to the processor),
 //! - the offsets whose outputs are still in flight: every record the processor emits *holds* an
-//!   input offset (by default the message it was derived from; a stateful processor names the
-//!   oldest offset the output covers) until the broker acknowledges it,
+//!   input offset until the broker acknowledges it: by default the message it was derived from,
+//!   or the processor's low watermark of that partition when it is older (so a processor that
+//!   can resume only from some positions never sees a commit between two of them); a stateful
+//!   processor may name the oldest offset the output covers instead,
 //! - the processor's low watermark: the smallest offset still held in its state
 //!   ([`Processor::low_watermark`]), e.g. the first span of a trace that is still open.
 //!

@@ -173,7 +173,14 @@ impl<P: Processor> Engine<P> {
             .and_then(|headers| headers.iter().find(|h| h.key == TRACEPARENT))
             .and_then(|h| TraceContext::parse(h.value?));
         self.emitter.clear();
-        self.emitter.begin_input(at, TraceContext::child_of(parent.as_ref()));
+        // What this input's outputs (and its dead letter) hold until the broker has them: its
+        // offset, or the processor's low watermark of the partition if that is older. A processor
+        // that can rebuild its state only from some positions (the analyzer's segment starts)
+        // names the latest of them as its low watermark; holding no later offset keeps a commit
+        // from landing between two of them, whatever order acknowledgements come back in.
+        let low = self.processor.low_watermark(at.source).map_or(at.offset, |low| low.min(at.offset));
+        let hold = SourceOffset { source: at.source, offset: low };
+        self.emitter.begin_input(hold, TraceContext::child_of(parent.as_ref()));
         let record = InputRecord {
             source: at.source,
             topic,
@@ -194,7 +201,7 @@ impl<P: Processor> Engine<P> {
         }
         if let Some(poison) = dead_letter {
             warn!(processor = self.name, topic, partition = at.source.partition, offset = at.offset, kind = poison.kind, reason = %poison.reason, "input sent to dlq");
-            self.outputs.send_dead_letter(message, at, &poison, self.emitter.context())?;
+            self.outputs.send_dead_letter(message, at, hold, &poison, self.emitter.context())?;
         }
         self.emitter.end_input();
         Ok(())
@@ -399,7 +406,9 @@ impl OutputSender {
         })
     }
 
-    fn send_dead_letter(&mut self, message: &BorrowedMessage<'_>, at: SourceOffset, poison: &Poison, context: TraceContext) -> Result<(), RuntimeError> {
+    /// Writes `message`, read at `at`, to the dead-letter topic; the record holds `hold` until the
+    /// broker has it.
+    fn send_dead_letter(&mut self, message: &BorrowedMessage<'_>, at: SourceOffset, hold: SourceOffset, poison: &Poison, context: TraceContext) -> Result<(), RuntimeError> {
         metrics::DLQ.with_label_values(&[self.name, poison.kind]).inc();
         let payload = message.payload().unwrap_or(&[]);
         let mut headers = OwnedHeaders::new_with_capacity(8);
@@ -419,7 +428,7 @@ impl OutputSender {
             .insert(Header { key: dlq::HEADER_SOURCE_PARTITION, value: Some(&partition) })
             .insert(Header { key: dlq::HEADER_SOURCE_OFFSET, value: Some(&offset) });
         let target = self.dlq_target();
-        let slot = self.allocate(Slot { hold: Some(at), more_holds: Vec::new(), target, attempts: 1, bytes: payload.len() });
+        let slot = self.allocate(Slot { hold: Some(hold), more_holds: Vec::new(), target, attempts: 1, bytes: payload.len() });
         let topic = self.targets[target].topic.clone();
         let mut base = BaseRecord::with_opaque_to(&topic, slot).payload(payload).headers(headers);
         if let Some(key) = message.key() {
