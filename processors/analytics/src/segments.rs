@@ -32,6 +32,36 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use tracepipe_processor::{SourceOffset, SourcePartition, UnixNanos};
 
+/// When a trace happened, for its window: its root's start (`root_start`), or, if the root claims
+/// to start after the assembler emitted the trace (a client clock ahead), the record's
+/// `timestamp_ms` (the emission).
+pub fn event_time(root_start: UnixNanos, timestamp_ms: Option<i64>) -> UnixNanos {
+    let emitted = timestamp_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| ms.saturating_mul(1_000_000));
+    emitted.map_or(root_start, |emitted| root_start.min(emitted))
+}
+
+/// Input topic names by input index, as records name them, for what a segment says it counted.
+#[derive(Debug, Default)]
+pub struct InputTopics(Vec<String>);
+
+impl InputTopics {
+    /// Remembers that input `input` is `topic`.
+    pub fn note(&mut self, input: u16, topic: &str) {
+        let input = usize::from(input);
+        if self.0.len() <= input {
+            self.0.resize(input + 1, String::new());
+        }
+        if self.0[input] != topic {
+            self.0[input] = topic.to_string();
+        }
+    }
+
+    /// The topic of `input`, empty if no record of it was seen.
+    pub fn name(&self, input: u16) -> &str {
+        self.0.get(usize::from(input)).map_or("", String::as_str)
+    }
+}
+
 /// One segment of one input partition.
 #[derive(Debug)]
 pub struct Segment<S> {

@@ -40,7 +40,7 @@ pub mod span_metrics;
 use std::time::Duration;
 
 use prometheus::IntCounter;
-use tracepipe_analytics::segments::{SegmentInfo, Segments, Timeliness};
+use tracepipe_analytics::segments::{self, InputTopics, SegmentInfo, Segments, Timeliness};
 use tracepipe_analytics::tree::{StructureProblems, TraceTree};
 use tracepipe_processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 use tracepipe_schemas::trace_view::{SpanView, TraceView};
@@ -95,7 +95,7 @@ pub struct Analyzer {
     segments: Segments<()>,
     analyses: Vec<Box<dyn Analysis>>,
     /// Input topic names, by input index, as records name them.
-    topics: Vec<String>,
+    topics: InputTopics,
     /// Scratch per trace: (operation, series) of each span, the entries, their contributions.
     span_series: Vec<(OperationId, SeriesId)>,
     entries: Vec<Entry>,
@@ -144,7 +144,7 @@ impl Analyzer {
             tree: TraceTree::default(),
             segments: Segments::new(config.window, config.lateness),
             analyses,
-            topics: Vec::new(),
+            topics: InputTopics::default(),
             span_series: Vec::new(),
             entries: Vec::new(),
             contributions: Vec::new(),
@@ -174,20 +174,11 @@ impl Analyzer {
         if spans.is_empty() {
             return;
         }
-        let input = at.source.input as usize;
-        if self.topics.len() <= input {
-            self.topics.resize(input + 1, String::new());
-        }
-        if self.topics[input] != topic {
-            self.topics[input] = topic.to_string();
-        }
+        self.topics.note(at.source.input, topic);
         self.tree.build(spans);
         count_problems(&self.tree.problems);
         let root = &spans[view.root().unwrap_or(0)];
-        // A trace counts in the window its root started in; one that claims to start after the
-        // assembler emitted it (a client clock ahead) counts at its emission.
-        let emitted = timestamp_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| ms.saturating_mul(1_000_000));
-        let event_time = emitted.map_or(root.start_unix_nano, |emitted| root.start_unix_nano.min(emitted));
+        let event_time = segments::event_time(root.start_unix_nano, timestamp_ms);
         // A head sampler decided the whole trace at its root; a trace without `sampler.param` was
         // not head-sampled, or sampled by a ratio the services did not record, and counts once.
         let adjusted_count = match root.head_sampling_probability {
@@ -275,7 +266,7 @@ impl Analyzer {
         let publication = SegmentPublication {
             segment: id,
             first_timestamp_ms: segment.first_timestamp_ms,
-            topic: self.topics.get(segment.source.input as usize).map_or("", String::as_str),
+            topic: self.topics.name(segment.source.input),
             records: segment.records,
             watermark_start: segment.watermark_start,
             window_seconds: self.segments.length_nanos() / 1_000_000_000,

@@ -30,7 +30,7 @@ use tracepipe_analytics::alerts::AlertBook;
 use tracepipe_analytics::latency::{new_histogram, quantile_ms, record_nanos, sparse, LatencyHistogram};
 use tracepipe_analytics::OVERFLOW;
 use tracepipe_analytics::tree::TraceTree;
-use tracepipe_analytics::segments::{SegmentInfo, Segments};
+use tracepipe_analytics::segments::{InputTopics, SegmentInfo, Segments};
 use tracepipe_processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 use tracepipe_schemas::analytics::{AlertDetails, AlertKind, AlertSubject, CountedIn, EdgeDetails, EdgeWindow, Severity, EDGE_SCHEMA};
 use tracepipe_schemas::trace_view::{kind, SpanView, TraceView};
@@ -126,7 +126,7 @@ pub struct Dependencies {
     call_edges: Vec<EdgeId>,
     windows: Segments<EdgeWindows>,
     /// Input topic names, by input index, as records name them.
-    topics: Vec<String>,
+    topics: InputTopics,
     histograms: Vec<LatencyHistogram>,
     book: AlertBook,
     started: Option<UnixNanos>,
@@ -235,7 +235,7 @@ impl Dependencies {
             links: Vec::new(),
             call_edges: Vec::new(),
             windows: Segments::new(config.window, config.lateness),
-            topics: Vec::new(),
+            topics: InputTopics::default(),
             histograms: Vec::new(),
             book: AlertBook::new("dependencies"),
             started: None,
@@ -315,22 +315,13 @@ impl Dependencies {
         if spans.is_empty() {
             return;
         }
-        let input = at.source.input as usize;
-        if self.topics.len() <= input {
-            self.topics.resize(input + 1, String::new());
-        }
-        if self.topics[input] != topic {
-            self.topics[input] = topic.to_string();
-        }
+        self.topics.note(at.source.input, topic);
         self.started.get_or_insert(now);
         self.tree.build(spans);
         self.links.clear();
         self.links.extend(spans.iter().enumerate().filter_map(|(i, s)| s.link.map(|l| (l, i as u32))));
         self.links.sort_unstable();
-        // As the analyzer: the root's start, or the assembler's emission if the root claims later.
-        let root_start = spans[view.root().unwrap_or(0)].start_unix_nano;
-        let emitted = timestamp_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| ms.saturating_mul(1_000_000));
-        let event_time = emitted.map_or(root_start, |emitted| root_start.min(emitted));
+        let event_time = tracepipe_analytics::segments::event_time(spans[view.root().unwrap_or(0)].start_unix_nano, timestamp_ms);
         let mut calls = Vec::new();
         find_calls(view, &self.tree, &self.links, &self.config.virtual_node_peer_attributes, |call| calls.push(call));
         for call in &calls {
@@ -431,7 +422,7 @@ impl Dependencies {
 #[allow(clippy::too_many_arguments)]
 fn publish_edges(
     edges: &[Edge],
-    topics: &[String],
+    topics: &InputTopics,
     output: OutputId,
     length: u64,
     segment: &SegmentInfo,
@@ -461,7 +452,7 @@ fn publish_edges(
             server_p50_ms: quantile_ms(&acc.server_us, 0.5),
             server_p99_ms: quantile_ms(&acc.server_us, 0.99),
             counted_in: Some(CountedIn {
-                topic: topics.get(segment.source.input as usize).cloned().unwrap_or_default(),
+                topic: topics.name(segment.source.input).to_string(),
                 partition: segment.source.partition,
                 first_offset: segment.first_offset,
                 first_timestamp_ms: segment.first_timestamp_ms,
