@@ -150,9 +150,16 @@ impl ProcessorSpec for DependenciesSpec {
 /// The alerts of `source` still firing on `topic`: what the processor's last run left open.
 async fn open_alerts(topology: &Topology, topic: &str, source: &'static str) -> anyhow::Result<Vec<Alert>> {
     let kafka = topology.kafka.clone();
-    let topic = topic.to_string();
-    let records = tokio::task::spawn_blocking(move || tracepipe_runtime::read_to_end(&kafka, &topic, ALERT_REPLAY_TIMEOUT)).await??;
-    let events = records.iter().filter_map(|(_, value)| serde_json::from_slice::<Alert>(value).ok());
+    let name = topic.to_string();
+    let records = tokio::task::spawn_blocking(move || tracepipe_runtime::read_to_end(&kafka, &name, ALERT_REPLAY_TIMEOUT)).await??;
+    let mut unreadable = 0usize;
+    let events: Vec<Alert> = records
+        .iter()
+        .filter_map(|(_, value)| serde_json::from_slice::<Alert>(value).map_err(|_| unreadable += 1).ok())
+        .collect();
+    if unreadable > 0 {
+        tracing::warn!(processor = source, topic, records = unreadable, "records of the alerts topic that are not alert events were left out of the restored alerts");
+    }
     let open = tracepipe_analytics::alerts::latest_open(source, events);
     if !open.is_empty() {
         tracing::info!(processor = source, alerts = open.len(), "open alerts restored from the alerts topic");
