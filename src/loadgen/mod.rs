@@ -278,7 +278,17 @@ pub fn run(scenario: Scenario, options: LoadgenOptions, shutdown: &CancellationT
         }
         pending.extend(trace.spans);
     }
-    producer.flush(Duration::from_secs(120)).context("flush loadgen producer")?;
+    // Every queued record is either acknowledged or failed within the producer's own
+    // `message.timeout.ms`, so waiting for the queue to drain ends; a fixed deadline here only
+    // turned a slow broker into a spurious error.
+    while producer.in_flight_count() > 0 {
+        if let Err(error) = producer.flush(Duration::from_secs(10)) {
+            if !matches!(error, KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) {
+                return Err(error).context("flush loadgen producer");
+            }
+            tracing::debug!(in_flight = producer.in_flight_count(), "loadgen still waiting for acknowledgements");
+        }
+    }
     let failed = producer.context().failed.load(Ordering::Relaxed);
     truth.finished_unix_ms = unix_nanos() / 1_000_000;
     truth.edges = generator.edges.iter().cloned().collect();
