@@ -5,7 +5,7 @@ CARGO_BIN ?= $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 TANSU ?= $(CARGO_BIN)/tansu
 export TANSU
 
-.PHONY: up test bench bench-instructions tansu prometheus chromium postgres python
+.PHONY: up test bench bench-instructions build-deps tansu prometheus chromium stunnel postgres python
 
 # Root installs packages directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -13,12 +13,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ## Everything in one process: embedded Kafka-protocol broker on 127.0.0.1:9092, every processor,
 ## SQLite storage (./tracepipe.db), the UI and API on 127.0.0.1:16686, /metrics on
 ## 127.0.0.1:9464, demo traffic.
-up:
+up: build-deps
 	@echo "tracepipe: the UI will be at http://127.0.0.1:16686/ (metrics at http://127.0.0.1:9464/metrics)"
 	cargo run --release --locked --bin tracepipe -- up --demo
 
 ## Every test, including the ones against a real Kafka-protocol broker (Tansu, installed once).
-test: tansu prometheus chromium postgres python
+test: build-deps tansu prometheus chromium stunnel postgres python
 	cargo test --workspace --locked --no-fail-fast -- --test-threads 2
 
 ## Criterion benchmarks in process, then the end-to-end run against Tansu.
@@ -51,6 +51,22 @@ prometheus:
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
 		echo "installing prometheus (Debian package) for the scrape and rule tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+
+## What the build links: OpenSSL for librdkafka's TLS and SASL SCRAM, libcurl for its
+## OAUTHBEARER/OIDC token requests (Debian's libssl-dev, libcurl4-openssl-dev and pkg-config);
+## zstd is built from source by its crate.
+build-deps:
+	@if ! pkg-config --exists openssl libcurl 2>/dev/null; then \
+		echo "installing libssl-dev, libcurl4-openssl-dev and pkg-config (Debian packages) for librdkafka's TLS, SASL and OIDC"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libssl-dev libcurl4-openssl-dev pkg-config; \
+	fi
+
+## stunnel and the openssl CLI (Debian's packages): TLS in front of the test broker, test certificates.
+stunnel:
+	@if ! command -v stunnel4 >/dev/null || ! command -v openssl >/dev/null; then \
+		echo "installing stunnel4 and openssl (Debian packages) for the TLS tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends stunnel4 openssl; \
 	fi
 
 ## Headless Chromium (Debian's package), for the UI test.

@@ -6,6 +6,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -89,14 +90,59 @@ pub struct TopicSpec {
 fn settings_map(path: &str, raw: &BTreeMap<String, Value>, problems: &mut Problems) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (key, value) in raw {
-        match scalar_text(value) {
-            Some(text) => {
-                out.insert(key.clone(), text);
-            }
-            None => problems.add(format!("{path}.{key}"), "must be a string, number or boolean"),
+        let at = format!("{path}.{key}");
+        let text = match value {
+            Value::Mapping(_) => secret(&at, value, problems),
+            _ => scalar_text(value).or_else(|| {
+                problems.add(at.as_str(), "must be a string, number or boolean, or { env: NAME } or { file: PATH }");
+                None
+            }),
+        };
+        if let Some(text) = text {
+            out.insert(key.clone(), text);
         }
     }
     out
+}
+
+/// A librdkafka property whose value is kept out of topology.yaml: `{ env: NAME }` reads an
+/// environment variable, `{ file: PATH }` a file (a mounted Kubernetes Secret, say), without its
+/// trailing newline.
+fn secret(at: &str, value: &Value, problems: &mut Problems) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Reference {
+        env: Option<String>,
+        file: Option<PathBuf>,
+    }
+    enum Source {
+        Env(String),
+        File(PathBuf),
+    }
+    let source = match serde_yaml_ng::from_value::<Reference>(value.clone()) {
+        Ok(Reference { env: Some(name), file: None }) => Source::Env(name),
+        Ok(Reference { env: None, file: Some(path) }) => Source::File(path),
+        _ => {
+            problems.add(at, "a value given as a map must be { env: NAME } or { file: PATH }");
+            return None;
+        }
+    };
+    match source {
+        Source::Env(name) => match std::env::var(&name) {
+            Ok(text) => Some(text),
+            Err(_) => {
+                problems.add(at, format!("environment variable {name} is not set (or not UTF-8)"));
+                None
+            }
+        },
+        Source::File(path) => match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_string()),
+            Err(error) => {
+                problems.add(at, format!("cannot read {}: {error}", path.display()));
+                None
+            }
+        },
+    }
 }
 
 impl Topology {
@@ -258,6 +304,29 @@ mod tests {
             "{problems:?}"
         );
         assert!(problems[2].message.contains("unknown encoding `zipkin_thrift`"));
+    }
+
+    /// A secret kept out of topology.yaml: from an environment variable or a file (its trailing
+    /// newline dropped, as a mounted Secret has one); what cannot be read is a problem at its path.
+    #[test]
+    fn kafka_secrets_come_from_the_environment_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let home = std::env::var("HOME").unwrap();
+        let text = DEFAULT_TOPOLOGY.replace(
+            "  client: {}",
+            &format!("  client:\n    sasl.password: {{ file: {} }}\n    sasl.username: {{ env: HOME }}\n    ssl.key.password: {{ env: TRACEPIPE_TEST_UNSET_VARIABLE }}\n    ssl.keystore.password: {{ file: /nonexistent/secret }}\n    sasl.oauthbearer.client.secret: {{ vault: kafka }}", file.display()),
+        );
+        let messages: Vec<String> = Topology::from_yaml(&text).unwrap_err().into_vec().iter().map(|p| p.to_string()).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[0].starts_with("kafka.client.sasl.oauthbearer.client.secret: a value given as a map must be { env: NAME } or { file: PATH }"), "{messages:?}");
+        assert!(messages[1].starts_with("kafka.client.ssl.key.password: environment variable TRACEPIPE_TEST_UNSET_VARIABLE is not set"), "{messages:?}");
+        assert!(messages[2].starts_with("kafka.client.ssl.keystore.password: cannot read /nonexistent/secret"), "{messages:?}");
+        let text = DEFAULT_TOPOLOGY.replace("  client: {}", &format!("  client:\n    sasl.password: {{ file: {} }}\n    sasl.username: {{ env: HOME }}", file.display()));
+        let topology = Topology::from_yaml(&text).unwrap();
+        assert_eq!(topology.kafka.client.get("sasl.password").map(String::as_str), Some("s3cret"));
+        assert_eq!(topology.kafka.client.get("sasl.username"), Some(&home));
     }
 
     #[test]

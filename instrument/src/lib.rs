@@ -190,13 +190,19 @@ impl Config {
     /// The usual OpenTelemetry environment: `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and
     /// `OTEL_TRACES_SAMPLER_ARG` (see [`Sampling::from_otel_env`]; with the Jaeger remote sampler,
     /// `TRACEPIPE_SAMPLING_TOKEN` is the query server's bearer token if it wants one), and
-    /// tracepipe's `TRACEPIPE_KAFKA_BROKERS` / `TRACEPIPE_SPANS_TOPIC` for the exporter, and
+    /// tracepipe's `TRACEPIPE_KAFKA_BROKERS` / `TRACEPIPE_SPANS_TOPIC` for the exporter, any
+    /// librdkafka producer property as `TRACEPIPE_KAFKA_` and its name in capitals with `_` for
+    /// `.` (`TRACEPIPE_KAFKA_SECURITY_PROTOCOL=SASL_SSL`, `TRACEPIPE_KAFKA_SASL_PASSWORD`: see
+    /// [`producer_properties_from_env`]), and
     /// `TRACEPIPE_SPANS_RECORDS` (`per-trace`, the default, or `per-batch`: [`SpanRecords`]; any
     /// other value is reported on stderr and a record per trace written).
     pub fn from_env(default_service: &str) -> Config {
         let mut config = Config::new(std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| default_service.to_string()));
         if let Ok(brokers) = std::env::var("TRACEPIPE_KAFKA_BROKERS") {
             config = config.kafka(brokers, std::env::var("TRACEPIPE_SPANS_TOPIC").unwrap_or_else(|_| "otlp_spans".into()));
+            if let Some(kafka) = &mut config.kafka {
+                kafka.producer.extend(producer_properties_from_env(std::env::vars()));
+            }
             if let Ok(records) = std::env::var("TRACEPIPE_SPANS_RECORDS") {
                 match records.parse() {
                     Ok(records) => config = config.span_records(records),
@@ -216,6 +222,22 @@ impl Config {
         config = config.sampling(sampling);
         config
     }
+}
+
+/// librdkafka producer properties from `TRACEPIPE_KAFKA_*` environment variables:
+/// `TRACEPIPE_KAFKA_SASL_MECHANISM=SCRAM-SHA-512` is `sasl.mechanism`. librdkafka's property
+/// names are lowercase words joined by dots, so the mapping is one to one;
+/// `TRACEPIPE_KAFKA_BROKERS` is the broker list itself, not a property.
+pub fn producer_properties_from_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut properties: Vec<(String, String)> = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let property = name.strip_prefix("TRACEPIPE_KAFKA_")?;
+            (property != "BROKERS" && !property.is_empty()).then(|| (property.to_ascii_lowercase().replace('_', "."), value))
+        })
+        .collect();
+    properties.sort();
+    properties
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -328,5 +350,12 @@ mod tests {
         assert!(config.kafka.is_none(), "no exporter, nothing to set");
         let config = Config::new("checkout").kafka("kafka:9092", "otlp_spans").span_records(SpanRecords::PerBatch);
         assert_eq!(config.kafka.unwrap().records, SpanRecords::PerBatch);
+    }
+
+    #[test]
+    fn producer_properties_come_from_tracepipe_kafka_variables() {
+        let vars = [("TRACEPIPE_KAFKA_BROKERS", "kafka:9093"), ("TRACEPIPE_KAFKA_SASL_PASSWORD", "s3cret"), ("TRACEPIPE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"), ("TRACEPIPE_SPANS_TOPIC", "spans"), ("HOME", "/root")];
+        let properties = producer_properties_from_env(vars.map(|(k, v)| (k.to_string(), v.to_string())));
+        assert_eq!(properties, vec![("sasl.password".to_string(), "s3cret".to_string()), ("security.protocol".to_string(), "SASL_SSL".to_string())]);
     }
 }

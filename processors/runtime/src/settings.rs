@@ -102,6 +102,12 @@ impl KafkaSettings {
         self.override_with(config, &self.producer)
     }
 
+    /// The most bytes the producer queues (`queue.buffering.max.kbytes`), as configured.
+    pub fn producer_queue_bytes(&self) -> usize {
+        let config = self.producer_config("size");
+        config.get("queue.buffering.max.kbytes").and_then(|k| k.trim().parse::<usize>().ok()).unwrap_or(1_048_576).saturating_mul(1024)
+    }
+
     pub fn admin_config(&self, client_id: &str) -> ClientConfig {
         self.override_with(self.base(client_id), &BTreeMap::new())
     }
@@ -122,8 +128,6 @@ pub struct PipelineSettings {
     pub max_in_flight: usize,
     /// How long shutdown may take to drain; keep it below the session timeout.
     pub drain_deadline: Duration,
-    /// Attempts to deliver one output before the pipeline gives up (fatal).
-    pub delivery_attempts: u32,
 }
 
 impl PipelineSettings {
@@ -137,7 +141,6 @@ impl PipelineSettings {
             commit_interval: Duration::from_secs(1),
             max_in_flight: 50_000,
             drain_deadline: Duration::from_secs(8),
-            delivery_attempts: 5,
         }
     }
 }
@@ -173,5 +176,29 @@ mod tests {
         assert_eq!(consumer.get("metadata.broker.list"), Some("kafka-1:9092"));
         assert_eq!(consumer.get("session.timeout.ms"), Some("30000"));
         assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+    }
+
+    /// The librdkafka this build links has what production clusters ask for: TLS, SASL PLAIN,
+    /// SCRAM and OAUTHBEARER with OIDC (libcurl), and every codec.
+    #[test]
+    fn librdkafka_is_built_with_tls_sasl_oidc_and_every_codec() {
+        let native = ClientConfig::new().create_native_config().unwrap();
+        let features = native.get("builtin.features").unwrap();
+        for feature in ["gzip", "snappy", "lz4", "zstd", "ssl", "sasl_plain", "sasl_scram", "sasl_oauthbearer", "oidc"] {
+            assert!(features.split(',').any(|f| f == feature), "librdkafka lacks {feature}: {features}");
+        }
+        let mut kafka = KafkaSettings::new("127.0.0.1:9093");
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "OAUTHBEARER"),
+            ("sasl.oauthbearer.method", "oidc"),
+            ("sasl.oauthbearer.client.id", "tracepipe"),
+            ("sasl.oauthbearer.client.secret", "secret"),
+            ("sasl.oauthbearer.token.endpoint.url", "https://login.example.com/oauth2/token"),
+        ] {
+            kafka.client.insert(key.into(), value.into());
+        }
+        let producer: Result<rdkafka::producer::BaseProducer, _> = kafka.producer_config("test").create();
+        assert!(producer.is_ok(), "an OIDC client is accepted: {:?}", producer.err());
     }
 }
