@@ -68,6 +68,13 @@ pub trait Processor: Send + 'static {
         None
     }
 
+    /// Whether the processor cannot take more input now (its own writes wait, e.g. the sink's
+    /// store is down): the pipeline then pauses the input partitions and keeps polling, ticking
+    /// and serving acknowledgements until it can.
+    fn congested(&self) -> bool {
+        false
+    }
+
     /// The smallest offset of `source` still held in state, if any.
     fn low_watermark(&self, _source: SourcePartition) -> Option<i64> {
         None

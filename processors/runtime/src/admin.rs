@@ -1,5 +1,6 @@
 //! The admin HTTP server every tracepipe process runs: `/metrics` (Prometheus text format),
-//! `/healthz` (the process is alive) and `/ready` (every component has started).
+//! `/healthz` (no component has failed for good) and `/ready` (every component is doing its
+//! work), each listing its components' states.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,29 +14,67 @@ use axum::Router;
 use prometheus::{Encoder, TextEncoder};
 use tokio_util::sync::CancellationToken;
 
-/// Readiness of the process's components (pipelines, servers), by name.
+/// What a component (a pipeline, a server) says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentState {
+    Starting,
+    Ready,
+    /// Running, but not doing its work now (broker unreachable, paused by backpressure, input
+    /// waiting and no progress), and why.
+    NotReady(String),
+    /// Stopped for good (its thread ended with an error or panicked): the process should be
+    /// restarted.
+    Failed(String),
+}
+
+/// The state of the process's components, by name: `/ready` is every component ready,
+/// `/healthz` is none failed.
 #[derive(Clone, Default)]
 pub struct Health {
-    components: Arc<Mutex<BTreeMap<String, bool>>>,
+    components: Arc<Mutex<BTreeMap<String, ComponentState>>>,
 }
 
 impl Health {
     pub fn register(&self, component: &str) {
-        self.components.lock().unwrap().insert(component.to_string(), false);
+        self.set(component, ComponentState::Starting);
+    }
+
+    pub fn set(&self, component: &str, state: ComponentState) {
+        let mut components = self.components.lock().unwrap();
+        // A failed component stays failed: only a restart clears it.
+        if !matches!(components.get(component), Some(ComponentState::Failed(_))) {
+            components.insert(component.to_string(), state);
+        }
     }
 
     pub fn set_ready(&self, component: &str, ready: bool) {
-        self.components.lock().unwrap().insert(component.to_string(), ready);
+        self.set(component, if ready { ComponentState::Ready } else { ComponentState::Starting });
+    }
+
+    pub fn state(&self, component: &str) -> Option<ComponentState> {
+        self.components.lock().unwrap().get(component).cloned()
     }
 
     pub fn is_ready(&self) -> bool {
         let components = self.components.lock().unwrap();
-        !components.is_empty() && components.values().all(|&ready| ready)
+        !components.is_empty() && components.values().all(|state| *state == ComponentState::Ready)
+    }
+
+    pub fn is_alive(&self) -> bool {
+        !self.components.lock().unwrap().values().any(|state| matches!(state, ComponentState::Failed(_)))
     }
 
     fn report(&self) -> String {
         let components = self.components.lock().unwrap();
-        components.iter().map(|(name, ready)| format!("{name}: {}\n", if *ready { "ready" } else { "starting" })).collect()
+        components
+            .iter()
+            .map(|(name, state)| match state {
+                ComponentState::Starting => format!("{name}: starting\n"),
+                ComponentState::Ready => format!("{name}: ready\n"),
+                ComponentState::NotReady(why) => format!("{name}: not ready: {why}\n"),
+                ComponentState::Failed(why) => format!("{name}: failed: {why}\n"),
+            })
+            .collect()
     }
 }
 
@@ -50,7 +89,7 @@ impl AdminServer {
         let local_addr = listener.local_addr()?;
         let app = Router::new()
             .route("/metrics", get(metrics))
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(healthz))
             .route("/ready", get(ready))
             .with_state(health);
         tokio::spawn(async move {
@@ -70,6 +109,11 @@ async fn metrics() -> impl IntoResponse {
         Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, encoder.format_type().to_string())], body),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain".into())], error.to_string().into_bytes()),
     }
+}
+
+async fn healthz(State(health): State<Health>) -> impl IntoResponse {
+    let status = if health.is_alive() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    (status, health.report())
 }
 
 async fn ready(State(health): State<Health>) -> impl IntoResponse {

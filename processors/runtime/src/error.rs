@@ -14,6 +14,10 @@ pub enum RuntimeError {
     Delivery { topic: String, attempts: u32, source: KafkaError },
     #[error("fatal kafka error: {0}")]
     Fatal(KafkaError),
+    #[error("{what} was refused ({code:?}): {detail}")]
+    Refused { what: &'static str, code: rdkafka::error::RDKafkaErrorCode, detail: String },
+    #[error("records cannot be read ({code:?}) and hold {}: {detail}; skipping them would lose what they hold, so the pipeline stops for an operator to decide (move the group's offset past them with kafka-consumer-groups --reset-offsets, or fix the producer)", if partitions.is_empty() { "a partition".to_string() } else { partitions.join(", ") })]
+    Unreadable { code: rdkafka::error::RDKafkaErrorCode, partitions: Vec<String>, detail: String },
     #[error("drain did not finish within {0:?}; uncommitted input will be replayed")]
     DrainDeadline(std::time::Duration),
 }

@@ -29,8 +29,21 @@
 //! awaited, their positions committed synchronously, and their state dropped before the
 //! assignment changes; the new owner replays from the committed watermark.
 //!
-//! A full producer queue, or more than `max_in_flight` unacknowledged outputs, is backpressure:
-//! the pipeline stops taking input and serves acknowledgements until there is room.
+//! A position counts as committed only once the broker accepted it (per partition, in the commit
+//! callback, or the answer of a synchronous commit); until then every commit round asks for it
+//! again, and the synchronous commits at revoke and drain are retried until their deadline.
+//!
+//! More than `max_in_flight` unacknowledged outputs, half the producer queue's bytes in flight,
+//! or a processor that says it is congested ([`Processor::congested`]) is backpressure: the
+//! pipeline pauses its input partitions and keeps polling the consumer (so the member stays in its
+//! group), ticking and serving acknowledgements until there is room, then resumes them. A delivery
+//! that fails for a reason that may pass is sent again for as long as it fails; one the broker
+//! refuses for good goes to the dead-letter topic with the input position it holds.
+//!
+//! Consumer errors are logged at most every 30 s per kind and librdkafka retries them; what it
+//! cannot retry its way out of stops the pipeline with the reason: the broker refusing the
+//! credentials or the TLS handshake before the pipeline ever connected, authorization refused,
+//! and records that cannot be read holding a partition for 30 s.
 
 pub mod admin;
 pub mod dlq;
@@ -42,7 +55,7 @@ pub mod publish;
 pub mod replay;
 pub mod settings;
 
-pub use admin::{AdminServer, Health};
+pub use admin::{AdminServer, ComponentState, Health};
 pub use error::RuntimeError;
 pub use pipeline::{Pipeline, PipelineExit};
 pub use tracepipe_processor::{trace_context, Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};

@@ -6,11 +6,13 @@
 //! first. Rebalance callbacks run inside `consumer.poll` on the same thread; they reach the engine
 //! through a mutex that is never held across a poll of the consumer.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
@@ -21,7 +23,7 @@ use prometheus::{IntCounter, IntGauge};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::admin::Health;
+use crate::admin::{ComponentState, Health};
 use crate::dlq;
 use crate::error::RuntimeError;
 use crate::metrics;
@@ -58,12 +60,16 @@ impl<P: Processor> Pipeline<P> {
         std::thread::Builder::new()
             .name(format!("{name}-pipeline"))
             .spawn(move || {
-                let result = self.run(&shutdown, &health);
-                health.set_ready(name, false);
-                if let Err(error) = &result {
-                    error!(processor = name, %error, "pipeline stopped");
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&shutdown, &health)));
+                match &result {
+                    Ok(Ok(_)) => health.set_ready(name, false),
+                    Ok(Err(error)) => {
+                        error!(processor = name, %error, "pipeline stopped");
+                        health.set(name, ComponentState::Failed(error.to_string()));
+                    }
+                    Err(_) => health.set(name, ComponentState::Failed("the pipeline thread panicked".into())),
                 }
-                result
+                result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             })
             .expect("spawn pipeline thread")
     }
@@ -84,8 +90,10 @@ impl<P: Processor> Pipeline<P> {
             .iter()
             .map(|topic| (metrics::CONSUMED.with_label_values(&[name, topic]), metrics::CONSUMED_SIZE.with_label_values(&[name, topic])))
             .collect();
+        let consumed_total = Arc::new(AtomicU64::new(0));
         let engine = Arc::new(Mutex::new(Engine {
             name,
+            consumed_total: consumed_total.clone(),
             processor: self.processor,
             emitter: Emitter::default(),
             consumed,
@@ -94,7 +102,15 @@ impl<P: Processor> Pipeline<P> {
         let consumer: BaseConsumer<RebalanceContext<P>> = settings
             .kafka
             .consumer_config(&settings.group, &client_id)
-            .create_with_context(RebalanceContext { engine: engine.clone(), name })
+            .create_with_context(RebalanceContext {
+                engine: engine.clone(),
+                name,
+                accepted_commits: Mutex::default(),
+                consumed: consumed_total.clone(),
+                progress_seen: Mutex::default(),
+                last_error_log: Mutex::default(),
+                assignment_changed: AtomicBool::new(false),
+            })
             .map_err(RuntimeError::Config)?;
         let topics: Vec<&str> = settings.inputs.iter().map(String::as_str).collect();
         consumer
@@ -105,8 +121,12 @@ impl<P: Processor> Pipeline<P> {
 
         let mut next_commit = Instant::now() + settings.commit_interval;
         let mut next_tick = tick_interval.map(|interval| Instant::now() + interval);
+        let mut troubles = ConsumerTroubles::default();
+        let mut paused = false;
+        let mut congested_since: Option<Instant> = None;
+        let mut reported = ComponentState::Ready;
         while !shutdown.is_cancelled() {
-            {
+            let congested = {
                 let mut engine = engine.lock().unwrap();
                 engine.outputs.serve_deliveries(Duration::ZERO)?;
                 let now = Instant::now();
@@ -120,13 +140,47 @@ impl<P: Processor> Pipeline<P> {
                     engine.commit(&consumer, None, CommitMode::Async);
                     next_commit = now + settings.commit_interval;
                 }
-                if engine.outputs.progress.in_flight() >= settings.max_in_flight {
-                    // Backpressure: serve acknowledgements until there is room.
-                    engine.outputs.serve_deliveries(Duration::from_millis(10))?;
-                    continue;
-                }
+                engine.outputs.congested() || engine.processor.congested()
+            };
+            // Backpressure: outputs wait for the broker (or the processor for its store). A
+            // burst is waited out serving acknowledgements; congestion that lasts pauses the input
+            // partitions, which keeps the member polling and so in its group however long it
+            // lasts. Not pausing for every burst spares librdkafka from dropping and fetching
+            // again what it had prefetched.
+            let now = Instant::now();
+            let congested_for = if congested { now.duration_since(*congested_since.get_or_insert(now)) } else { Duration::ZERO };
+            if !congested {
+                congested_since = None;
             }
-            match consumer.poll(Duration::from_millis(100)) {
+            if congested && !paused && congested_for < PAUSE_AFTER {
+                engine.lock().unwrap().outputs.serve_deliveries(Duration::from_millis(10))?;
+                continue;
+            }
+            let assignment_changed = consumer.context().assignment_changed.swap(false, Ordering::Relaxed);
+            if congested && (!paused || assignment_changed) {
+                pause(&consumer, name, true);
+                paused = true;
+            } else if !congested && paused {
+                pause(&consumer, name, false);
+                paused = false;
+            }
+            let state = match (paused, consumer.context().progress_seen.lock().unwrap().not_ready.clone()) {
+                (true, _) => ComponentState::NotReady("input paused: outputs are waiting for the broker or the store".into()),
+                (false, Some(why)) => ComponentState::NotReady(why),
+                (false, None) => ComponentState::Ready,
+            };
+            if state != reported {
+                match &state {
+                    ComponentState::NotReady(why) => warn!(processor = name, reason = %why, "not ready"),
+                    _ => info!(processor = name, "ready"),
+                }
+                health.set(name, state.clone());
+                reported = state;
+            }
+            if congested {
+                engine.lock().unwrap().outputs.serve_deliveries(Duration::from_millis(10))?;
+            }
+            match consumer.poll(Duration::from_millis(if congested { 0 } else { 100 })) {
                 None => {}
                 Some(Ok(message)) => engine.lock().unwrap().handle(&message)?,
                 Some(Err(error)) => {
@@ -134,7 +188,7 @@ impl<P: Processor> Pipeline<P> {
                         return Err(RuntimeError::Fatal(KafkaError::MessageConsumption(code)))
                             .inspect_err(|_| error!(processor = name, %reason, "fatal consumer error"));
                     }
-                    warn!(processor = name, %error, "consumer error, retrying");
+                    troubles.observe(&consumer, name, &error)?;
                 }
             }
         }
@@ -154,6 +208,8 @@ struct Engine<P: Processor> {
     emitter: Emitter,
     /// Per input topic: records and bytes consumed.
     consumed: Vec<(IntCounter, IntCounter)>,
+    /// Every record consumed, for the readiness check in the statistics callback.
+    consumed_total: Arc<AtomicU64>,
     outputs: OutputSender,
 }
 
@@ -166,6 +222,7 @@ impl<P: Processor> Engine<P> {
         self.outputs.progress.consumed(at);
         let (records, bytes) = &self.consumed[input as usize];
         records.inc();
+        self.consumed_total.fetch_add(1, Ordering::Relaxed);
         bytes.inc_by(payload.len() as u64);
 
         let parent = message
@@ -222,35 +279,73 @@ impl<P: Processor> Engine<P> {
         Ok(())
     }
 
-    /// Commits positions that moved (of `only` partitions, or all).
-    fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, only: Option<&[SourcePartition]>, mode: CommitMode) {
+    /// Takes in the commits the broker accepted since the last call.
+    fn apply_accepted_commits(&mut self, consumer: &BaseConsumer<RebalanceContext<P>>) {
+        let accepted = std::mem::take(&mut *consumer.context().accepted_commits.lock().unwrap());
+        for (topic, partition, position) in accepted {
+            if let Some(input) = self.outputs.settings.inputs.iter().position(|t| *t == topic) {
+                self.outputs.progress.acknowledge(SourcePartition { input: input as u16, partition }, position);
+            }
+        }
+    }
+
+    /// Asks the broker to commit every position past what it last accepted (of `only`
+    /// partitions, or all). An asynchronous commit counts once its answer comes back accepted;
+    /// one that fails is asked for again at the next call. Returns whether a synchronous commit
+    /// was accepted (or there was nothing to commit).
+    fn commit(&mut self, consumer: &BaseConsumer<RebalanceContext<P>>, only: Option<&[SourcePartition]>, mode: CommitMode) -> bool {
+        self.apply_accepted_commits(consumer);
         let processor = &self.processor;
-        let advanced = self.outputs.progress.advance_commits(only, |source| processor.low_watermark(source));
+        let positions = self.outputs.progress.to_commit(only, |source| processor.low_watermark(source));
         for (source, uncommitted) in self.outputs.progress.uncommitted() {
             let topic = &self.outputs.settings.inputs[source.input as usize];
             metrics::UNCOMMITTED_MESSAGES.with_label_values(&[self.name, topic, &source.partition.to_string()]).set(uncommitted);
         }
-        if advanced.is_empty() {
-            return;
+        if positions.is_empty() {
+            return true;
         }
         let mut list = TopicPartitionList::new();
-        for (source, position) in &advanced {
+        for (source, position) in &positions {
             let topic = &self.outputs.settings.inputs[source.input as usize];
             if let Err(error) = list.add_partition_offset(topic, source.partition, Offset::Offset(*position)) {
                 warn!(processor = self.name, %error, "cannot build commit list");
             }
         }
         match consumer.commit(&list, mode) {
-            Ok(()) => debug!(processor = self.name, positions = ?advanced.iter().map(|(s, p)| (s.partition, *p)).collect::<Vec<_>>(), "committed"),
+            Ok(()) => {
+                if matches!(mode, CommitMode::Sync) {
+                    metrics::COMMITTED.with_label_values(&[self.name, "ok"]).inc();
+                    for &(source, position) in &positions {
+                        self.outputs.progress.acknowledge(source, position);
+                    }
+                }
+                debug!(processor = self.name, positions = ?positions.iter().map(|(s, p)| (s.partition, *p)).collect::<Vec<_>>(), ?mode, "commit sent");
+                true
+            }
             Err(error) => {
                 metrics::COMMITTED.with_label_values(&[self.name, "error"]).inc();
-                warn!(processor = self.name, %error, "commit failed; the next commit retries");
+                warn!(processor = self.name, %error, ?mode, "commit failed; it is asked for again");
+                false
             }
         }
     }
 
+    /// A synchronous commit, asked for again until the broker accepts it or `deadline` passes.
+    fn commit_before(&mut self, consumer: &BaseConsumer<RebalanceContext<P>>, only: Option<&[SourcePartition]>, deadline: Instant) -> bool {
+        loop {
+            if self.commit(consumer, only, CommitMode::Sync) {
+                return true;
+            }
+            if Instant::now() + Duration::from_millis(200) >= deadline {
+                error!(processor = self.name, "commit not accepted before the deadline; the input after the last accepted position will be read again");
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Partitions are being revoked: flush them, wait for their outputs, commit, forget.
-    fn revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, sources: &[SourcePartition]) {
+    fn revoke(&mut self, consumer: &BaseConsumer<RebalanceContext<P>>, sources: &[SourcePartition]) {
         self.emitter.clear();
         self.processor.on_revoke(sources, unix_nanos(), &mut self.emitter);
         let _ = self.send_without_input();
@@ -261,14 +356,14 @@ impl<P: Processor> Engine<P> {
                 break;
             }
         }
-        self.commit(consumer, Some(sources), CommitMode::Sync);
+        self.commit_before(consumer, Some(sources), deadline.max(Instant::now() + Duration::from_secs(1)));
         self.processor.release_partitions(sources);
         for source in sources {
             self.outputs.progress.revoke(*source);
         }
     }
 
-    fn drain<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, deadline: Duration) -> Result<(), RuntimeError> {
+    fn drain(&mut self, consumer: &BaseConsumer<RebalanceContext<P>>, deadline: Duration) -> Result<(), RuntimeError> {
         self.emitter.clear();
         self.processor.drain(unix_nanos(), &mut self.emitter);
         self.send_without_input()?;
@@ -276,7 +371,7 @@ impl<P: Processor> Engine<P> {
         while self.outputs.progress.in_flight() > 0 && Instant::now() < until {
             self.outputs.serve_deliveries(Duration::from_millis(20))?;
         }
-        self.commit(consumer, None, CommitMode::Sync);
+        self.commit_before(consumer, None, until.max(Instant::now() + Duration::from_secs(1)));
         if self.outputs.progress.in_flight() > 0 {
             return Err(RuntimeError::DrainDeadline(deadline));
         }
@@ -326,6 +421,10 @@ struct OutputSender {
     /// The output topics in order, then the dead-letter topic.
     targets: Vec<Target>,
     in_flight: IntGauge,
+    /// Bytes of the outputs in flight: kept below the producer's queue size, so a full queue
+    /// (which would block the sending thread) is rare and input is paused before it.
+    in_flight_bytes: usize,
+    max_in_flight_bytes: usize,
     progress: Progress,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<usize>,
@@ -339,11 +438,18 @@ impl OutputSender {
             producer,
             targets,
             in_flight: metrics::IN_FLIGHT_OUTPUTS.with_label_values(&[name]),
+            in_flight_bytes: 0,
+            max_in_flight_bytes: settings.kafka.producer_queue_bytes() / 2,
             settings,
             progress: Progress::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
         }
+    }
+
+    /// Whether no more input should be taken until the broker acknowledges some outputs.
+    fn congested(&self) -> bool {
+        self.progress.in_flight() >= self.settings.max_in_flight || self.in_flight_bytes >= self.max_in_flight_bytes
     }
 
     fn dlq_target(&self) -> usize {
@@ -355,6 +461,7 @@ impl OutputSender {
             self.progress.hold(hold);
         }
         self.in_flight.inc();
+        self.in_flight_bytes += slot.bytes;
         match self.free_slots.pop() {
             Some(index) => {
                 self.slots[index] = Some(slot);
@@ -374,6 +481,7 @@ impl OutputSender {
             self.progress.release(hold);
         }
         self.in_flight.dec();
+        self.in_flight_bytes -= slot.bytes;
         Some(slot)
     }
 
@@ -495,25 +603,75 @@ impl OutputSender {
         Ok(())
     }
 
+    /// A delivery failed. An error that may pass (the broker down, a leader moving, a timeout)
+    /// is retried for as long as it lasts: the output keeps holding its input offset, and input
+    /// is paused once too many outputs wait. An output the broker refuses for what it is (larger
+    /// than the topic's `max.message.bytes`, a record it will not take) goes to the dead-letter
+    /// topic with the reason and the input position it holds; one the dead-letter topic refuses
+    /// too is counted as dropped and logged with that position.
     fn retry(&mut self, index: usize, error: KafkaError, message: OwnedMessage) -> Result<(), RuntimeError> {
+        let dlq = self.dlq_target();
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Ok(()) };
-        let target = &self.targets[slot.target];
+        let failed_target = slot.target;
+        let hold = slot.hold;
+        let target = &self.targets[failed_target];
         let topic = target.topic.clone();
         target.delivery_failed.inc();
         slot.attempts += 1;
-        if slot.attempts > self.settings.delivery_attempts {
-            return Err(RuntimeError::Delivery { topic: topic.to_string(), attempts: slot.attempts - 1, source: error });
+        let attempts = slot.attempts;
+        let payload = message.payload().unwrap_or(&[]);
+        if crate::publish::refuses_for_good(&error) {
+            let (source_topic, partition, offset) = match hold {
+                Some(at) => (self.settings.inputs.get(at.source.input as usize).cloned().unwrap_or_default(), at.source.partition.to_string(), at.offset.to_string()),
+                None => (String::new(), String::new(), String::new()),
+            };
+            if failed_target == dlq {
+                self.targets[dlq].dropped.inc();
+                error!(processor = self.name, %topic, bytes = payload.len(), %source_topic, partition, offset, %error, "the dead-letter topic refused the record too; it is dropped");
+                self.free(index);
+                return Ok(());
+            }
+            let reason = format!("{topic} refused an output of {} bytes: {error}", payload.len());
+            warn!(processor = self.name, %topic, bytes = payload.len(), %source_topic, partition, offset, %error, "output refused by the broker; sent to the dead-letter topic");
+            metrics::DLQ.with_label_values(&[self.name, "output_refused"]).inc();
+            let mut headers = OwnedHeaders::new_with_capacity(8);
+            if let Some(original) = message.headers() {
+                for header in original.iter() {
+                    headers = headers.insert(header);
+                }
+            }
+            headers = headers
+                .insert(Header { key: dlq::HEADER_PROCESSOR, value: Some(self.name) })
+                .insert(Header { key: dlq::HEADER_KIND, value: Some("output_refused") })
+                .insert(Header { key: dlq::HEADER_REASON, value: Some(&reason) })
+                .insert(Header { key: dlq::HEADER_OUTPUT_TOPIC, value: Some(&*topic) })
+                .insert(Header { key: dlq::HEADER_SOURCE_TOPIC, value: Some(&source_topic) })
+                .insert(Header { key: dlq::HEADER_SOURCE_PARTITION, value: Some(&partition) })
+                .insert(Header { key: dlq::HEADER_SOURCE_OFFSET, value: Some(&offset) });
+            if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
+                slot.target = dlq;
+                slot.attempts = 1;
+            }
+            let dlq_topic = self.targets[dlq].topic.clone();
+            let mut record = BaseRecord::with_opaque_to(&dlq_topic, index).payload(payload).headers(headers);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            return self.enqueue(record, index).map_err(|source| RuntimeError::Delivery { topic: dlq_topic.to_string(), attempts: 1, source });
         }
-        warn!(processor = self.name, %topic, attempt = slot.attempts, %error, "delivery failed, retrying");
-        std::thread::sleep(Duration::from_millis(100 * u64::from(slot.attempts)));
-        let mut record = BaseRecord::with_opaque_to(&topic, index).payload(message.payload().unwrap_or(&[]));
+        if attempts == 2 || attempts % 10 == 0 {
+            warn!(processor = self.name, %topic, attempt = attempts, %error, "delivery failed; retrying for as long as it fails");
+        }
+        // No pause here: librdkafka has already retried with backoff for `message.timeout.ms`,
+        // and the record sent again waits that long once more.
+        let mut record = BaseRecord::with_opaque_to(&topic, index).payload(payload);
         if let Some(key) = message.key() {
             record = record.key(key);
         }
         if let Some(headers) = message.headers() {
             record = record.headers(headers.clone());
         }
-        self.enqueue(record, index).map_err(|source| RuntimeError::Delivery { topic: topic.to_string(), attempts: 1, source })
+        self.enqueue(record, index).map_err(|source| RuntimeError::Delivery { topic: topic.to_string(), attempts, source })
     }
 }
 
@@ -552,7 +710,37 @@ fn partition_numbers(sources: &[SourcePartition]) -> Vec<(u16, i32)> {
 struct RebalanceContext<P: Processor> {
     engine: Arc<Mutex<Engine<P>>>,
     name: &'static str,
+    /// (topic, partition, position) of each commit the broker accepted, queued by the commit
+    /// callback (which may run while the engine is locked) for the processing thread.
+    accepted_commits: Mutex<Vec<(String, i32, i64)>>,
+    /// Records consumed so far (the engine counts them).
+    consumed: Arc<AtomicU64>,
+    /// What the statistics showed about connectivity and progress.
+    progress_seen: Mutex<ProgressSeen>,
+    /// librdkafka's last warning or error, which says why (a refused password, a certificate
+    /// that does not verify) where the error event carries only a code.
+    last_error_log: Mutex<Option<String>>,
+    /// Set by an assignment, so a pipeline paused by backpressure pauses the new partitions too.
+    assignment_changed: AtomicBool,
 }
+
+/// What the consumer's statistics (every `statistics.interval.ms`) showed.
+#[derive(Debug, Default)]
+struct ProgressSeen {
+    /// A broker has been up since the pipeline started: authentication and TLS work.
+    connected_once: bool,
+    consumed_at_last_statistics: u64,
+    /// Consecutive statistics with records waiting and none consumed.
+    stalled_intervals: u32,
+    /// Why the pipeline is not doing its work now, if it is not.
+    not_ready: Option<String>,
+}
+
+/// How long outputs may wait for the broker before the input is paused.
+const PAUSE_AFTER: Duration = Duration::from_secs(2);
+
+/// Statistics in a row with input waiting and no record consumed before `/ready` says so.
+const STALLED_INTERVALS: u32 = 2;
 
 impl<P: Processor> RebalanceContext<P> {
     fn sources(&self, list: &TopicPartitionList) -> Vec<SourcePartition> {
@@ -569,6 +757,7 @@ impl<P: Processor> RebalanceContext<P> {
 
 impl<P: Processor> ClientContext for RebalanceContext<P> {
     fn stats(&self, statistics: Statistics) {
+        let mut waiting = 0i64;
         for (topic, topic_stats) in &statistics.topics {
             for (partition, partition_stats) in &topic_stats.partitions {
                 if *partition >= 0 && partition_stats.desired && partition_stats.consumer_lag >= 0 {
@@ -576,8 +765,160 @@ impl<P: Processor> ClientContext for RebalanceContext<P> {
                         .with_label_values(&[self.name, topic, &partition.to_string()])
                         .set(partition_stats.consumer_lag);
                 }
+                if *partition >= 0 && partition_stats.desired && partition_stats.app_offset >= 0 && partition_stats.hi_offset > partition_stats.app_offset {
+                    waiting += partition_stats.hi_offset - partition_stats.app_offset;
+                }
             }
         }
+        // Brokers by their node id; the bootstrap entries (node id -1) are only how they were found.
+        let brokers: Vec<(&str, &str)> = statistics.brokers.values().filter(|b| b.nodeid >= 0).map(|b| (b.name.as_str(), b.state.as_str())).collect();
+        let connected = brokers.iter().any(|(_, state)| *state == "UP");
+        let consumed = self.consumed.load(Ordering::Relaxed);
+        let mut seen = self.progress_seen.lock().unwrap();
+        seen.connected_once |= connected;
+        if waiting > 0 && consumed == seen.consumed_at_last_statistics {
+            seen.stalled_intervals += 1;
+        } else {
+            seen.stalled_intervals = 0;
+        }
+        seen.consumed_at_last_statistics = consumed;
+        seen.not_ready = if !connected {
+            let states: Vec<String> = brokers.iter().map(|(name, state)| format!("{name} {state}")).collect();
+            Some(if states.is_empty() { "no broker reachable".to_string() } else { format!("no broker reachable ({})", states.join(", ")) })
+        } else if seen.stalled_intervals >= STALLED_INTERVALS {
+            Some(format!("{waiting} input records waiting and none consumed for {} statistics intervals", seen.stalled_intervals))
+        } else {
+            None
+        };
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                error!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}")
+            }
+            RDKafkaLogLevel::Warning => warn!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}"),
+            RDKafkaLogLevel::Debug => debug!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}"),
+        }
+        if matches!(level, RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning) {
+            *self.last_error_log.lock().unwrap() = Some(format!("{facility}: {message}"));
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        error!(target: "librdkafka", processor = self.name, %error, "librdkafka: {reason}");
+        *self.last_error_log.lock().unwrap() = Some(reason.to_string());
+    }
+}
+
+/// Pauses (or resumes) every assigned partition. librdkafka drops what it had fetched for a
+/// paused partition and fetches again from the application's position (one past the last record
+/// handed out) when it is resumed, so nothing is skipped; against Tansu 0.6.0 that refetch starts
+/// mid-batch, which its fetch fault turns into skipped records (see the test harness).
+fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, name: &str, paused: bool) {
+    let outcome = consumer.assignment().and_then(|assignment| if paused { consumer.pause(&assignment) } else { consumer.resume(&assignment) });
+    match outcome {
+        Ok(()) if paused => info!(processor = name, "input paused: outputs are waiting for the broker or the store"),
+        Ok(()) => info!(processor = name, "input resumed"),
+        Err(error) => warn!(processor = name, %error, paused, "cannot pause or resume the input"),
+    }
+}
+
+/// How long a record that cannot be read may hold its partition before the pipeline stops.
+const UNREADABLE_GRACE: Duration = Duration::from_secs(30);
+/// How often one kind of transient consumer error is logged.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// Consumer errors over time: what is transient (logged, at most every [`WARN_EVERY`] per
+/// kind), what refuses the pipeline for good (stops it with the reason), and what keeps a
+/// partition from moving (a record that cannot be read stops the pipeline, naming the partitions
+/// and positions, once it has held them for [`UNREADABLE_GRACE`]).
+#[derive(Default)]
+struct ConsumerTroubles {
+    warned: Vec<(RDKafkaErrorCode, Instant)>,
+    /// Since when records could not be read, the error, and each assigned partition's position then.
+    unreadable: Option<(Instant, RDKafkaErrorCode, Vec<(String, i32, Offset)>)>,
+    unreadable_last: Option<Instant>,
+}
+
+fn positions<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Vec<(String, i32, Offset)> {
+    consumer.position().map(|list| list.elements().iter().map(|e| (e.topic().to_string(), e.partition(), e.offset())).collect()).unwrap_or_default()
+}
+
+impl ConsumerTroubles {
+    fn observe<P: Processor>(&mut self, consumer: &BaseConsumer<RebalanceContext<P>>, name: &'static str, error: &KafkaError) -> Result<(), RuntimeError> {
+        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+        let detail = || consumer.context().last_error_log.lock().unwrap().clone().unwrap_or_else(|| error.to_string());
+        let now = Instant::now();
+        match code {
+            RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::SSL
+                if !consumer.context().progress_seen.lock().unwrap().connected_once =>
+            {
+                return Err(RuntimeError::Refused { what: "the connection to Kafka (TLS or SASL)", code, detail: detail() });
+            }
+            // A TLS peer that refuses the handshake (no client certificate, one it does not
+            // trust) shows as a transport failure whose reason is the TLS alert.
+            RDKafkaErrorCode::BrokerTransportFailure
+                if !consumer.context().progress_seen.lock().unwrap().connected_once && detail().contains("SSL routines") =>
+            {
+                return Err(RuntimeError::Refused { what: "the connection to Kafka (TLS or SASL)", code, detail: detail() });
+            }
+            RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed => {
+                return Err(RuntimeError::Refused { what: "access to the input topics or the consumer group (ACLs)", code, detail: detail() });
+            }
+            RDKafkaErrorCode::BadMessage
+            | RDKafkaErrorCode::BadCompression
+            | RDKafkaErrorCode::NotImplemented
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::UnsupportedCompressionType => {
+                if self.unreadable_last.is_some_and(|last| now.duration_since(last) > UNREADABLE_GRACE) {
+                    self.unreadable = None;
+                }
+                self.unreadable_last = Some(now);
+                match &self.unreadable {
+                    None => {
+                        warn!(processor = name, %error, detail = %detail(), "a record cannot be read; if its partition does not move within {UNREADABLE_GRACE:?} the pipeline stops");
+                        self.unreadable = Some((now, code, positions(consumer)));
+                    }
+                    Some((since, first, before)) if now.duration_since(*since) >= UNREADABLE_GRACE => {
+                        let now_at = positions(consumer);
+                        let stuck: Vec<String> = before
+                            .iter()
+                            .filter(|p| now_at.contains(p))
+                            .filter(|(topic, partition, offset)| {
+                                let high = consumer.client().fetch_watermarks(topic, *partition, Duration::from_secs(2)).map(|(_, high)| high).unwrap_or(i64::MAX);
+                                offset.to_raw().is_none_or(|offset| offset < high)
+                            })
+                            .map(|(topic, partition, offset)| match offset {
+                                Offset::Offset(offset) => format!("{topic} partition {partition} at offset {offset}"),
+                                _ => format!("{topic} partition {partition} before its first record"),
+                            })
+                            .collect();
+                        return Err(RuntimeError::Unreadable { code: *first, partitions: stuck, detail: detail() });
+                    }
+                    Some(_) => {}
+                }
+            }
+            _ => {
+                let due = match self.warned.iter_mut().find(|(c, _)| *c == code) {
+                    Some((_, last)) if now.duration_since(*last) < WARN_EVERY => false,
+                    Some((_, last)) => {
+                        *last = now;
+                        true
+                    }
+                    None => {
+                        self.warned.push((code, now));
+                        true
+                    }
+                };
+                if due {
+                    warn!(processor = name, %error, detail = %detail(), "consumer error; librdkafka retries (logged at most every {WARN_EVERY:?})");
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -601,14 +942,22 @@ impl<P: Processor> ConsumerContext for RebalanceContext<P> {
                 for source in sources {
                     engine.outputs.progress.assign(source);
                 }
+                self.assignment_changed.store(true, Ordering::Relaxed);
             }
             Rebalance::Error(error) => warn!(processor = self.name, %error, "rebalance error"),
             Rebalance::Revoke(_) => {}
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::COMMITTED.with_label_values(&[self.name, outcome]).inc();
+        // Each partition has its own outcome; one refused does not undo the others.
+        let mut accepted = self.accepted_commits.lock().unwrap();
+        for element in offsets.elements() {
+            if let (Ok(()), Offset::Offset(position)) = (element.error(), element.offset()) {
+                accepted.push((element.topic().to_string(), element.partition(), position));
+            }
+        }
     }
 }

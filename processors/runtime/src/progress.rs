@@ -11,7 +11,7 @@ pub struct PartitionProgress {
     next_offset: Option<i64>,
     /// Input offset → number of outputs holding it that the broker has not acknowledged.
     in_flight: BTreeMap<i64, u32>,
-    /// The last position committed (or requested).
+    /// The last position the broker accepted as committed.
     committed: Option<i64>,
 }
 
@@ -82,24 +82,35 @@ impl Progress {
         self.partitions.keys().copied()
     }
 
-    /// Positions that moved past what was last committed, marked as committed.
-    pub fn advance_commits(
-        &mut self,
-        only: Option<&[SourcePartition]>,
-        low_watermark: impl Fn(SourcePartition) -> Option<i64>,
-    ) -> Vec<(SourcePartition, i64)> {
+    /// Positions past what the broker last accepted: what to commit now. A position counts as
+    /// committed only once [`Progress::acknowledge`] says the broker took it, so a commit that
+    /// failed (or whose answer never came) is simply asked for again by the next call.
+    pub fn to_commit(&self, only: Option<&[SourcePartition]>, low_watermark: impl Fn(SourcePartition) -> Option<i64>) -> Vec<(SourcePartition, i64)> {
         let mut out = Vec::new();
-        for (source, partition) in &mut self.partitions {
+        for (source, partition) in &self.partitions {
             if only.is_some_and(|only| !only.contains(source)) {
                 continue;
             }
             let Some(position) = partition.commit_position(low_watermark(*source)) else { continue };
             if partition.committed.is_none_or(|c| position > c) {
-                partition.committed = Some(position);
                 out.push((*source, position));
             }
         }
         out
+    }
+
+    /// The broker accepted `position` as the committed offset of `source`. Answers may come back
+    /// out of order (an older asynchronous commit after a newer synchronous one): the committed
+    /// position never moves back.
+    pub fn acknowledge(&mut self, source: SourcePartition, position: i64) {
+        if let Some(partition) = self.partitions.get_mut(&source) {
+            partition.committed = Some(partition.committed.map_or(position, |c| c.max(position)));
+        }
+    }
+
+    /// The position the broker last accepted for `source`.
+    pub fn committed(&self, source: SourcePartition) -> Option<i64> {
+        self.partitions.get(&source)?.committed
     }
 
     /// Messages consumed but not yet committed, per partition (the pipeline's own lag).
@@ -118,26 +129,50 @@ mod tests {
         SourceOffset { source: P0, offset }
     }
 
+    /// Commits as a broker that accepts every commit at once would see them.
+    fn commit_all(progress: &mut Progress, low: Option<i64>) -> Vec<(SourcePartition, i64)> {
+        let positions = progress.to_commit(None, |_| low);
+        for &(source, position) in &positions {
+            progress.acknowledge(source, position);
+        }
+        positions
+    }
+
     #[test]
     fn commits_only_below_unacknowledged_outputs_and_the_watermark() {
         let mut progress = Progress::default();
         progress.assign(P0);
-        assert!(progress.advance_commits(None, |_| None).is_empty(), "nothing consumed yet");
+        assert!(commit_all(&mut progress, None).is_empty(), "nothing consumed yet");
         for offset in 10..15 {
             progress.consumed(at(offset));
         }
         progress.hold(at(11));
         progress.hold(at(11));
         progress.hold(at(13));
-        assert_eq!(progress.advance_commits(None, |_| None), vec![(P0, 11)]);
+        assert_eq!(commit_all(&mut progress, None), vec![(P0, 11)]);
         progress.release(at(11));
-        assert!(progress.advance_commits(None, |_| None).is_empty(), "one output of 11 still in flight");
+        assert!(commit_all(&mut progress, None).is_empty(), "one output of 11 still in flight");
         progress.release(at(11));
-        assert_eq!(progress.advance_commits(None, |_| None), vec![(P0, 13)]);
+        assert_eq!(commit_all(&mut progress, None), vec![(P0, 13)]);
         progress.release(at(13));
-        assert_eq!(progress.advance_commits(None, |_| Some(12)), vec![], "watermark holds 12");
-        assert_eq!(progress.advance_commits(None, |_| None), vec![(P0, 15)]);
+        assert_eq!(commit_all(&mut progress, Some(12)), vec![], "watermark holds 12");
+        assert_eq!(commit_all(&mut progress, None), vec![(P0, 15)]);
         assert_eq!(progress.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_commit_the_broker_refused_is_asked_for_again() {
+        let mut progress = Progress::default();
+        progress.assign(P0);
+        progress.consumed(at(4));
+        assert_eq!(progress.to_commit(None, |_| None), vec![(P0, 5)]);
+        // The broker refused it (no acknowledgement): the next round asks for it again.
+        assert_eq!(progress.to_commit(None, |_| None), vec![(P0, 5)]);
+        progress.consumed(at(5));
+        progress.acknowledge(P0, 6);
+        progress.acknowledge(P0, 5);
+        assert_eq!(progress.committed(P0), Some(6), "a late answer to an older commit does not move it back");
+        assert!(progress.to_commit(None, |_| None).is_empty());
     }
 
     #[test]
@@ -149,5 +184,66 @@ mod tests {
         assert_eq!(progress.in_flight(), 0);
         progress.release(at(1));
         assert_eq!(progress.in_flight(), 0);
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the broker accepts or refuses, in whatever order its answers come: the
+        /// committed position only ever names offsets whose outputs were all acknowledged, never
+        /// moves back, and reaches the end of the input once the broker accepts the last ask.
+        #[test]
+        fn committed_positions_are_safe_and_reach_the_end(steps in proptest::collection::vec((0u8..4, any::<bool>()), 1..200)) {
+            let mut progress = Progress::default();
+            progress.assign(P0);
+            let mut next = 0i64;
+            let mut held: Vec<i64> = Vec::new();
+            let mut asked: Vec<i64> = Vec::new();
+            let mut last_committed = None;
+            for (action, accept) in steps {
+                match action {
+                    0 => {
+                        progress.consumed(at(next));
+                        if accept {
+                            progress.hold(at(next));
+                            held.push(next);
+                        }
+                        next += 1;
+                    }
+                    1 => {
+                        if let Some(offset) = held.pop() {
+                            progress.release(at(offset));
+                        }
+                    }
+                    2 => asked.extend(progress.to_commit(None, |_| None).into_iter().map(|(_, p)| p)),
+                    _ => {
+                        // The broker answers the oldest or newest outstanding ask, or refuses it.
+                        let answer = if accept { asked.pop() } else if asked.is_empty() { None } else { Some(asked.remove(0)) };
+                        if let (Some(position), true) = (answer, accept || next % 2 == 0) {
+                            progress.acknowledge(P0, position);
+                        }
+                    }
+                }
+                let committed = progress.committed(P0);
+                prop_assert!(committed >= last_committed, "moved back from {last_committed:?} to {committed:?}");
+                last_committed = committed;
+                if let Some(position) = committed {
+                    prop_assert!(position <= next);
+                    if let Some(&oldest_held) = held.iter().min() {
+                        prop_assert!(position <= oldest_held, "committed {position} past output {oldest_held} still in flight");
+                    }
+                }
+            }
+            for offset in held.drain(..) {
+                progress.release(at(offset));
+            }
+            let positions = progress.to_commit(None, |_| None);
+            for (source, position) in positions {
+                progress.acknowledge(source, position);
+            }
+            if next > 0 {
+                prop_assert_eq!(progress.committed(P0), Some(next));
+            }
+        }
     }
 }

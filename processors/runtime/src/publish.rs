@@ -37,7 +37,7 @@ impl PublishError {
 /// so that sending it again can never succeed. Everything else (the broker down, a timeout, a
 /// leader moving, a corrupted transfer, an authorization an operator can still grant) may pass
 /// later.
-fn refuses_for_good(error: &KafkaError) -> bool {
+pub(crate) fn refuses_for_good(error: &KafkaError) -> bool {
     matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord))
 }
 
