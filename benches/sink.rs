@@ -22,8 +22,8 @@ fn measure(url: &StoreUrl, records: &[stored::SinkRecord]) {
     let started = Instant::now();
     stored::feed(&mut sink, records, 0, now_ns());
     let elapsed = started.elapsed().as_secs_f64();
-    let rows: i64 = ["spans", "traces", "edges", "rollups", "alerts"].iter().map(|t| stored::count(sink.store(), t)).sum();
-    let spans = stored::count(sink.store(), "spans");
+    let rows: i64 = ["spans", "traces", "edges", "rollups", "alerts"].iter().map(|t| stored::count(&mut sink.store(), t)).sum();
+    let spans = stored::count(&mut sink.store(), "spans");
     println!(
         "sink/{:<8} {rows} rows ({spans} spans) in {elapsed:.2} s: {:.0} rows/s, {:.0} spans/s (decode, convert, batch of {} rows, commit)",
         url.kind(),

@@ -10,6 +10,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_yaml_ng::Value;
@@ -30,7 +31,7 @@ use tracepipe_sampler::config::SamplerSpec;
 use tracepipe_sampler::TailSampler;
 use tracepipe_sink::{Sink, SinkSpec};
 use tracepipe_schemas::analytics::Alert;
-use tracepipe_store::{Store, StoreUrl};
+use tracepipe_store::{Store, StoreError, StoreUrl};
 
 use crate::topology::{PipelineOutputs, Topology};
 
@@ -105,11 +106,37 @@ impl ProcessorSpec for AssemblerSpec {
         Box::pin(async move {
             let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
             let traces = settings.bind(&self.output);
+            let config = fit_traces_to_topics(self.config.clone(), context.topology, &self.output).await;
             let kafka = &mut settings.0.kafka;
-            self.config.bound_kafka_buffers(&mut kafka.consumer, &mut kafka.producer);
-            pipeline(settings, TraceAssembler::new(self.config.clone(), traces), context)
+            config.bound_kafka_buffers(&mut kafka.consumer, &mut kafka.producer);
+            pipeline(settings, TraceAssembler::new(config, traces), context)
         })
     }
+}
+
+/// Cuts traces into fragments that the topics they go to take: if the broker says the assembler's
+/// output topic (or the sampler's, which forwards the same records) takes smaller records than a
+/// whole `max_trace_bytes` trace, `max_trace_bytes` is lowered to fit, and it says so. A topic left
+/// at Kafka's 1 MB default then gets fragments, not records it refuses.
+async fn fit_traces_to_topics(mut config: AssemblerConfig, topology: &Topology, output: &str) -> AssemblerConfig {
+    let mut topics = vec![output.to_string()];
+    if let Some(sampler) = topology.processor::<SamplerSpec>() {
+        topics.push(sampler.output.clone());
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let Some(limit) = crate::topics::max_message_bytes(topology, &names).await else { return config };
+    let overhead = tracepipe_schemas::split::MAX_CHUNK_BYTES + (64 << 10);
+    let fits = limit.saturating_sub(overhead).max(64 << 10);
+    if fits < config.max_trace_bytes {
+        tracing::warn!(
+            topics = ?names,
+            max_message_bytes = limit,
+            max_trace_bytes = fits,
+            "the broker takes records of at most {limit} bytes on these topics: traces are cut into fragments of {fits} bytes (raise the topics' max.message.bytes to keep traces whole)"
+        );
+        config.max_trace_bytes = fits;
+    }
+    config
 }
 
 impl ProcessorSpec for SamplerSpec {
@@ -177,7 +204,7 @@ fn unix_now() -> u64 {
 impl ProcessorSpec for SinkSpec {
     fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
         Box::pin(async move {
-            let store = open_store(&context.topology.storage.url).await?;
+            let store = open_store(&context.topology.storage.url, context.shutdown).await?;
             let settings = context.topology.pipeline(&self.consumer, self.inputs.iter().map(|(topic, _)| topic.clone()).collect());
             let sink = Sink::new(self.sink_config(context.topology.storage.retention), store, self.inputs.iter().map(|(_, kind)| *kind).collect());
             pipeline(settings, sink, context)
@@ -188,7 +215,7 @@ impl ProcessorSpec for SinkSpec {
 impl ProcessorSpec for QuerySpec {
     fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
         Box::pin(async move {
-            let store = open_store(&context.topology.storage.url).await?;
+            let store = open_store(&context.topology.storage.url, context.shutdown).await?;
             let bearer_token = self.bearer_token_env.as_deref().and_then(|name| std::env::var(name).ok()).filter(|t| !t.is_empty());
             let listener = tokio::net::TcpListener::bind(self.listen).await.with_context(|| format!("query server on {}", self.listen))?;
             let addr = listener.local_addr()?;
@@ -229,13 +256,29 @@ impl ProcessorSpec for GatewaySpec {
 
 /// Opens (and migrates) the store on a thread of its own, outside the async runtime: PostgreSQL's
 /// blocking client runs a runtime of its own, which may not start inside another.
-pub async fn open_store(url: &StoreUrl) -> anyhow::Result<Store> {
-    let url = url.clone();
-    let described = match &url {
+pub async fn open_store(url: &StoreUrl, shutdown: &CancellationToken) -> anyhow::Result<Store> {
+    let described = match url {
         StoreUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
         StoreUrl::Postgres(_) => "postgres".to_string(),
     };
-    let (opened, open) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name("store-open".into()).spawn(move || opened.send(Store::open(&url)))?;
-    open.await.map_err(|_| anyhow::anyhow!("opening the store panicked"))?.with_context(|| format!("open store {described}"))
+    // A database that does not answer yet (starting, restarting) is waited for, as a process
+    // started before its database would be in a deployment; anything else is an error now.
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = url.clone();
+        let (opened, open) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new().name("store-open".into()).spawn(move || opened.send(Store::open(&attempt)))?;
+        let outcome = open.await.map_err(|_| anyhow::anyhow!("opening the store panicked"))?;
+        match outcome {
+            Err(StoreError::Postgres(error)) if error.as_db_error().is_none() && !shutdown.is_cancelled() => {
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "the store does not answer yet; waiting for it");
+                tokio::select! {
+                    _ = shutdown.cancelled() => anyhow::bail!("stopped while waiting for the store ({described})"),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            outcome => return outcome.with_context(|| format!("open store {described}")),
+        }
+    }
 }

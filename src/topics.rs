@@ -52,3 +52,23 @@ pub async fn create(topology: &Topology) -> anyhow::Result<TopicsCreated> {
     }
     Ok(outcome)
 }
+
+/// The smallest `max.message.bytes` the broker reports for `topics`, if it reports any: the
+/// largest record all of them take.
+pub async fn max_message_bytes(topology: &Topology, topics: &[&str]) -> Option<usize> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> = topology.kafka.admin_config("tracepipe-admin").create().ok()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let resources: Vec<ResourceSpecifier<'_>> = topics.iter().map(|topic| ResourceSpecifier::Topic(topic)).collect();
+    let described = match admin.describe_configs(&resources, &options).await {
+        Ok(described) => described,
+        Err(error) => {
+            tracing::debug!(%error, ?topics, "the broker does not describe topic configs");
+            return None;
+        }
+    };
+    described
+        .into_iter()
+        .filter_map(|resource| resource.ok()?.get("max.message.bytes")?.value.as_deref()?.trim().parse::<usize>().ok())
+        .min()
+}

@@ -33,7 +33,7 @@ fn replay_writes_nothing_twice(url: StoreUrl) {
     let mut sink = stored::sink(&url, SinkConfig::default());
     stored::feed(&mut sink, &records, 0, now_ns());
     let tables = ["spans", "traces", "operations", "edges", "rollups", "alerts"];
-    let first: Vec<i64> = tables.iter().map(|t| count(sink.store(), t)).collect();
+    let first: Vec<i64> = tables.iter().map(|t| count(&mut sink.store(), t)).collect();
     eprintln!("{} stored: {:?}", url.kind(), tables.iter().zip(&first).collect::<Vec<_>>());
     assert!(first.iter().all(|&n| n > 0), "every table has rows: {first:?}");
     assert_eq!(first[1], 300, "one row per trace");
@@ -44,12 +44,12 @@ fn replay_writes_nothing_twice(url: StoreUrl) {
     drop(sink);
     let mut restarted = stored::sink(&url, SinkConfig::default());
     stored::feed(&mut restarted, &records, 0, now_ns());
-    let again: Vec<i64> = tables.iter().map(|t| count(restarted.store(), t)).collect();
+    let again: Vec<i64> = tables.iter().map(|t| count(&mut restarted.store(), t)).collect();
     assert_eq!(first, again, "a replay adds no row");
     // Upstream re-emission of the same trace (the assembler replayed) is the same spans too.
     let traces_only: Vec<_> = records.iter().filter(|(input, _)| *input == 0).cloned().collect();
     stored::feed(&mut restarted, &traces_only, 1_000_000, now_ns());
-    assert_eq!(count(restarted.store(), "spans"), first[0]);
+    assert_eq!(count(&mut restarted.store(), "spans"), first[0]);
     assert_eq!(restarted.store().schema_version().unwrap(), 2, "both migrations, each once");
 }
 
@@ -62,10 +62,10 @@ fn retention_deletes_only_old_rows(url: StoreUrl) {
     let mut sink = stored::sink(&url, config);
     stored::feed(&mut sink, &old, 0, now);
     stored::feed(&mut sink, &fresh, 10_000, now);
-    let before = count(sink.store(), "traces");
+    let before = count(&mut sink.store(), "traces");
     let deleted = sink.enforce_retention(now).unwrap();
     eprintln!("{} retention deleted {deleted:?}", url.kind());
-    let after = count(sink.store(), "traces");
+    let after = count(&mut sink.store(), "traces");
     assert_eq!(before, 200);
     assert_eq!(after, 100, "the three-day-old traces are gone, the fresh ones stay");
     let kept: Vec<String> = sink.store().query("SELECT trace_id FROM traces", &[]).unwrap().into_iter().map(|r| r[0].text().to_string()).collect();
@@ -77,7 +77,7 @@ fn retention_deletes_only_old_rows(url: StoreUrl) {
             assert!(n > 0, "{table}: old rows deleted");
         }
     }
-    assert_eq!(count(sink.store(), "alerts"), 2, "the fresh alert events stay (the old ones are gone)");
+    assert_eq!(count(&mut sink.store(), "alerts"), 2, "the fresh alert events stay (the old ones are gone)");
 }
 
 #[test]

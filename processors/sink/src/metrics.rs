@@ -22,3 +22,5 @@ pub static INVALID_SPANS: LazyLock<IntCounter> =
 pub static RETENTION_DELETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("tracepipe_sink_retention_deleted_total", "Rows deleted for being older than their retention, by table", &["table"]).unwrap()
 });
+pub static RECONNECTS: LazyLock<IntCounter> =
+    LazyLock::new(|| register_int_counter!("tracepipe_sink_reconnects_total", "New connections to the store after it stopped answering (a database restart)").unwrap());
