@@ -84,7 +84,10 @@ impl UnaryService<Bytes> for Export {
         Box::pin(async move {
             let traceparent = request.metadata().get("traceparent").map(|v| v.as_bytes().to_vec());
             let body = request.into_inner();
-            match ingest.export(Protocol::Grpc, &body, traceparent.as_deref()).await {
+            // reserve(0) holds nothing yet: the body is already read (tonic bounds it by
+            // max_request_bytes), and its room is taken by its size inside export.
+            let Ok(reserved) = ingest.reserve(0) else { unreachable!("reserving no bytes cannot fail") };
+            match ingest.export(Protocol::Grpc, body, traceparent.as_deref(), reserved).await {
                 Ok(accepted) => Ok(Response::new(accepted.response())),
                 Err(error) => Err(status(&error, ingest.config().retry_after)),
             }

@@ -6,8 +6,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -29,15 +29,16 @@ struct RpcStatus {
 }
 
 pub(crate) async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>, shutdown: CancellationToken) {
-    // Compressed bodies are limited here, decompressed ones while inflating.
-    let limit = ingest.config().max_request_bytes;
-    let app = Router::new().route("/v1/traces", post(export)).layer(DefaultBodyLimit::max(limit)).with_state(ingest);
+    // Bodies are read (and limited) by the handler, after it has taken room for them.
+    let app = Router::new().route("/v1/traces", post(export)).layer(DefaultBodyLimit::disable()).with_state(ingest);
     if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
         tracing::error!(%error, "OTLP/HTTP receiver stopped");
     }
 }
 
-async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export(State(ingest): State<Arc<Ingest>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let protocol = match media_type.as_str() {
@@ -48,21 +49,53 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Byt
             return error_response(Protocol::HttpProtobuf, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message, None);
         }
     };
-    let limit = ingest.config().max_request_bytes;
-    let body = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
-        None => body,
-        Some(encoding) if encoding.is_empty() || encoding == "identity" => body,
-        Some(encoding) if encoding == "gzip" => match gunzip(&body, limit) {
-            Ok(body) => Bytes::from(body),
-            Err(error) => return failure(protocol, &error, &ingest),
-        },
+    let encoding = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+        None => None,
+        Some(encoding) if encoding.is_empty() || encoding == "identity" => None,
+        Some(encoding) if encoding == "gzip" => Some(()),
         Some(other) => {
             let message = format!("Content-Encoding `{other}` is not supported; send gzip or no encoding");
             return error_response(protocol, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message, None);
         }
     };
+    let limit = ingest.config().max_request_bytes;
+    // Room among the bytes waiting for Kafka is taken before the body is read, by what it says
+    // its length is, so a burst of large requests is refused before it is in memory.
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
+    if let Some(size) = declared.filter(|size| *size > limit) {
+        return refuse(protocol, IngestError::TooLarge { size, limit }, &ingest, 0);
+    }
+    let mut reserved = match ingest.reserve(declared.unwrap_or(0)) {
+        Ok(reserved) => reserved,
+        Err(error) => return refuse(protocol, error, &ingest, declared.unwrap_or(0)),
+    };
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(error) if error.to_string().contains("length limit") => return refuse(protocol, IngestError::TooLarge { size: limit + 1, limit }, &ingest, limit),
+        Err(error) => return refuse(protocol, IngestError::Invalid(format!("reading the request body: {error}")), &ingest, 0),
+    };
+    if let Err(error) = reserved.grow(body.len()) {
+        return refuse(protocol, error, &ingest, body.len());
+    }
+    let body = match encoding {
+        None => body,
+        Some(()) => {
+            // Inflating is bounded by the limit, and CPU work: on the blocking pool.
+            let compressed = body.len();
+            match tokio::task::spawn_blocking(move || gunzip(&body, limit)).await {
+                Ok(Ok(inflated)) => {
+                    if let Err(error) = reserved.grow(inflated.len()) {
+                        return refuse(protocol, error, &ingest, compressed);
+                    }
+                    Bytes::from(inflated)
+                }
+                Ok(Err(error)) => return refuse(protocol, error, &ingest, compressed),
+                Err(error) => return refuse(protocol, IngestError::Invalid(format!("inflating the body failed: {error}")), &ingest, compressed),
+            }
+        }
+    };
     let traceparent = headers.get("traceparent").map(HeaderValue::as_bytes);
-    match ingest.export(protocol, &body, traceparent).await {
+    match ingest.export(protocol, body, traceparent, reserved).await {
         Ok(accepted) => {
             let response = accepted.response();
             match protocol {
@@ -78,6 +111,13 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Byt
         }
         Err(error) => failure(protocol, &error, &ingest),
     }
+}
+
+/// A request answered before it reached [`Ingest::export`]: counted like the others.
+fn refuse(protocol: Protocol, error: IngestError, ingest: &Ingest, bytes: usize) -> Response {
+    let response = failure(protocol, &error, ingest);
+    crate::metrics::record(protocol, &Err(error), bytes, std::time::Duration::ZERO);
+    response
 }
 
 fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {

@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracepipe_runtime::{KafkaSettings, PublishError, Publisher};
@@ -161,22 +162,29 @@ impl Ingest {
         &self.config
     }
 
+    /// Reserves room for a request of `bytes` among those waiting for Kafka (at most
+    /// `max_in_flight_bytes` in all), before its body is read; [`Reserved::grow`] adds to it
+    /// when the body turns out larger (no Content-Length, or inflated).
+    pub fn reserve(&self, bytes: usize) -> Result<Reserved<'_>, IngestError> {
+        let mut reserved = Reserved { ingest: self, permits: Vec::new(), bytes: 0 };
+        reserved.grow(bytes)?;
+        Ok(reserved)
+    }
+
     /// Stores one export request's spans; resolves once Kafka acknowledged them all. The records
     /// carry a `traceparent` continuing the request's, when it had one.
-    pub async fn export(&self, protocol: Protocol, body: &[u8], traceparent: Option<&[u8]>) -> Result<Accepted, IngestError> {
+    pub async fn export(&self, protocol: Protocol, body: Bytes, traceparent: Option<&[u8]>, reserved: Reserved<'_>) -> Result<Accepted, IngestError> {
         let started = Instant::now();
-        let result = self.store(protocol, body, traceparent).await;
-        metrics::record(protocol, &result, body.len(), started.elapsed());
+        let size = body.len();
+        let result = self.store(protocol, body, traceparent, reserved).await;
+        metrics::record(protocol, &result, size, started.elapsed());
         if let Err(error) = &result {
-            match error {
-                IngestError::Unavailable(_) | IngestError::Refused(_) => tracing::warn!(protocol = protocol.as_str(), %error, "export not stored"),
-                _ => tracing::debug!(protocol = protocol.as_str(), %error, "export refused"),
-            }
+            log_refusal(protocol, error);
         }
         result
     }
 
-    async fn store(&self, protocol: Protocol, body: &[u8], traceparent: Option<&[u8]>) -> Result<Accepted, IngestError> {
+    async fn store(&self, protocol: Protocol, body: Bytes, traceparent: Option<&[u8]>, mut reserved: Reserved<'_>) -> Result<Accepted, IngestError> {
         if body.len() > self.config.max_request_bytes {
             return Err(IngestError::TooLarge { size: body.len(), limit: self.config.max_request_bytes });
         }
@@ -184,20 +192,29 @@ impl Ingest {
         if body.is_empty() && protocol != Protocol::HttpJson {
             return Ok(Accepted::default());
         }
-        let kib = u32::try_from(body.len().div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        let _permit = self.in_flight.try_acquire_many(kib).map_err(|_| IngestError::Overloaded("too many bytes waiting for Kafka"))?;
-        metrics::IN_FLIGHT_BYTES.add(body.len() as i64);
-        let _in_flight = scopeguard(body.len());
-
-        let mut splitter = self.splitters.lock().unwrap().pop().unwrap_or_default();
-        let result = self.split_and_publish(protocol, body, traceparent, &mut splitter).await;
+        reserved.grow(body.len())?;
+        let splitter = self.splitters.lock().unwrap().pop().unwrap_or_default();
+        // Splitting is CPU work proportional to the body: on the blocking pool, not on the
+        // reactor threads the query and admin servers share.
+        let (splitter, split) = tokio::task::spawn_blocking(move || {
+            let mut splitter = splitter;
+            let Splitter { splitter: spans, batch } = &mut splitter;
+            let split = spans.split(protocol.encoding(), &body, batch).map_err(|error| IngestError::Invalid(format!("{}: {error}", protocol.encoding())));
+            (splitter, split)
+        })
+        .await
+        .map_err(|error| IngestError::Invalid(format!("splitting the request failed: {error}")))?;
+        let result = match split {
+            Ok(()) => self.publish(traceparent, &splitter).await,
+            Err(error) => Err(error),
+        };
         self.splitters.lock().unwrap().push(splitter);
+        drop(reserved);
         result
     }
 
-    async fn split_and_publish(&self, protocol: Protocol, body: &[u8], traceparent: Option<&[u8]>, splitter: &mut Splitter) -> Result<Accepted, IngestError> {
-        let Splitter { splitter, batch } = splitter;
-        splitter.split(protocol.encoding(), body, batch).map_err(|error| IngestError::Invalid(format!("{}: {error}", protocol.encoding())))?;
+    async fn publish(&self, traceparent: Option<&[u8]>, splitter: &Splitter) -> Result<Accepted, IngestError> {
+        let batch = &splitter.batch;
         let records = batch.chunks.iter().map(|chunk| (&chunk.trace_id.0[..], batch.payload(chunk)));
         self.publisher.publish_all(traceparent, records).await.map_err(|error| match error {
             PublishError::QueueFull => IngestError::Overloaded("producer queue full"),
@@ -212,15 +229,44 @@ impl Ingest {
     }
 }
 
-/// Takes a request's bytes off the in-flight gauge when it is answered, however it ends.
-fn scopeguard(bytes: usize) -> impl Drop {
-    struct InFlight(usize);
-    impl Drop for InFlight {
-        fn drop(&mut self) {
-            metrics::IN_FLIGHT_BYTES.sub(self.0 as i64);
-        }
+fn log_refusal(protocol: Protocol, error: &IngestError) {
+    match error {
+        IngestError::Unavailable(_) | IngestError::Refused(_) => tracing::warn!(protocol = protocol.as_str(), %error, "export not stored"),
+        _ => tracing::debug!(protocol = protocol.as_str(), %error, "export refused"),
     }
-    InFlight(bytes)
+}
+
+/// Room held for one request's bytes among those waiting for Kafka; given back, and taken off
+/// the in-flight gauge, when the request is answered, however it ends.
+pub struct Reserved<'a> {
+    ingest: &'a Ingest,
+    permits: Vec<tokio::sync::SemaphorePermit<'a>>,
+    bytes: usize,
+}
+
+impl Reserved<'_> {
+    /// Holds room for `bytes` in all (never less than already held).
+    pub fn grow(&mut self, bytes: usize) -> Result<(), IngestError> {
+        if bytes <= self.bytes {
+            return Ok(());
+        }
+        let held_kib = self.bytes.div_ceil(1024);
+        let more_kib = bytes.div_ceil(1024).max(1).saturating_sub(held_kib).max(if self.permits.is_empty() { 1 } else { 0 });
+        if more_kib > 0 {
+            let kib = u32::try_from(more_kib).unwrap_or(u32::MAX);
+            let permit = self.ingest.in_flight.try_acquire_many(kib).map_err(|_| IngestError::Overloaded("too many bytes waiting for Kafka"))?;
+            self.permits.push(permit);
+        }
+        metrics::IN_FLIGHT_BYTES.add((bytes - self.bytes) as i64);
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        metrics::IN_FLIGHT_BYTES.sub(self.bytes as i64);
+    }
 }
 
 /// The addresses the running receivers listen on.
