@@ -21,6 +21,9 @@ const EXIT_RUNTIME: u8 = 1;
 const EXIT_INVALID_CONFIG: u8 = 2;
 const EXIT_KAFKA_FATAL: u8 = 3;
 const EXIT_DRAIN_DEADLINE: u8 = 4;
+/// An address to listen on is taken or not allowed (the admin server, the query server, the
+/// OTLP receivers, the embedded broker).
+const EXIT_PORT: u8 = 5;
 
 /// The demo scenario `tracepipe up --demo` plays.
 const DEMO_SCENARIO: &str = include_str!("../tests/scenarios/small.yaml");
@@ -222,11 +225,12 @@ fn main() -> ExitCode {
             runtime.block_on(serve(topology, vec![processor], None))
         }
         Command::Up { topology, listen, demo, demo_rate } => {
+            let brokers_given = topology.brokers.is_some();
             let topology = match load_topology(&topology) {
                 Ok(t) => t,
                 Err(code) => return code,
             };
-            runtime.block_on(up(topology, listen, demo.then_some(demo_rate)))
+            runtime.block_on(up(topology, brokers_given, listen, demo.then_some(demo_rate)))
         }
         Command::Loadgen { scenario, brokers, topic, encoding, rate, traces, spans, duration, truth, settings } => {
             let result = (|| {
@@ -251,6 +255,31 @@ fn main() -> ExitCode {
             result.map_or_else(fail, |()| ExitCode::SUCCESS)
         }
     }
+}
+
+fn is_listen_error(error: &std::io::Error) -> bool {
+    matches!(error.kind(), std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::PermissionDenied)
+}
+
+fn listen_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => "another program listens on that port (`ss -ltnp` shows which); stop it or choose another address",
+        std::io::ErrorKind::PermissionDenied => "ports below 1024 need privileges; choose a port of 1024 or more",
+        _ => "that address is not one of this machine's; use 127.0.0.1, 0.0.0.0 or an address the machine has",
+    }
+}
+
+/// `what` cannot listen on `addr`: says so, with the setting that moves it, and exits with
+/// [`EXIT_PORT`].
+fn cannot_listen(what: &str, addr: SocketAddr, error: &std::io::Error, setting: &str) -> ExitCode {
+    eprintln!("error: {what} cannot listen on {addr}: {error}\n{} (set {setting})", listen_hint(error));
+    ExitCode::from(EXIT_PORT)
+}
+
+/// Whether a Kafka-protocol broker answers at `addr` (a metadata request within 3 s).
+fn kafka_answers(addr: SocketAddr) -> bool {
+    let consumer: Result<rdkafka::consumer::BaseConsumer, _> = rdkafka::ClientConfig::new().set("bootstrap.servers", addr.to_string()).set("log_level", "0").create();
+    consumer.is_ok_and(|consumer| rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(3)).is_ok())
 }
 
 fn fail(error: anyhow::Error) -> ExitCode {
@@ -290,18 +319,37 @@ async fn terminated() {
     }
 }
 
-async fn up(mut topology: Topology, listen: SocketAddr, demo_rate: Option<f64>) -> ExitCode {
+async fn up(mut topology: Topology, brokers_given: bool, listen: SocketAddr, demo_rate: Option<f64>) -> ExitCode {
     let shutdown = CancellationToken::new();
     // The mock cluster is not Send; it lives on this task until the end of `up`.
     let mut embedded = None;
-    if topology.kafka.brokers == "127.0.0.1:9092" || topology.kafka.brokers.is_empty() {
+    if !brokers_given && (topology.kafka.brokers == "127.0.0.1:9092" || topology.kafka.brokers.is_empty()) {
         let broker = match EmbeddedBroker::start(&topology) {
             Ok(b) => b,
             Err(error) => return fail(error),
         };
         match broker.forward(listen, shutdown.clone()).await {
             Ok(addr) => info!(%addr, "embedded kafka-protocol broker listening"),
-            Err(error) => warn!(%error, bootstrap = %broker.bootstrap_servers(), "cannot listen on the fixed address; use the bootstrap address instead"),
+            Err(error) => {
+                let io = error.chain().find_map(|cause| cause.downcast_ref::<std::io::Error>());
+                if io.is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse) {
+                    let taken_by_kafka = tokio::task::spawn_blocking(move || kafka_answers(listen)).await.unwrap_or(false);
+                    if taken_by_kafka {
+                        eprintln!(
+                            "error: {listen} is already taken by a Kafka broker, so the embedded one cannot listen there.\n\
+                             To run tracepipe against that Kafka: tracepipe up --brokers {listen} (topics are created if missing).\n\
+                             To keep the embedded broker, stop the other one or give it another address: tracepipe up --listen 127.0.0.1:19092"
+                        );
+                    } else {
+                        eprintln!("error: the embedded Kafka broker cannot listen on {listen}: another program (not a Kafka broker) listens there.\nStop it, or give the embedded broker another address: tracepipe up --listen 127.0.0.1:19092");
+                    }
+                    return ExitCode::from(EXIT_PORT);
+                }
+                if let Some(io) = io.filter(|io| is_listen_error(io)) {
+                    return cannot_listen("the embedded Kafka broker", listen, io, "--listen");
+                }
+                return fail(error);
+            }
         }
         println!("kafka:   {listen} (embedded; bootstrap {})", broker.bootstrap_servers());
         topology.kafka.brokers = broker.bootstrap_servers();
@@ -344,7 +392,7 @@ async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<Cancella
     let health = Health::default();
     let admin = match AdminServer::start(topology.admin_listen, health.clone(), shutdown.clone()).await {
         Ok(admin) => admin,
-        Err(error) => return fail(anyhow::anyhow!("admin server on {}: {error}", topology.admin_listen)),
+        Err(error) => return cannot_listen("the admin server (/metrics, /healthz, /ready)", topology.admin_listen, &error, "--admin or admin.listen"),
     };
     println!("metrics: http://{}/metrics", admin.local_addr);
     let context = StartContext { topology: &topology, shutdown: &shutdown, health: &health };
@@ -370,6 +418,10 @@ async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<Cancella
             Err(error) => {
                 shutdown.cancel();
                 eprintln!("error: {error:#}");
+                if let Some(io) = error.chain().find_map(|cause| cause.downcast_ref::<std::io::Error>()).filter(|io| is_listen_error(io)) {
+                    eprintln!("{}", listen_hint(io));
+                    return ExitCode::from(EXIT_PORT);
+                }
                 return ExitCode::from(EXIT_INVALID_CONFIG);
             }
         }
