@@ -174,3 +174,37 @@ fn scenario_mistakes_are_all_reported() {
         assert!(error.contains(expected), "missing `{expected}` in {error}");
     }
 }
+
+/// `up` where its addresses are taken: by a Kafka broker (it says so, and how to use that broker),
+/// by another program, or the admin server's port; each named, with exit code 5.
+#[test]
+fn up_says_which_address_is_taken_and_by_what() {
+    let tansu = support::Tansu::start();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("sqlite://{}", dir.path().join("t.db").display());
+    let run = |listen: String, admin: String| {
+        let output = Command::new(env!("CARGO_BIN_EXE_tracepipe"))
+            .args(["up", "--listen", &listen, "--admin", &admin, "--storage", &storage, "--query-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--otlp-grpc-listen", &format!("127.0.0.1:{}", free_port()), "--otlp-http-listen", &format!("127.0.0.1:{}", free_port())])
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (code, stderr) = run(tansu.brokers(), format!("127.0.0.1:{}", free_port()));
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(stderr.contains(&format!("{} is already taken by a Kafka broker", tansu.brokers())), "{stderr}");
+    assert!(stderr.contains(&format!("tracepipe up --brokers {}", tansu.brokers())), "{stderr}");
+    eprintln!("Kafka on the embedded broker's address:\n{stderr}");
+
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = other.local_addr().unwrap().to_string();
+    let (code, stderr) = run(taken.clone(), format!("127.0.0.1:{}", free_port()));
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {taken}: another program (not a Kafka broker)")), "{stderr}");
+
+    let (code, stderr) = run(format!("127.0.0.1:{}", free_port()), taken.clone());
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(stderr.contains(&format!("the admin server (/metrics, /healthz, /ready) cannot listen on {taken}")), "{stderr}");
+    eprintln!("admin port taken:\n{stderr}");
+}

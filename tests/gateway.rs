@@ -339,3 +339,44 @@ fn overload_gets_resource_exhausted_and_429_and_acknowledged_spans_are_stored() 
     let metrics = support::metrics(gateway.admin);
     assert!(metrics.contains("outcome=\"overloaded\""), "overloaded requests are counted");
 }
+
+/// The headers of an OTLP/HTTP request announcing `length` bytes, sent on a raw connection.
+fn announce(port: u16, length: usize) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "POST /v1/traces HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-protobuf\r\nContent-Length: {length}\r\n\r\n").unwrap();
+    stream
+}
+
+fn status_line(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = vec![0u8; 512];
+    let read = stream.read(&mut answer).unwrap_or(0);
+    String::from_utf8_lossy(&answer[..read]).lines().next().unwrap_or("").to_string()
+}
+
+/// Room among the bytes waiting for Kafka is taken by a request's Content-Length before its body
+/// is read: while one request announcing 700 KiB is still sending its body, a second announcing as
+/// much is answered 429 at once, and one over max_request_bytes 413, neither body ever sent.
+#[test]
+fn request_bodies_are_accounted_for_by_their_length_before_they_are_read() {
+    let cluster = Cluster::start_with(|yaml| yaml.replace("max_request_bytes: 16MiB", "max_request_bytes: 1MiB").replace("max_in_flight_bytes: 256MiB", "max_in_flight_bytes: 1MiB"));
+    let gateway = Gateway::start(&cluster);
+    let mut slow = announce(gateway.http, 700 << 10);
+    slow.write_all(&[0u8; 1024]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let second = status_line(&mut announce(gateway.http, 700 << 10));
+    let too_large = status_line(&mut announce(gateway.http, 2 << 20));
+    eprintln!("while 700 KiB are announced and unread: a second 700 KiB request gets `{second}`, a 2 MiB one `{too_large}`");
+    assert!(second.contains(" 429 "), "{second}");
+    assert!(too_large.contains(" 413 "), "{too_large}");
+    // The slow request's room is given back when it ends; the next one is taken again.
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(300));
+    let (request, _) = export_requests(9, 1, 10).pop().unwrap();
+    let body = request.encode_to_vec();
+    let mut stream = announce(gateway.http, body.len());
+    stream.write_all(&body).unwrap();
+    let answer = status_line(&mut stream);
+    assert!(answer.contains(" 200 "), "{answer}");
+}

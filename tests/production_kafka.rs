@@ -446,3 +446,30 @@ fn a_trace_larger_than_a_topic_left_at_one_megabyte_arrives_in_fragments_that_fi
     eprintln!("a trace of 7000 spans in {bytes} bytes of OTLP, topics at 1 MB: all 7000 spans stored {took:.1?} after it was sent; dead letters from the assembler: {dead_letters}\n  {fitted}");
     assert!(!fitted.is_empty(), "the assembler did not fit its traces to the topics:\n{assembler_log}");
 }
+
+/// A record batch no client can read (zstd by its attributes, garbage inside) in one partition:
+/// the router goes on routing the other partitions, says once that it cannot read it, and stops
+/// 30 s later with exit code 3, naming the topic, partition and offset, instead of retrying in a
+/// loop with the partition's lag never moving.
+#[test]
+fn a_batch_that_cannot_be_read_stops_the_router_naming_where_it_is() {
+    let cluster = Cluster::start();
+    let mut router = spawn(&cluster, "router", &cluster.topology_path);
+    router.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let written = python_client(&["--brokers", &cluster.brokers(), "corrupt-batch", "--topic", "otlp_spans", "--partition", "0"]);
+    let truth = generate(KafkaSettings::new(cluster.brokers()), None, Encoding::OtlpProto, 2_000);
+    let started = Instant::now();
+    while !router.exited() {
+        assert!(started.elapsed() < Duration::from_secs(120), "the router still runs:\n{}", router.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // What the other partitions held was routed meanwhile (those behind the batch wait for it).
+    let routed = support::read_routed(&cluster.brokers(), truth.span_count, Duration::from_secs(10));
+    let code = router.terminate();
+    let log = router.log_text();
+    let stopped = log.lines().find(|line| line.contains("pipeline stopped")).unwrap_or("").to_string();
+    eprintln!("{}; {} of {} spans of the other records routed; the router stopped (exit {code:?}) after {:.0?}:\n  {stopped}", written.trim(), routed.distinct_spans(), truth.span_count, started.elapsed());
+    assert!(stopped.contains("records cannot be read (BadCompression)"), "{log}");
+    assert!(stopped.contains("otlp_spans partition 0 at offset 0"), "{log}");
+    assert_eq!(log.matches("a record cannot be read").count(), 1, "said once, not in a loop:\n{log}");
+}

@@ -39,7 +39,13 @@ fn now_ns() -> u64 {
 fn server(token: Option<&str>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let url = StoreUrl::Sqlite(dir.path().join("tracepipe.db"));
-    let (mut records, ids) = stored::records(SMALL, TRACES, now_ns() - 60_000_000_000);
+    // The generator is seeded by the start time; of the starts a millisecond apart, the first
+    // whose traces include failures, so that every view has something to show.
+    let start = now_ns() - 60_000_000_000;
+    let (mut records, ids) = (0..100)
+        .map(|k| stored::records(SMALL, TRACES, start - k * 1_000_000))
+        .find(|(records, _)| records.iter().any(|(input, payload)| *input == 2 && matches!(serde_json::from_slice(payload), Ok(tracepipe_schemas::analytics::Rollup::ErrorGroup(_)))))
+        .expect("a start whose traces include failures");
     records.push((3, error_spike(&ids[..3])));
     let mut sink = stored::sink(&url, SinkConfig::default());
     stored::feed(&mut sink, &records, 0, now_ns());

@@ -884,16 +884,25 @@ impl ConsumerTroubles {
                     }
                     Some((since, first, before)) if now.duration_since(*since) >= UNREADABLE_GRACE => {
                         let now_at = positions(consumer);
+                        // A partition is stuck where it has not moved since the first error and
+                        // records wait after its position: the next record to hand out, or, where
+                        // none was handed out yet, the committed offset (the log's start without one).
+                        let committed = consumer.committed(Duration::from_secs(5)).ok();
                         let stuck: Vec<String> = before
                             .iter()
                             .filter(|p| now_at.contains(p))
-                            .filter(|(topic, partition, offset)| {
-                                let high = consumer.client().fetch_watermarks(topic, *partition, Duration::from_secs(2)).map(|(_, high)| high).unwrap_or(i64::MAX);
-                                offset.to_raw().is_none_or(|offset| offset < high)
-                            })
-                            .map(|(topic, partition, offset)| match offset {
-                                Offset::Offset(offset) => format!("{topic} partition {partition} at offset {offset}"),
-                                _ => format!("{topic} partition {partition} before its first record"),
+                            .filter_map(|(topic, partition, offset)| {
+                                let (low, high) = consumer.client().fetch_watermarks(topic, *partition, Duration::from_secs(2)).ok()?;
+                                let at = match offset {
+                                    Offset::Offset(at) => *at,
+                                    _ => committed
+                                        .as_ref()
+                                        .and_then(|list| list.find_partition(topic, *partition))
+                                        .and_then(|element| element.offset().to_raw())
+                                        .filter(|at| *at >= 0)
+                                        .unwrap_or(low),
+                                };
+                                (at < high).then(|| format!("{topic} partition {partition} at offset {at}"))
                             })
                             .collect();
                         return Err(RuntimeError::Unreadable { code: *first, partitions: stuck, detail: detail() });
