@@ -63,11 +63,15 @@ async fn export(State(ingest): State<Arc<Ingest>>, request: Request) -> Response
     // its length is, so a burst of large requests is refused before it is in memory.
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
     if let Some(size) = declared.filter(|size| *size > limit) {
+        discard(body, limit).await;
         return refuse(protocol, IngestError::TooLarge { size, limit }, &ingest, 0);
     }
     let mut reserved = match ingest.reserve(declared.unwrap_or(0)) {
         Ok(reserved) => reserved,
-        Err(error) => return refuse(protocol, error, &ingest, declared.unwrap_or(0)),
+        Err(error) => {
+            discard(body, limit).await;
+            return refuse(protocol, error, &ingest, declared.unwrap_or(0));
+        }
     };
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
@@ -110,6 +114,20 @@ async fn export(State(ingest): State<Arc<Ingest>>, request: Request) -> Response
             }
         }
         Err(error) => failure(protocol, &error, &ingest),
+    }
+}
+
+/// Reads a refused request's body to its end (or `limit` bytes) without keeping it, so the
+/// client, still sending, reads the answer instead of a reset connection.
+async fn discard(body: axum::body::Body, limit: usize) {
+    use tokio_stream::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut read = 0;
+    while read <= limit {
+        match stream.next().await {
+            Some(Ok(chunk)) => read += chunk.len(),
+            _ => return,
+        }
     }
 }
 
