@@ -31,7 +31,7 @@ use tracepipe_sampler::config::SamplerSpec;
 use tracepipe_sampler::TailSampler;
 use tracepipe_sink::{Sink, SinkSpec};
 use tracepipe_schemas::analytics::Alert;
-use tracepipe_store::{Store, StoreError, StoreUrl};
+use tracepipe_store::{Store, StoreUrl};
 
 use crate::topology::{PipelineOutputs, Topology};
 
@@ -270,7 +270,7 @@ pub async fn open_store(url: &StoreUrl, shutdown: &CancellationToken) -> anyhow:
         std::thread::Builder::new().name("store-open".into()).spawn(move || opened.send(Store::open(&attempt)))?;
         let outcome = open.await.map_err(|_| anyhow::anyhow!("opening the store panicked"))?;
         match outcome {
-            Err(StoreError::Postgres(error)) if error.as_db_error().is_none() && !shutdown.is_cancelled() => {
+            Err(error) if error.database_not_answering_yet() && !shutdown.is_cancelled() => {
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "the store does not answer yet; waiting for it");
                 tokio::select! {
                     _ = shutdown.cancelled() => anyhow::bail!("stopped while waiting for the store ({described})"),

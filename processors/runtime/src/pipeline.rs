@@ -127,7 +127,7 @@ impl<P: Processor> Pipeline<P> {
         let mut reported = ComponentState::Ready;
         while !shutdown.is_cancelled() {
             let congested = {
-                let mut engine = engine.lock().unwrap();
+                let mut engine = engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 engine.outputs.serve_deliveries(Duration::ZERO)?;
                 let now = Instant::now();
                 if let (Some(due), Some(interval)) = (next_tick, tick_interval) {
@@ -153,7 +153,7 @@ impl<P: Processor> Pipeline<P> {
                 congested_since = None;
             }
             if congested && !paused && congested_for < PAUSE_AFTER {
-                engine.lock().unwrap().outputs.serve_deliveries(Duration::from_millis(10))?;
+                engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).outputs.serve_deliveries(Duration::from_millis(10))?;
                 continue;
             }
             let assignment_changed = consumer.context().assignment_changed.swap(false, Ordering::Relaxed);
@@ -178,11 +178,11 @@ impl<P: Processor> Pipeline<P> {
                 reported = state;
             }
             if congested {
-                engine.lock().unwrap().outputs.serve_deliveries(Duration::from_millis(10))?;
+                engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).outputs.serve_deliveries(Duration::from_millis(10))?;
             }
             match consumer.poll(Duration::from_millis(if congested { 0 } else { 100 })) {
                 None => {}
-                Some(Ok(message)) => engine.lock().unwrap().handle(&message)?,
+                Some(Ok(message)) => engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).handle(&message)?,
                 Some(Err(error)) => {
                     if let Some((code, reason)) = consumer.client().fatal_error() {
                         return Err(RuntimeError::Fatal(KafkaError::MessageConsumption(code)))
@@ -194,7 +194,7 @@ impl<P: Processor> Pipeline<P> {
         }
 
         info!(processor = name, "draining");
-        let result = engine.lock().unwrap().drain(&consumer, settings.drain_deadline);
+        let result = engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(&consumer, settings.drain_deadline);
         // Closing the consumer revokes its partitions; the engine lock must be free for that.
         drop(consumer);
         result.map(|()| PipelineExit::Drained)
@@ -508,7 +508,7 @@ impl OutputSender {
             .insert(Header { key: TRACEPARENT, value: Some(&record.context.to_header()) });
         let topic = self.targets[target].topic.clone();
         let base = BaseRecord::with_opaque_to(&topic, slot).key(emitter.key(record)).payload(value).headers(headers);
-        self.enqueue(base, slot).map_err(|error| {
+        self.enqueue(base, slot, true).map_err(|error| {
             self.targets[target].dropped.inc();
             Poison::new("output_rejected", format!("producer refused an output of {} bytes to {topic}: {error}", value.len()))
         })
@@ -542,7 +542,7 @@ impl OutputSender {
         if let Some(key) = message.key() {
             base = base.key(key);
         }
-        if let Err(error) = self.enqueue(base, slot) {
+        if let Err(error) = self.enqueue(base, slot, true) {
             // Not even the DLQ takes it (larger than message.max.bytes): nothing else can be done.
             self.targets[target].dropped.inc();
             error!(processor = self.name, topic = message.topic(), partition = at.source.partition, offset = at.offset, %error, "dlq refused the record; it is dropped");
@@ -550,7 +550,10 @@ impl OutputSender {
         Ok(())
     }
 
-    fn enqueue(&mut self, mut record: BaseRecord<'_, [u8], [u8], usize>, slot: usize) -> Result<(), KafkaError> {
+    /// Sends `record`, waiting out a full queue. On any other refusal the slot is freed only with
+    /// `free_on_refusal`: a record sent again after a failed delivery keeps holding its input
+    /// offset, so that the pipeline, which then stops, never commits past it.
+    fn enqueue(&mut self, mut record: BaseRecord<'_, [u8], [u8], usize>, slot: usize, free_on_refusal: bool) -> Result<(), KafkaError> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -564,7 +567,9 @@ impl OutputSender {
                     })?;
                 }
                 Err((error, _)) => {
-                    self.free(slot);
+                    if free_on_refusal {
+                        self.free(slot);
+                    }
                     return Err(error);
                 }
             }
@@ -657,7 +662,7 @@ impl OutputSender {
             if let Some(key) = message.key() {
                 record = record.key(key);
             }
-            return self.enqueue(record, index).map_err(|source| RuntimeError::Delivery { topic: dlq_topic.to_string(), attempts: 1, source });
+            return self.enqueue(record, index, false).map_err(|source| RuntimeError::Delivery { topic: dlq_topic.to_string(), attempts: 1, source });
         }
         if attempts == 2 || attempts % 10 == 0 {
             warn!(processor = self.name, %topic, attempt = attempts, %error, "delivery failed; retrying for as long as it fails");
@@ -671,7 +676,7 @@ impl OutputSender {
         if let Some(headers) = message.headers() {
             record = record.headers(headers.clone());
         }
-        self.enqueue(record, index).map_err(|source| RuntimeError::Delivery { topic: topic.to_string(), attempts, source })
+        self.enqueue(record, index, false).map_err(|source| RuntimeError::Delivery { topic: topic.to_string(), attempts, source })
     }
 }
 
@@ -744,7 +749,7 @@ const STALLED_INTERVALS: u32 = 2;
 
 impl<P: Processor> RebalanceContext<P> {
     fn sources(&self, list: &TopicPartitionList) -> Vec<SourcePartition> {
-        let engine = self.engine.lock().unwrap();
+        let engine = self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         list.elements()
             .iter()
             .map(|e| SourcePartition {
@@ -905,6 +910,11 @@ impl ConsumerTroubles {
                                 (at < high).then(|| format!("{topic} partition {partition} at offset {at}"))
                             })
                             .collect();
+                        if stuck.is_empty() {
+                            // Every partition moved since: whatever it was, it passed.
+                            self.unreadable = None;
+                            return Ok(());
+                        }
                         return Err(RuntimeError::Unreadable { code: *first, partitions: stuck, detail: detail() });
                     }
                     Some(_) => {}
@@ -937,7 +947,7 @@ impl<P: Processor> ConsumerContext for RebalanceContext<P> {
             let sources = self.sources(list);
             info!(processor = self.name, partitions = ?partition_numbers(&sources), "partitions revoked");
             metrics::REBALANCED.with_label_values(&[self.name, "revoke"]).inc();
-            self.engine.lock().unwrap().revoke(consumer, &sources);
+            self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).revoke(consumer, &sources);
         }
     }
 
@@ -947,7 +957,7 @@ impl<P: Processor> ConsumerContext for RebalanceContext<P> {
                 let sources = self.sources(list);
                 info!(processor = self.name, partitions = ?partition_numbers(&sources), "partitions assigned");
                 metrics::REBALANCED.with_label_values(&[self.name, "assign"]).inc();
-                let mut engine = self.engine.lock().unwrap();
+                let mut engine = self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 for source in sources {
                     engine.outputs.progress.assign(source);
                 }

@@ -23,6 +23,19 @@ pub enum StoreError {
     NewerSchema { found: i64, known: i64 },
 }
 
+impl StoreError {
+    /// A PostgreSQL connection that failed (no server yet, reset), or a server that says it is
+    /// starting, shutting down or out of connections (SQLSTATE classes 08, 57 and 53): worth
+    /// waiting for. A refused password or a missing database is not.
+    pub fn database_not_answering_yet(&self) -> bool {
+        let StoreError::Postgres(error) = self else { return false };
+        match error.as_db_error() {
+            None => true,
+            Some(db) => ["08", "57", "53"].iter().any(|class| db.code().code().starts_with(class)),
+        }
+    }
+}
+
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
