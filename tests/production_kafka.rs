@@ -22,14 +22,19 @@ const PASSWORD: &str = "pipeline-secret-1";
 const SHOP_PASSWORD: &str = "shop-secret-2";
 const STORE_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// The shipped topology on `brokers` with `client` as its `kafka.client` block, every trace kept,
-/// the store in `store`, and each processor's producer compressing with `codec`.
+/// `yaml` with the store at `url` and every trace kept by the sampler, so that the store must
+/// end up holding every span sent.
+fn storing_every_trace(yaml: String, url: &str) -> String {
+    yaml.replace("url: sqlite://tracepipe.db", &format!("url: {url}")).replace("{ name: baseline, type: probabilistic, rate: 0.05 }", "{ name: baseline, type: probabilistic, rate: 1.0 }")
+}
+
+/// The shipped topology on `brokers` with `client` as its `kafka.client` block, every trace kept
+/// in the SQLite store `store`, and each processor's producer compressing with `codec`.
 fn topology(brokers: &str, client: &str, store: &Path, codec: &str) -> String {
-    support::topology_yaml(brokers, 0)
+    let yaml = support::topology_yaml(brokers, 0)
         .replace("  client: {}", client)
-        .replace(&format!("  producer: {{ {ONE_RECORD_PER_BATCH}: 1 }}"), &format!("  producer: {{ {ONE_RECORD_PER_BATCH}: 1, compression.type: {codec} }}"))
-        .replace("url: sqlite://tracepipe.db", &format!("url: sqlite://{}", store.display()))
-        .replace("{ name: baseline, type: probabilistic, rate: 0.05 }", "{ name: baseline, type: probabilistic, rate: 1.0 }")
+        .replace(&format!("  producer: {{ {ONE_RECORD_PER_BATCH}: 1 }}"), &format!("  producer: {{ {ONE_RECORD_PER_BATCH}: 1, compression.type: {codec} }}"));
+    storing_every_trace(yaml, &format!("sqlite://{}", store.display()))
 }
 
 /// Writes a variant of the cluster's topology (another producer codec, other credentials) and
@@ -217,8 +222,7 @@ fn every_codec_from_an_independent_producer_is_routed_and_tracepipe_writes_each(
     let store_dir = tempfile::tempdir().unwrap();
     let store = store_dir.path().join("codecs.db");
     let cluster = Cluster::start_with(|yaml| {
-        yaml.replace("url: sqlite://tracepipe.db", &format!("url: sqlite://{}", store.display()))
-            .replace("{ name: baseline, type: probabilistic, rate: 0.05 }", "{ name: baseline, type: probabilistic, rate: 1.0 }")
+        storing_every_trace(yaml, &format!("sqlite://{}", store.display()))
             .replace("  tracepipe.spans:", "  staging.otlp: { partitions: 3, replication: 1 }\n  staging.jaeger: { partitions: 3, replication: 1 }\n  staging.zipkin: { partitions: 3, replication: 1 }\n  tracepipe.spans:")
     });
     // Each processor's own output in another codec: the router zstd, the assembler gzip, the
@@ -240,11 +244,6 @@ fn every_codec_from_an_independent_producer_is_routed_and_tracepipe_writes_each(
     }
     let took = wait_until_stored(&store, &expected, &processes.iter().collect::<Vec<_>>());
     eprintln!("codecs: {spans} spans of {} traces in gzip, snappy, lz4 and zstd records stored, all spans, through zstd, gzip and snappy outputs, {took:.1?} after the last was written", expected.len());
-}
-
-fn spawn_with_admin(cluster: &Cluster, processor: &str, topology: &Path, admin_port: u16) -> Process {
-    let admin = format!("127.0.0.1:{admin_port}");
-    Process::spawn(&["run", processor, "-t", topology.to_str().unwrap(), "--admin", &admin], cluster.tansu.dir.path(), processor)
 }
 
 /// `/ready` of a process: its status line and its components' states.
@@ -274,14 +273,12 @@ fn a_broker_outage_longer_than_the_poll_interval_loses_nothing_and_ready_goes_fa
     let store_dir = tempfile::tempdir().unwrap();
     let store = store_dir.path().join("outage.db");
     let mut cluster = Cluster::start_with_persistent(|yaml| {
-        yaml.replace("url: sqlite://tracepipe.db", &format!("url: sqlite://{}", store.display()))
-            .replace("{ name: baseline, type: probabilistic, rate: 0.05 }", "{ name: baseline, type: probabilistic, rate: 1.0 }")
+        storing_every_trace(yaml, &format!("sqlite://{}", store.display()))
             .replace("  consumer: {}", "  consumer: { max.poll.interval.ms: 15000 }")
     });
-    let path = cluster.topology_path.clone();
     let names = ["router", "assembler", "sampler", "sink"];
     let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let mut processes: Vec<Process> = names.iter().zip(&ports).map(|(name, port)| spawn_with_admin(&cluster, name, &path, *port)).collect();
+    let mut processes: Vec<Process> = names.iter().zip(&ports).map(|(name, port)| cluster.spawn_with_admin(name, *port)).collect();
     processes[0].wait_for_log("partitions assigned", Duration::from_secs(60));
     let load = background_load(cluster.brokers(), 20_000, 2_000.0);
     std::thread::sleep(Duration::from_secs(4));
@@ -339,14 +336,11 @@ fn a_postgres_restart_under_load_loses_nothing_and_sigterm_is_honoured_while_it_
     client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).unwrap();
     drop(client);
     let url = format!("{base}?options=-csearch_path%3D{schema}");
-    let cluster = Cluster::start_with(|yaml| {
-        yaml.replace("url: sqlite://tracepipe.db", &format!("url: {url}"))
-            .replace("{ name: baseline, type: probabilistic, rate: 0.05 }", "{ name: baseline, type: probabilistic, rate: 1.0 }")
-    });
+    let cluster = Cluster::start_with(|yaml| storing_every_trace(yaml, &url));
     let path = cluster.topology_path.clone();
     let sink_port = free_port();
     let mut processes: Vec<Process> = ["router", "assembler", "sampler"].iter().map(|p| spawn(&cluster, p, &path)).collect();
-    let mut sink = spawn_with_admin(&cluster, "sink", &path, sink_port);
+    let mut sink = cluster.spawn_with_admin("sink", sink_port);
     let load = background_load(cluster.brokers(), 20_000, 2_000.0);
     std::thread::sleep(Duration::from_secs(4));
 
@@ -358,7 +352,7 @@ fn a_postgres_restart_under_load_loses_nothing_and_sigterm_is_honoured_while_it_
     let terminating = Instant::now();
     let code = sink.terminate();
     let terminated_in = terminating.elapsed();
-    let sink = spawn_with_admin(&cluster, "sink", &path, sink_port);
+    let sink = cluster.spawn_with_admin("sink", sink_port);
     std::thread::sleep(Duration::from_secs(15).saturating_sub(stopped.elapsed()));
     postgres_cluster("start");
     let down_for = stopped.elapsed();
@@ -427,8 +421,7 @@ fn a_trace_larger_than_a_topic_left_at_one_megabyte_arrives_in_fragments_that_fi
     let store = store_dir.path().join("large.db");
     let one_megabyte = "config: { max.message.bytes: 1048588 }";
     let cluster = Cluster::start_with(|yaml| {
-        yaml.replace("url: sqlite://tracepipe.db", &format!("url: sqlite://{}", store.display()))
-            .replace("{ name: baseline, type: probabilistic, rate: 0.05 }", "{ name: baseline, type: probabilistic, rate: 1.0 }")
+        storing_every_trace(yaml, &format!("sqlite://{}", store.display()))
             .replace("config: { max.message.bytes: 10485760 }", one_megabyte)
     });
     let path = cluster.topology_path.clone();

@@ -6,7 +6,7 @@
 //! first. Rebalance callbacks run inside `consumer.poll` on the same thread; they reach the engine
 //! through a mutex that is never held across a poll of the consumer.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -85,15 +85,14 @@ impl<P: Processor> Pipeline<P> {
             .create_with_context(DeliveryContext::default())
             .map_err(RuntimeError::Config)?;
         let tick_interval = self.processor.tick_interval();
-        let consumed = settings
+        let consumed: Vec<(IntCounter, IntCounter)> = settings
             .inputs
             .iter()
             .map(|topic| (metrics::CONSUMED.with_label_values(&[name, topic]), metrics::CONSUMED_SIZE.with_label_values(&[name, topic])))
             .collect();
-        let consumed_total = Arc::new(AtomicU64::new(0));
+        let consumed_counters = consumed.iter().map(|(records, _)| records.clone()).collect();
         let engine = Arc::new(Mutex::new(Engine {
             name,
-            consumed_total: consumed_total.clone(),
             processor: self.processor,
             emitter: Emitter::default(),
             consumed,
@@ -106,7 +105,7 @@ impl<P: Processor> Pipeline<P> {
                 engine: engine.clone(),
                 name,
                 accepted_commits: Mutex::default(),
-                consumed: consumed_total.clone(),
+                consumed: consumed_counters,
                 progress_seen: Mutex::default(),
                 last_error_log: Mutex::default(),
                 assignment_changed: AtomicBool::new(false),
@@ -127,7 +126,7 @@ impl<P: Processor> Pipeline<P> {
         let mut reported = ComponentState::Ready;
         while !shutdown.is_cancelled() {
             let congested = {
-                let mut engine = engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut engine = lock(&engine);
                 engine.outputs.serve_deliveries(Duration::ZERO)?;
                 let now = Instant::now();
                 if let (Some(due), Some(interval)) = (next_tick, tick_interval) {
@@ -153,7 +152,7 @@ impl<P: Processor> Pipeline<P> {
                 congested_since = None;
             }
             if congested && !paused && congested_for < PAUSE_AFTER {
-                engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).outputs.serve_deliveries(Duration::from_millis(10))?;
+                lock(&engine).outputs.serve_deliveries(Duration::from_millis(10))?;
                 continue;
             }
             let assignment_changed = consumer.context().assignment_changed.swap(false, Ordering::Relaxed);
@@ -178,11 +177,11 @@ impl<P: Processor> Pipeline<P> {
                 reported = state;
             }
             if congested {
-                engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).outputs.serve_deliveries(Duration::from_millis(10))?;
+                lock(&engine).outputs.serve_deliveries(Duration::from_millis(10))?;
             }
             match consumer.poll(Duration::from_millis(if congested { 0 } else { 100 })) {
                 None => {}
-                Some(Ok(message)) => engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).handle(&message)?,
+                Some(Ok(message)) => lock(&engine).handle(&message)?,
                 Some(Err(error)) => {
                     if let Some((code, reason)) = consumer.client().fatal_error() {
                         return Err(RuntimeError::Fatal(KafkaError::MessageConsumption(code)))
@@ -194,11 +193,17 @@ impl<P: Processor> Pipeline<P> {
         }
 
         info!(processor = name, "draining");
-        let result = engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(&consumer, settings.drain_deadline);
+        let result = lock(&engine).drain(&consumer, settings.drain_deadline);
         // Closing the consumer revokes its partitions; the engine lock must be free for that.
         drop(consumer);
         result.map(|()| PipelineExit::Drained)
     }
+}
+
+/// The engine, also after a panic on the processing thread poisoned its lock: the rebalance
+/// callbacks that run while the consumer closes still need it.
+fn lock<P: Processor>(engine: &Mutex<Engine<P>>) -> std::sync::MutexGuard<'_, Engine<P>> {
+    engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Everything the processing thread and the rebalance callbacks share.
@@ -208,8 +213,6 @@ struct Engine<P: Processor> {
     emitter: Emitter,
     /// Per input topic: records and bytes consumed.
     consumed: Vec<(IntCounter, IntCounter)>,
-    /// Every record consumed, for the readiness check in the statistics callback.
-    consumed_total: Arc<AtomicU64>,
     outputs: OutputSender,
 }
 
@@ -222,7 +225,6 @@ impl<P: Processor> Engine<P> {
         self.outputs.progress.consumed(at);
         let (records, bytes) = &self.consumed[input as usize];
         records.inc();
-        self.consumed_total.fetch_add(1, Ordering::Relaxed);
         bytes.inc_by(payload.len() as u64);
 
         let parent = message
@@ -718,8 +720,8 @@ struct RebalanceContext<P: Processor> {
     /// (topic, partition, position) of each commit the broker accepted, queued by the commit
     /// callback (which may run while the engine is locked) for the processing thread.
     accepted_commits: Mutex<Vec<(String, i32, i64)>>,
-    /// Records consumed so far (the engine counts them).
-    consumed: Arc<AtomicU64>,
+    /// Records consumed per input topic (the engine counts them).
+    consumed: Vec<IntCounter>,
     /// What the statistics showed about connectivity and progress.
     progress_seen: Mutex<ProgressSeen>,
     /// librdkafka's last warning or error, which says why (a refused password, a certificate
@@ -749,7 +751,7 @@ const STALLED_INTERVALS: u32 = 2;
 
 impl<P: Processor> RebalanceContext<P> {
     fn sources(&self, list: &TopicPartitionList) -> Vec<SourcePartition> {
-        let engine = self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let engine = lock(&self.engine);
         list.elements()
             .iter()
             .map(|e| SourcePartition {
@@ -778,7 +780,7 @@ impl<P: Processor> ClientContext for RebalanceContext<P> {
         // Brokers by their node id; the bootstrap entries (node id -1) are only how they were found.
         let brokers: Vec<(&str, &str)> = statistics.brokers.values().filter(|b| b.nodeid >= 0).map(|b| (b.name.as_str(), b.state.as_str())).collect();
         let connected = brokers.iter().any(|(_, state)| *state == "UP");
-        let consumed = self.consumed.load(Ordering::Relaxed);
+        let consumed: u64 = self.consumed.iter().map(IntCounter::get).sum();
         let mut seen = self.progress_seen.lock().unwrap();
         seen.connected_once |= connected;
         if waiting > 0 && consumed == seen.consumed_at_last_statistics {
@@ -798,15 +800,25 @@ impl<P: Processor> ClientContext for RebalanceContext<P> {
     }
 
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
+        let says_why = match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                error!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}")
+                error!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}");
+                true
             }
-            RDKafkaLogLevel::Warning => warn!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}"),
-            RDKafkaLogLevel::Debug => debug!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}"),
-        }
-        if matches!(level, RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning) {
+            RDKafkaLogLevel::Warning => {
+                warn!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}");
+                true
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}");
+                false
+            }
+            RDKafkaLogLevel::Debug => {
+                debug!(target: "librdkafka", processor = self.name, "librdkafka: {facility} {message}");
+                false
+            }
+        };
+        if says_why {
             *self.last_error_log.lock().unwrap() = Some(format!("{facility}: {message}"));
         }
     }
@@ -857,15 +869,11 @@ impl ConsumerTroubles {
         let detail = || consumer.context().last_error_log.lock().unwrap().clone().unwrap_or_else(|| error.to_string());
         let now = Instant::now();
         match code {
-            RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::SSL
-                if !consumer.context().progress_seen.lock().unwrap().connected_once =>
-            {
-                return Err(RuntimeError::Refused { what: "the connection to Kafka (TLS or SASL)", code, detail: detail() });
-            }
             // A TLS peer that refuses the handshake (no client certificate, one it does not
             // trust) shows as a transport failure whose reason is the TLS alert.
-            RDKafkaErrorCode::BrokerTransportFailure
-                if !consumer.context().progress_seen.lock().unwrap().connected_once && detail().contains("SSL routines") =>
+            RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::SSL | RDKafkaErrorCode::BrokerTransportFailure
+                if !consumer.context().progress_seen.lock().unwrap().connected_once
+                    && (code != RDKafkaErrorCode::BrokerTransportFailure || detail().contains("SSL routines")) =>
             {
                 return Err(RuntimeError::Refused { what: "the connection to Kafka (TLS or SASL)", code, detail: detail() });
             }
@@ -947,7 +955,7 @@ impl<P: Processor> ConsumerContext for RebalanceContext<P> {
             let sources = self.sources(list);
             info!(processor = self.name, partitions = ?partition_numbers(&sources), "partitions revoked");
             metrics::REBALANCED.with_label_values(&[self.name, "revoke"]).inc();
-            self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).revoke(consumer, &sources);
+            lock(&self.engine).revoke(consumer, &sources);
         }
     }
 
@@ -957,7 +965,7 @@ impl<P: Processor> ConsumerContext for RebalanceContext<P> {
                 let sources = self.sources(list);
                 info!(processor = self.name, partitions = ?partition_numbers(&sources), "partitions assigned");
                 metrics::REBALANCED.with_label_values(&[self.name, "assign"]).inc();
-                let mut engine = self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut engine = lock(&self.engine);
                 for source in sources {
                     engine.outputs.progress.assign(source);
                 }
