@@ -28,7 +28,7 @@ use crate::dlq;
 use crate::error::RuntimeError;
 use crate::metrics;
 use tracepipe_processor::{EmittedRecord, Emitter, InputRecord, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
-use crate::progress::Progress;
+use crate::progress::{Held, Progress};
 use crate::settings::PipelineSettings;
 use tracepipe_processor::trace_context::{TraceContext, TRACEPARENT};
 
@@ -384,9 +384,9 @@ impl<P: Processor> Engine<P> {
 
 /// An output in flight, found again by the slot number passed as delivery opaque.
 struct Slot {
-    hold: Option<SourceOffset>,
+    hold: Option<Held>,
     /// Empty (and unallocated) but for windowed aggregates.
-    more_holds: Vec<SourceOffset>,
+    more_holds: Vec<Held>,
     /// Index into [`OutputSender::targets`].
     target: usize,
     attempts: u32,
@@ -458,10 +458,15 @@ impl OutputSender {
         self.targets.len() - 1
     }
 
-    fn allocate(&mut self, slot: Slot) -> usize {
-        for &hold in slot.hold.iter().chain(&slot.more_holds) {
-            self.progress.hold(hold);
-        }
+    /// Takes a slot for an output holding `hold` and `more_holds` until the broker has it.
+    fn allocate(&mut self, hold: Option<SourceOffset>, more_holds: &[SourceOffset], target: usize, bytes: usize) -> usize {
+        let slot = Slot {
+            hold: hold.map(|at| self.progress.hold(at)),
+            more_holds: more_holds.iter().map(|&at| self.progress.hold(at)).collect(),
+            target,
+            attempts: 1,
+            bytes,
+        };
         self.in_flight.inc();
         self.in_flight_bytes += slot.bytes;
         match self.free_slots.pop() {
@@ -505,7 +510,7 @@ impl OutputSender {
         let value = emitter.value(record);
         let target = record.output.0 as usize;
         assert!(target < self.dlq_target(), "processor emitted to output {target}, which the pipeline does not declare");
-        let slot = self.allocate(Slot { hold: record.hold, more_holds: emitter.more_holds(record).to_vec(), target, attempts: 1, bytes: value.len() });
+        let slot = self.allocate(record.hold, emitter.more_holds(record), target, value.len());
         let headers = OwnedHeaders::new_with_capacity(1)
             .insert(Header { key: TRACEPARENT, value: Some(&record.context.to_header()) });
         let topic = self.targets[target].topic.clone();
@@ -538,7 +543,7 @@ impl OutputSender {
             .insert(Header { key: dlq::HEADER_SOURCE_PARTITION, value: Some(&partition) })
             .insert(Header { key: dlq::HEADER_SOURCE_OFFSET, value: Some(&offset) });
         let target = self.dlq_target();
-        let slot = self.allocate(Slot { hold: Some(hold), more_holds: Vec::new(), target, attempts: 1, bytes: payload.len() });
+        let slot = self.allocate(Some(hold), &[], target, payload.len());
         let topic = self.targets[target].topic.clone();
         let mut base = BaseRecord::with_opaque_to(&topic, slot).payload(payload).headers(headers);
         if let Some(key) = message.key() {
@@ -620,7 +625,7 @@ impl OutputSender {
         let dlq = self.dlq_target();
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else { return Ok(()) };
         let failed_target = slot.target;
-        let hold = slot.hold;
+        let hold = slot.hold.map(|held| held.at);
         let target = &self.targets[failed_target];
         let topic = target.topic.clone();
         target.delivery_failed.inc();

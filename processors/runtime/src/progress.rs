@@ -7,6 +7,9 @@ use tracepipe_processor::{SourceOffset, SourcePartition};
 
 #[derive(Debug, Default)]
 pub struct PartitionProgress {
+    /// Which assignment of the partition this is: a delivery report for an output held under an
+    /// earlier one (the partition revoked and assigned again meanwhile) releases nothing here.
+    assignment: u32,
     /// One past the last offset handed to the processor; `None` until the first message.
     next_offset: Option<i64>,
     /// Input offset → number of outputs holding it that the broker has not acknowledged.
@@ -29,16 +32,32 @@ impl PartitionProgress {
     }
 }
 
+/// An input offset held by an output, under one assignment of its partition.
+#[derive(Clone, Copy, Debug)]
+pub struct Held {
+    pub at: SourceOffset,
+    assignment: u32,
+}
+
 /// Progress of every assigned partition.
 #[derive(Debug, Default)]
 pub struct Progress {
     partitions: HashMap<SourcePartition, PartitionProgress>,
     in_flight_total: usize,
+    assignments: u32,
 }
 
 impl Progress {
     pub fn assign(&mut self, source: SourcePartition) {
-        self.partitions.entry(source).or_default();
+        self.partition(source);
+    }
+
+    fn partition(&mut self, source: SourcePartition) -> &mut PartitionProgress {
+        let assignments = &mut self.assignments;
+        self.partitions.entry(source).or_insert_with(|| {
+            *assignments = assignments.wrapping_add(1);
+            PartitionProgress { assignment: *assignments, ..PartitionProgress::default() }
+        })
     }
 
     /// Forgets a revoked partition; returns how many of its outputs were still in flight.
@@ -53,18 +72,22 @@ impl Progress {
     }
 
     pub fn consumed(&mut self, at: SourceOffset) {
-        let partition = self.partitions.entry(at.source).or_default();
+        let partition = self.partition(at.source);
         partition.next_offset = Some(partition.next_offset.map_or(at.offset + 1, |n| n.max(at.offset + 1)));
     }
 
-    pub fn hold(&mut self, at: SourceOffset) {
+    pub fn hold(&mut self, at: SourceOffset) -> Held {
         // Outputs for a partition revoked meanwhile still count, and are released by acks.
-        *self.partitions.entry(at.source).or_default().in_flight.entry(at.offset).or_insert(0) += 1;
+        let partition = self.partition(at.source);
+        *partition.in_flight.entry(at.offset).or_insert(0) += 1;
+        let assignment = partition.assignment;
         self.in_flight_total += 1;
+        Held { at, assignment }
     }
 
-    pub fn release(&mut self, at: SourceOffset) {
-        let Some(partition) = self.partitions.get_mut(&at.source) else { return };
+    pub fn release(&mut self, held: Held) {
+        let at = held.at;
+        let Some(partition) = self.partitions.get_mut(&at.source).filter(|p| p.assignment == held.assignment) else { return };
         if let Some(count) = partition.in_flight.get_mut(&at.offset) {
             *count -= 1;
             if *count == 0 {
@@ -146,15 +169,15 @@ mod tests {
         for offset in 10..15 {
             progress.consumed(at(offset));
         }
-        progress.hold(at(11));
-        progress.hold(at(11));
-        progress.hold(at(13));
+        let first = progress.hold(at(11));
+        let second = progress.hold(at(11));
+        let third = progress.hold(at(13));
         assert_eq!(commit_all(&mut progress, None), vec![(P0, 11)]);
-        progress.release(at(11));
+        progress.release(first);
         assert!(commit_all(&mut progress, None).is_empty(), "one output of 11 still in flight");
-        progress.release(at(11));
+        progress.release(second);
         assert_eq!(commit_all(&mut progress, None), vec![(P0, 13)]);
-        progress.release(at(13));
+        progress.release(third);
         assert_eq!(commit_all(&mut progress, Some(12)), vec![], "watermark holds 12");
         assert_eq!(commit_all(&mut progress, None), vec![(P0, 15)]);
         assert_eq!(progress.in_flight(), 0);
@@ -179,11 +202,29 @@ mod tests {
     fn revoke_forgets_in_flight_outputs() {
         let mut progress = Progress::default();
         progress.consumed(at(1));
-        progress.hold(at(1));
+        let held = progress.hold(at(1));
         assert_eq!(progress.revoke(P0), 1);
         assert_eq!(progress.in_flight(), 0);
-        progress.release(at(1));
+        progress.release(held);
         assert_eq!(progress.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_late_report_from_an_earlier_assignment_releases_nothing_new() {
+        let mut progress = Progress::default();
+        progress.assign(P0);
+        progress.consumed(at(7));
+        let before_revoke = progress.hold(at(7));
+        progress.revoke(P0);
+        // The partition comes back and offset 7 is read and held again.
+        progress.assign(P0);
+        progress.consumed(at(7));
+        let after_assign = progress.hold(at(7));
+        progress.release(before_revoke);
+        assert_eq!(progress.in_flight(), 1, "the old report must not free the new output");
+        assert!(progress.to_commit(None, |_| None).iter().all(|&(_, position)| position <= 7));
+        progress.release(after_assign);
+        assert_eq!(progress.to_commit(None, |_| None), vec![(P0, 8)]);
     }
 
     use proptest::prelude::*;
@@ -197,7 +238,7 @@ mod tests {
             let mut progress = Progress::default();
             progress.assign(P0);
             let mut next = 0i64;
-            let mut held: Vec<i64> = Vec::new();
+            let mut held: Vec<Held> = Vec::new();
             let mut asked: Vec<i64> = Vec::new();
             let mut last_committed = None;
             for (action, accept) in steps {
@@ -205,14 +246,13 @@ mod tests {
                     0 => {
                         progress.consumed(at(next));
                         if accept {
-                            progress.hold(at(next));
-                            held.push(next);
+                            held.push(progress.hold(at(next)));
                         }
                         next += 1;
                     }
                     1 => {
-                        if let Some(offset) = held.pop() {
-                            progress.release(at(offset));
+                        if let Some(output) = held.pop() {
+                            progress.release(output);
                         }
                     }
                     2 => asked.extend(progress.to_commit(None, |_| None).into_iter().map(|(_, p)| p)),
@@ -229,13 +269,13 @@ mod tests {
                 last_committed = committed;
                 if let Some(position) = committed {
                     prop_assert!(position <= next);
-                    if let Some(&oldest_held) = held.iter().min() {
+                    if let Some(oldest_held) = held.iter().map(|h| h.at.offset).min() {
                         prop_assert!(position <= oldest_held, "committed {position} past output {oldest_held} still in flight");
                     }
                 }
             }
-            for offset in held.drain(..) {
-                progress.release(at(offset));
+            for output in held.drain(..) {
+                progress.release(output);
             }
             let positions = progress.to_commit(None, |_| None);
             for (source, position) in positions {

@@ -70,6 +70,15 @@ pub struct Written {
     pub alerts: (u64, u64),
 }
 
+impl Written {
+    pub fn add(&mut self, other: Written) {
+        for (total, part) in [(&mut self.spans, other.spans), (&mut self.traces, other.traces), (&mut self.edges, other.edges), (&mut self.rollups, other.rollups), (&mut self.alerts, other.alerts)] {
+            total.0 += part.0;
+            total.1 += part.1;
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Batch {
     pub spans: Vec<SpanRow>,
@@ -112,6 +121,16 @@ impl WindowRows {
     fn clear(&mut self) {
         self.rows.clear();
         self.by_key.clear();
+    }
+
+    /// Moves the last `n` rows into a table of their own.
+    fn split_off_last(&mut self, n: usize) -> WindowRows {
+        let rows = self.rows.split_off(self.rows.len() - n);
+        for row in &rows {
+            self.by_key.remove(&row.key);
+        }
+        let by_key = rows.iter().enumerate().map(|(i, row)| (row.key.clone(), i)).collect();
+        WindowRows { rows, by_key }
     }
 }
 
@@ -249,6 +268,46 @@ impl Batch {
             body: String::from_utf8_lossy(payload).into_owned(),
         });
         Ok(())
+    }
+
+    /// Splits the batch in two of about half its rows each (the operations seen go with the
+    /// first), to find the row a store refuses among them.
+    pub fn split(mut self) -> (Batch, Batch) {
+        let mut second = Batch::default();
+        let mut to_move = self.rows() / 2;
+        let mut take = |len: usize| {
+            let n = to_move.min(len);
+            to_move -= n;
+            n
+        };
+        let n = take(self.alerts.len());
+        second.alerts = self.alerts.split_off(self.alerts.len() - n);
+        let n = take(self.rollups.len());
+        second.rollups = self.rollups.split_off_last(n);
+        let n = take(self.edges.len());
+        second.edges = self.edges.split_off_last(n);
+        let n = take(self.traces.len());
+        second.traces = self.traces.split_off(self.traces.len() - n);
+        let n = take(self.spans.len());
+        second.spans = self.spans.split_off(self.spans.len() - n);
+        (self, second)
+    }
+
+    /// What the one row of a batch is, for a log line: its table and its key.
+    pub fn describe(&self) -> (&'static str, String) {
+        if let Some(s) = self.spans.first() {
+            ("spans", format!("span {} of trace {} ({} {:?})", s.span_id, s.trace_id, s.service, s.operation))
+        } else if let Some(t) = self.traces.first() {
+            ("traces", format!("trace {}", t.trace_id))
+        } else if let Some(e) = self.edges.rows.first() {
+            ("edges", format!("edge window {}", e.key))
+        } else if let Some(r) = self.rollups.rows.first() {
+            ("rollups", format!("rollup {}", r.key))
+        } else if let Some(a) = self.alerts.first() {
+            ("alerts", format!("alert {} {}", a.id, a.state))
+        } else {
+            ("operations", format!("operations {:?}", self.operations.keys().collect::<Vec<_>>()))
+        }
     }
 
     /// Writes every row in one transaction.

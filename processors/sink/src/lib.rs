@@ -22,7 +22,11 @@
 //! fails, and reconnects when the connection is gone (a PostgreSQL restart). With two batches
 //! waiting for it and a third full, the sink reports itself congested: the pipeline pauses its
 //! input and keeps polling, so a store outage becomes consumer lag, not memory growth, not loss and
-//! not an eviction from the group. At shutdown the sink waits a few seconds for the writer, then
+//! not an eviction from the group. A batch the store refuses for the values it carries (a
+//! constraint, a value it cannot hold: [`StoreError::refused_the_values`]) would be refused for
+//! ever, so it is split in halves, each written on its own, until the rows it refuses are found:
+//! those are skipped, each logged with its table and key and counted
+//! (`tracepipe_sink_rows_refused_total`), and every other row is written. At shutdown the sink waits a few seconds for the writer, then
 //! leaves what is unwritten to be read again.
 //!
 pub mod batch;
@@ -317,7 +321,8 @@ fn write_jobs(shared: &Shared, jobs: Receiver<Job>, done: Sender<Done>) {
 }
 
 /// Writes `batch` in one transaction; with `retry`, again after each failure (reconnecting when
-/// the connection is gone) until it is written or the sink stops. `None` when it stopped.
+/// the connection is gone) until it is written or the sink stops. `None` when it stopped. A batch
+/// refused for its values is split until the refused rows are found, and those are skipped.
 fn write_until_done(shared: &Shared, batch: Batch, retry: bool) -> Option<Result<Written, (StoreError, Batch)>> {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -340,6 +345,7 @@ fn write_until_done(shared: &Shared, batch: Batch, retry: bool) -> Option<Result
                 }
                 return Some(Ok(written));
             }
+            Err(error) if retry && error.refused_the_values() => return Some(Ok(write_isolating(shared, batch, &error)?)),
             Err(error) => {
                 metrics::WRITE_FAILURES.inc();
                 if !retry {
@@ -362,6 +368,27 @@ fn write_until_done(shared: &Shared, batch: Batch, retry: bool) -> Option<Result
             return None;
         }
     }
+}
+
+/// Writes the halves of a batch the store refused for its values, each on its own, down to the
+/// single rows it refuses, which are skipped. `None` when the sink stopped meanwhile.
+fn write_isolating(shared: &Shared, batch: Batch, error: &StoreError) -> Option<Written> {
+    if batch.rows() <= 1 {
+        let (table, row) = batch.describe();
+        metrics::ROWS_REFUSED.with_label_values(&[table]).inc();
+        tracing::error!(%error, table, row, "the store refuses this row for its values; it is skipped so that the rest of its batch is written");
+        return Some(Written::default());
+    }
+    let (first, second) = batch.split();
+    let mut written = Written::default();
+    for half in [first, second] {
+        let half_written = match write_until_done(shared, half, true)? {
+            Ok(w) => w,
+            Err(_) => unreachable!("a write retried until it succeeds returns no error"),
+        };
+        written.add(half_written);
+    }
+    Some(written)
 }
 
 /// After a failed write: if the store no longer answers (the database restarted, the connection

@@ -24,3 +24,6 @@ pub static RETENTION_DELETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 pub static RECONNECTS: LazyLock<IntCounter> =
     LazyLock::new(|| register_int_counter!("tracepipe_sink_reconnects_total", "New connections to the store after it stopped answering (a database restart)").unwrap());
+pub static ROWS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("tracepipe_sink_rows_refused_total", "Rows the store refused for their values (a constraint, a value it cannot hold), skipped and logged, by table", &["table"]).unwrap()
+});

@@ -3,6 +3,10 @@
 //! PRECISION, everything else TEXT, parameters `$1…$n`, and conflicts `ON CONFLICT … DO NOTHING`,
 //! so there is one schema and one query text per operation, not one per database.
 //!
+//! Text is stored as given, except for NUL (U+0000), which PostgreSQL's TEXT cannot hold: both
+//! stores write U+FFFD in its place, so a span name with a NUL in it is stored (alike on both)
+//! instead of refusing its whole batch for ever.
+//!
 //! Migrations are numbered and applied once, in order, each in the transaction that records it
 //! (`tracepipe_schema`); on PostgreSQL an advisory lock keeps two sinks starting together from
 //! applying the same one twice.
@@ -33,6 +37,28 @@ impl StoreError {
             None => true,
             Some(db) => ["08", "57", "53"].iter().any(|class| db.code().code().starts_with(class)),
         }
+    }
+
+    /// The store refused a statement for the values it carries (PostgreSQL's SQLSTATE classes 22,
+    /// data exception, and 23, integrity constraint; SQLite's constraint, type-mismatch and
+    /// too-big errors): the same rows will be refused however often they are written again.
+    pub fn refused_the_values(&self) -> bool {
+        match self {
+            StoreError::Postgres(error) => error.as_db_error().is_some_and(|db| ["22", "23"].iter().any(|class| db.code().code().starts_with(class))),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
+                matches!(failure.code, rusqlite::ErrorCode::ConstraintViolation | rusqlite::ErrorCode::TypeMismatch | rusqlite::ErrorCode::TooBig)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `text` as the store keeps it: NUL, which PostgreSQL refuses in TEXT, becomes U+FFFD.
+fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
@@ -124,7 +150,10 @@ impl rusqlite::ToSql for Param<'_> {
         Ok(match *self {
             Param::Int(v) => ToSqlOutput::Borrowed(ValueRef::Integer(v)),
             Param::Real(v) => ToSqlOutput::Borrowed(ValueRef::Real(v)),
-            Param::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Param::Text(v) => match storable_text(v) {
+                std::borrow::Cow::Borrowed(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+                std::borrow::Cow::Owned(v) => ToSqlOutput::Owned(rusqlite::types::Value::Text(v)),
+            },
         })
     }
 }
@@ -134,7 +163,7 @@ impl postgres::types::ToSql for Param<'_> {
         match *self {
             Param::Int(v) => v.to_sql(ty, out),
             Param::Real(v) => v.to_sql(ty, out),
-            Param::Text(v) => v.to_sql(ty, out),
+            Param::Text(v) => storable_text(v).as_ref().to_sql(ty, out),
         }
     }
 
