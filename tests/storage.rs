@@ -190,3 +190,32 @@ fn sqlite_refused_rows_are_skipped_and_the_rest_written() {
 fn postgres_refused_rows_are_skipped_and_the_rest_written() {
     refused_rows_are_skipped_and_the_rest_written(postgres_url());
 }
+
+/// A flush the store refused keeps its rows pending, together with what was read after it: the
+/// next flush writes both.
+#[test]
+fn a_failed_flush_keeps_its_rows_with_those_read_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = StoreUrl::Sqlite(dir.path().join("tracepipe.db"));
+    let (records, _) = stored::records(SMALL, 20, now_ns() - 60 * SECOND);
+    let traces: Vec<_> = records.into_iter().filter(|(input, _)| *input == 0).collect();
+    let mut sink = stored::sink(&url, SinkConfig { batch_rows: 10_000, ..SinkConfig::default() });
+    sink.store().execute("CREATE TRIGGER test_refuses BEFORE INSERT ON traces BEGIN SELECT RAISE(ABORT, 'store unavailable'); END", &[]).unwrap();
+    let mut out = tracepipe_runtime::Emitter::default();
+    let feed = |sink: &mut tracepipe_sink::Sink, records: &[stored::SinkRecord], first: i64, out: &mut tracepipe_runtime::Emitter| {
+        use tracepipe_runtime::{InputRecord, Processor, SourcePartition};
+        for (i, (_, payload)) in records.iter().enumerate() {
+            let record = InputRecord { source: SourcePartition { input: 0, partition: 0 }, topic: "tracepipe.sampled", offset: first + i as i64, key: None, payload, timestamp_ms: None };
+            sink.on_input(&record, now_ns(), out).unwrap();
+        }
+    };
+    feed(&mut sink, &traces[..10], 0, &mut out);
+    assert!(sink.flush(now_ns()).is_err());
+    feed(&mut sink, &traces[10..], 10, &mut out);
+    use tracepipe_runtime::{Processor, SourcePartition};
+    assert_eq!(sink.low_watermark(SourcePartition { input: 0, partition: 0 }), Some(0), "the failed rows still hold their offsets");
+    sink.store().execute("DROP TRIGGER test_refuses", &[]).unwrap();
+    sink.flush(now_ns()).unwrap();
+    assert_eq!(count(&mut sink.store(), "traces"), 20, "the rows of the failed flush and those read after it");
+    assert_eq!(sink.low_watermark(SourcePartition { input: 0, partition: 0 }), None);
+}

@@ -270,6 +270,23 @@ impl Batch {
         Ok(())
     }
 
+    /// Adds the rows of `other` (a batch that was not written) to this one.
+    pub fn absorb(&mut self, other: Batch) {
+        self.spans.extend(other.spans);
+        self.traces.extend(other.traces);
+        for (operation, last_seen) in other.operations {
+            let seen = self.operations.entry(operation).or_insert(last_seen);
+            *seen = (*seen).max(last_seen);
+        }
+        for row in other.edges.rows {
+            self.edges.add(row);
+        }
+        for row in other.rollups.rows {
+            self.rollups.add(row);
+        }
+        self.alerts.extend(other.alerts);
+    }
+
     /// Splits the batch in two of about half its rows each (the operations seen go with the
     /// first), to find the row a store refuses among them.
     pub fn split(mut self) -> (Batch, Batch) {

@@ -162,8 +162,13 @@ impl Sink {
         self.shared.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stops the writer (after what it was given) and hands the store back.
-    pub fn into_store(self) -> Store {
+    /// Stops the writer (after what it was given, if the store takes it within the drain wait)
+    /// and hands the store back.
+    pub fn into_store(mut self) -> Store {
+        if !self.wait_for_writer(DRAIN_WAIT) {
+            tracing::warn!(rows = self.pending_rows(), "the store did not take the pending rows; they are left unwritten");
+            self.shared.stop.store(true, Ordering::Relaxed);
+        }
         let Sink { shared, jobs, writer, _stop_on_drop: stop_on_drop, .. } = self;
         drop(jobs);
         if let Some(writer) = writer {
@@ -215,11 +220,13 @@ impl Sink {
                         Ok(Some(written))
                     }
                     Err((error, batch)) => {
-                        // A batch written once, for a caller that waits: it is pending again.
+                        // A batch written once, for a caller that waits: it is pending again,
+                        // with whatever was read since.
                         if let Some((_, _, holds)) = position.and_then(|p| self.in_flight.remove(p)) {
-                            if self.batch.is_empty() {
-                                self.batch = batch;
-                                self.holds = holds;
+                            self.batch.absorb(batch);
+                            for (source, offset) in holds {
+                                let held = self.holds.entry(source).or_insert(offset);
+                                *held = (*held).min(offset);
                             }
                         }
                         Err(error)
