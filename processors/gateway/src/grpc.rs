@@ -81,7 +81,9 @@ impl UnaryService<Bytes> for Export {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let ingest = self.0.clone();
-        Box::pin(async move {
+        // On a task of its own, so a client that hangs up does not cancel it: its records are
+        // queued for Kafka, and the room they hold is given back only once they are answered.
+        let exporting = tokio::spawn(async move {
             let traceparent = request.metadata().get("traceparent").map(|v| v.as_bytes().to_vec());
             let body = request.into_inner();
             // reserve(0) holds nothing yet: the body is already read (tonic bounds it by
@@ -91,7 +93,8 @@ impl UnaryService<Bytes> for Export {
                 Ok(accepted) => Ok(Response::new(accepted.response())),
                 Err(error) => Err(status(&error, ingest.config().retry_after)),
             }
-        })
+        });
+        Box::pin(async move { exporting.await.unwrap_or_else(|error| Err(Status::internal(format!("the export failed: {error}")))) })
     }
 }
 

@@ -14,7 +14,7 @@ use axum::Router;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Ingest, IngestError, Protocol};
+use crate::{Ingest, IngestError, Protocol, Reserved};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -37,6 +37,15 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>
 }
 
 async fn export(State(ingest): State<Arc<Ingest>>, request: Request) -> Response {
+    // On a task of its own, so a client that hangs up does not cancel it: once its records are
+    // queued for Kafka, the room they hold is given back only when they are answered.
+    match tokio::spawn(handle(ingest, request)).await {
+        Ok(response) => response,
+        Err(error) => error_response(Protocol::HttpProtobuf, StatusCode::INTERNAL_SERVER_ERROR, 13, format!("the export failed: {error}"), None),
+    }
+}
+
+async fn handle(ingest: Arc<Ingest>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -73,14 +82,10 @@ async fn export(State(ingest): State<Arc<Ingest>>, request: Request) -> Response
             return refuse(protocol, error, &ingest, declared.unwrap_or(0));
         }
     };
-    let body = match axum::body::to_bytes(body, limit).await {
+    let body = match read_body(body, limit, &mut reserved).await {
         Ok(body) => body,
-        Err(error) if error.to_string().contains("length limit") => return refuse(protocol, IngestError::TooLarge { size: limit + 1, limit }, &ingest, limit),
-        Err(error) => return refuse(protocol, IngestError::Invalid(format!("reading the request body: {error}")), &ingest, 0),
+        Err((error, read)) => return refuse(protocol, error, &ingest, read),
     };
-    if let Err(error) = reserved.grow(body.len()) {
-        return refuse(protocol, error, &ingest, body.len());
-    }
     let body = match encoding {
         None => body,
         Some(()) => {
@@ -117,11 +122,47 @@ async fn export(State(ingest): State<Arc<Ingest>>, request: Request) -> Response
     }
 }
 
+/// Reads the body, taking room for it as it arrives (a chunked body announces no length), so
+/// what is in memory is always counted among the bytes waiting for Kafka.
+async fn read_body(body: axum::body::Body, limit: usize, reserved: &mut Reserved<'_>) -> Result<Bytes, (IngestError, usize)> {
+    use tokio_stream::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    let mut read = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| (IngestError::Invalid(format!("reading the request body: {error}")), read))?;
+        read += chunk.len();
+        if read > limit {
+            discard_stream(stream, limit).await;
+            return Err((IngestError::TooLarge { size: read, limit }, read));
+        }
+        if let Err(error) = reserved.grow(read) {
+            discard_stream(stream, limit).await;
+            return Err((error, read));
+        }
+        // A body that arrives in one piece (the usual case with Content-Length) is kept as it is.
+        match first.take() {
+            None if joined.is_empty() => first = Some(chunk),
+            None => joined.extend_from_slice(&chunk),
+            Some(previous) => {
+                joined.reserve(reserved.bytes());
+                joined.extend_from_slice(&previous);
+                joined.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
+}
+
 /// Reads a refused request's body to its end (or `limit` bytes) without keeping it, so the
 /// client, still sending, reads the answer instead of a reset connection.
 async fn discard(body: axum::body::Body, limit: usize) {
+    discard_stream(body.into_data_stream(), limit).await;
+}
+
+async fn discard_stream(mut stream: axum::body::BodyDataStream, limit: usize) {
     use tokio_stream::StreamExt as _;
-    let mut stream = body.into_data_stream();
     let mut read = 0;
     while read <= limit {
         match stream.next().await {

@@ -245,6 +245,11 @@ pub struct Reserved<'a> {
 }
 
 impl Reserved<'_> {
+    /// The bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Holds room for `bytes` in all (never less than already held).
     pub fn grow(&mut self, bytes: usize) -> Result<(), IngestError> {
         if bytes <= self.bytes {
