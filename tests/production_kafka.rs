@@ -440,29 +440,45 @@ fn a_trace_larger_than_a_topic_left_at_one_megabyte_arrives_in_fragments_that_fi
     assert!(!fitted.is_empty(), "the assembler did not fit its traces to the topics:\n{assembler_log}");
 }
 
-/// A record batch no client can read (zstd by its attributes, garbage inside) in one partition:
-/// the router goes on routing the other partitions, says once that it cannot read it, and stops
-/// 30 s later with exit code 3, naming the topic, partition and offset, instead of retrying in a
-/// loop with the partition's lag never moving.
+/// A record batch no client can read (zstd by its attributes, garbage inside) in one partition,
+/// behind records that can: the router goes on routing the other partitions, says once that it
+/// cannot read it, reports on `/ready` which partition is stuck, and stops 30 s later with exit
+/// code 3, naming the topic, partition and offset, instead of retrying in a loop with the
+/// partition's lag never moving.
 #[test]
 fn a_batch_that_cannot_be_read_stops_the_router_naming_where_it_is() {
     let cluster = Cluster::start();
-    let mut router = spawn(&cluster, "router", &cluster.topology_path);
+    let admin_port = free_port();
+    let mut router = cluster.spawn_with_admin("router", admin_port);
     router.wait_for_log("partitions assigned", Duration::from_secs(60));
+    // Records before the batch: where the router reads them first, the batch holds the
+    // partition after them; where one fetch brings both, at the first of them.
+    let before = generate(KafkaSettings::new(cluster.brokers()), None, Encoding::OtlpProto, 300);
+    std::thread::sleep(Duration::from_secs(2));
     let written = python_client(&["--brokers", &cluster.brokers(), "corrupt-batch", "--topic", "otlp_spans", "--partition", "0"]);
     let truth = generate(KafkaSettings::new(cluster.brokers()), None, Encoding::OtlpProto, 2_000);
     let started = Instant::now();
+    let mut not_ready = None;
     while !router.exited() {
         assert!(started.elapsed() < Duration::from_secs(120), "the router still runs:\n{}", router.log_text());
+        if not_ready.is_none() {
+            let (ready, states) = readiness(admin_port);
+            if !ready && states.contains("otlp_spans partition 0") {
+                not_ready = Some((started.elapsed(), states));
+            }
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+    let (not_ready_after, not_ready) = not_ready.unwrap_or_else(|| panic!("/ready never named the stuck partition:\n{}", router.log_text()));
+    eprintln!("/ready {not_ready_after:.1?} after the batch was written: {not_ready}");
     // What the other partitions held was routed meanwhile (those behind the batch wait for it).
-    let routed = support::read_routed(&cluster.brokers(), truth.span_count, Duration::from_secs(10));
+    let routed = support::read_routed(&cluster.brokers(), before.span_count + truth.span_count, Duration::from_secs(10));
     let code = router.terminate();
     let log = router.log_text();
     let stopped = log.lines().find(|line| line.contains("pipeline stopped")).unwrap_or("").to_string();
-    eprintln!("{}; {} of {} spans of the other records routed; the router stopped (exit {code:?}) after {:.0?}:\n  {stopped}", written.trim(), routed.distinct_spans(), truth.span_count, started.elapsed());
+    eprintln!("{}; {} of {} spans of the other records routed; the router stopped (exit {code:?}) after {:.0?}:\n  {stopped}", written.trim(), routed.distinct_spans(), before.span_count + truth.span_count, started.elapsed());
     assert!(stopped.contains("records cannot be read (BadCompression)"), "{log}");
-    assert!(stopped.contains("otlp_spans partition 0 at offset 0"), "{log}");
+    assert!(stopped.contains("otlp_spans partition 0 at offset "), "{log}");
+    assert!(not_ready.contains("otlp_spans partition 0 at offset "), "{not_ready}");
     assert_eq!(log.matches("a record cannot be read").count(), 1, "said once, not in a loop:\n{log}");
 }

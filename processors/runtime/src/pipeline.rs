@@ -6,6 +6,7 @@
 //! first. Rebalance callbacks run inside `consumer.poll` on the same thread; they reach the engine
 //! through a mutex that is never held across a poll of the consumer.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -90,7 +91,6 @@ impl<P: Processor> Pipeline<P> {
             .iter()
             .map(|topic| (metrics::CONSUMED.with_label_values(&[name, topic]), metrics::CONSUMED_SIZE.with_label_values(&[name, topic])))
             .collect();
-        let consumed_counters = consumed.iter().map(|(records, _)| records.clone()).collect();
         let engine = Arc::new(Mutex::new(Engine {
             name,
             processor: self.processor,
@@ -105,7 +105,6 @@ impl<P: Processor> Pipeline<P> {
                 engine: engine.clone(),
                 name,
                 accepted_commits: Mutex::default(),
-                consumed: consumed_counters,
                 progress_seen: Mutex::default(),
                 last_error_log: Mutex::default(),
                 assignment_changed: AtomicBool::new(false),
@@ -725,8 +724,6 @@ struct RebalanceContext<P: Processor> {
     /// (topic, partition, position) of each commit the broker accepted, queued by the commit
     /// callback (which may run while the engine is locked) for the processing thread.
     accepted_commits: Mutex<Vec<(String, i32, i64)>>,
-    /// Records consumed per input topic (the engine counts them).
-    consumed: Vec<IntCounter>,
     /// What the statistics showed about connectivity and progress.
     progress_seen: Mutex<ProgressSeen>,
     /// librdkafka's last warning or error, which says why (a refused password, a certificate
@@ -739,11 +736,12 @@ struct RebalanceContext<P: Processor> {
 /// What the consumer's statistics (every `statistics.interval.ms`) showed.
 #[derive(Debug, Default)]
 struct ProgressSeen {
-    /// A broker has been up since the pipeline started: authentication and TLS work.
+    /// A broker has been up, or the group has assigned partitions, since the pipeline started:
+    /// authentication and TLS work.
     connected_once: bool,
-    consumed_at_last_statistics: u64,
-    /// Consecutive statistics with records waiting and none consumed.
-    stalled_intervals: u32,
+    /// Per assigned partition: its position at the last statistics and how many statistics in a
+    /// row it has had records waiting after that position without moving.
+    partitions: HashMap<(String, i32), (i64, u32)>,
     /// Why the pipeline is not doing its work now, if it is not.
     not_ready: Option<String>,
 }
@@ -769,36 +767,48 @@ impl<P: Processor> RebalanceContext<P> {
 
 impl<P: Processor> ClientContext for RebalanceContext<P> {
     fn stats(&self, statistics: Statistics) {
-        let mut waiting = 0i64;
+        let mut seen = self.progress_seen.lock().unwrap();
+        let mut positions = HashMap::with_capacity(seen.partitions.len());
+        let mut stalled: Vec<(String, i64)> = Vec::new();
         for (topic, topic_stats) in &statistics.topics {
-            for (partition, partition_stats) in &topic_stats.partitions {
-                if *partition >= 0 && partition_stats.desired && partition_stats.consumer_lag >= 0 {
-                    metrics::LAG
-                        .with_label_values(&[self.name, topic, &partition.to_string()])
-                        .set(partition_stats.consumer_lag);
+            for (&partition, partition_stats) in &topic_stats.partitions {
+                if partition < 0 || !partition_stats.desired {
+                    continue;
                 }
-                if *partition >= 0 && partition_stats.desired && partition_stats.app_offset >= 0 && partition_stats.hi_offset > partition_stats.app_offset {
-                    waiting += partition_stats.hi_offset - partition_stats.app_offset;
+                if partition_stats.consumer_lag >= 0 {
+                    metrics::LAG.with_label_values(&[self.name, topic, &partition.to_string()]).set(partition_stats.consumer_lag);
                 }
+                // Where the partition is: one past the last record handed out, or where it was
+                // committed before any was, or the log's start (where a group without a commit
+                // begins) when neither; unknown before the broker said.
+                let position = [partition_stats.app_offset, partition_stats.committed_offset, partition_stats.lo_offset].into_iter().find(|at| *at >= 0).unwrap_or(-1);
+                if position < 0 || partition_stats.hi_offset < 0 {
+                    continue;
+                }
+                let key = (topic.clone(), partition);
+                let intervals = match seen.partitions.get(&key) {
+                    Some(&(before, intervals)) if before == position && partition_stats.hi_offset > position => intervals + 1,
+                    _ => 0,
+                };
+                if intervals >= STALLED_INTERVALS {
+                    stalled.push((format!("{topic} partition {partition} at offset {position}"), partition_stats.hi_offset - position));
+                }
+                positions.insert(key, (position, intervals));
             }
         }
+        seen.partitions = positions;
         // Brokers by their node id; the bootstrap entries (node id -1) are only how they were found.
         let brokers: Vec<(&str, &str)> = statistics.brokers.values().filter(|b| b.nodeid >= 0).map(|b| (b.name.as_str(), b.state.as_str())).collect();
         let connected = brokers.iter().any(|(_, state)| *state == "UP");
-        let consumed: u64 = self.consumed.iter().map(IntCounter::get).sum();
-        let mut seen = self.progress_seen.lock().unwrap();
         seen.connected_once |= connected;
-        if waiting > 0 && consumed == seen.consumed_at_last_statistics {
-            seen.stalled_intervals += 1;
-        } else {
-            seen.stalled_intervals = 0;
-        }
-        seen.consumed_at_last_statistics = consumed;
         seen.not_ready = if !connected {
             let states: Vec<String> = brokers.iter().map(|(name, state)| format!("{name} {state}")).collect();
             Some(if states.is_empty() { "no broker reachable".to_string() } else { format!("no broker reachable ({})", states.join(", ")) })
-        } else if seen.stalled_intervals >= STALLED_INTERVALS {
-            Some(format!("{waiting} input records waiting and none consumed for {} statistics intervals", seen.stalled_intervals))
+        } else if !stalled.is_empty() {
+            stalled.sort();
+            let waiting: i64 = stalled.iter().map(|(_, waiting)| waiting).sum();
+            let names: Vec<&str> = stalled.iter().map(|(name, _)| name.as_str()).collect();
+            Some(format!("{waiting} input records waiting and none consumed for {STALLED_INTERVALS} statistics intervals: {}", names.join(", ")))
         } else {
             None
         };
@@ -906,14 +916,18 @@ impl ConsumerTroubles {
                         // records wait after its position: the next record to hand out, or, where
                         // none was handed out yet, the committed offset (the log's start without one).
                         let committed = consumer.committed(Duration::from_secs(5)).ok();
+                        let seen = consumer.context().progress_seen.lock().unwrap().partitions.clone();
                         let stuck: Vec<String> = before
                             .iter()
                             .filter(|p| now_at.contains(p))
                             .filter_map(|(topic, partition, offset)| {
                                 let (low, high) = consumer.client().fetch_watermarks(topic, *partition, Duration::from_secs(2)).ok()?;
-                                let at = match offset {
-                                    Offset::Offset(at) => *at,
-                                    _ => committed
+                                // Where the statistics last saw the partition, else its
+                                // position, its committed offset, its log's start.
+                                let at = match (seen.get(&(topic.clone(), *partition)), offset) {
+                                    (Some(&(at, _)), _) => at,
+                                    (None, Offset::Offset(at)) => *at,
+                                    (None, _) => committed
                                         .as_ref()
                                         .and_then(|list| list.find_partition(topic, *partition))
                                         .and_then(|element| element.offset().to_raw())
@@ -970,6 +984,8 @@ impl<P: Processor> ConsumerContext for RebalanceContext<P> {
                 let sources = self.sources(list);
                 info!(processor = self.name, partitions = ?partition_numbers(&sources), "partitions assigned");
                 metrics::REBALANCED.with_label_values(&[self.name, "assign"]).inc();
+                // The group coordinator answered: authentication and TLS work.
+                self.progress_seen.lock().unwrap().connected_once = true;
                 let mut engine = lock(&self.engine);
                 for source in sources {
                     engine.outputs.progress.assign(source);
