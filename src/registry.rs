@@ -86,9 +86,33 @@ pub trait ProcessorSpec: std::any::Any + Debug + Send + Sync {
     fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a>;
 }
 
-fn pipeline<P: tracepipe_runtime::Processor>(settings: PipelineOutputs, processor: P, context: StartContext<'_>) -> anyhow::Result<Started> {
+async fn pipeline<P: tracepipe_runtime::Processor>(mut settings: PipelineOutputs, processor: P, context: StartContext<'_>) -> anyhow::Result<Started> {
+    fit_batches_to_topics(&mut settings, context.topology).await;
     Ok(Started::Pipeline(Pipeline::new(settings.0, processor).spawn(context.shutdown.clone(), context.health.clone())))
 }
+
+/// The broker refuses a whole produce batch larger than its topic's `max.message.bytes`, small
+/// records and all. Unless `batch.size` is set, the producer's batches are kept within the
+/// smallest limit of the pipeline's outputs and its dead-letter topic, so a refusal names only a
+/// record that is itself too large (which librdkafka sends in a batch of its own).
+async fn fit_batches_to_topics(settings: &mut PipelineOutputs, topology: &Topology) {
+    let producer = &settings.0.kafka.producer;
+    if producer.contains_key("batch.size") {
+        return;
+    }
+    let mut topics: Vec<&str> = settings.0.outputs.iter().map(String::as_str).collect();
+    topics.push(&settings.0.dlq_topic);
+    let Some(limit) = crate::topics::max_message_bytes(topology, &topics).await else { return };
+    // librdkafka's default batch.size; a batch also holds its framing, which this leaves room for.
+    let batch_size = limit.saturating_sub(BATCH_FRAMING_BYTES).clamp(1, 1_000_000);
+    if batch_size < 1_000_000 {
+        tracing::info!(topics = ?topics, max_message_bytes = limit, batch_size, "producer batches kept within the smallest max.message.bytes of the outputs");
+        settings.0.kafka.producer.insert("batch.size".to_string(), batch_size.to_string());
+    }
+}
+
+/// Room a produce batch keeps for its record-batch header and per-record framing.
+const BATCH_FRAMING_BYTES: usize = 1 << 10;
 
 impl ProcessorSpec for RouterSpec {
     fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
@@ -96,7 +120,7 @@ impl ProcessorSpec for RouterSpec {
             let mut settings = context.topology.pipeline(&self.consumer, self.inputs.iter().map(|(topic, _)| topic.clone()).collect());
             let spans = settings.bind(&self.output);
             let router = Router::new(self.inputs.iter().map(|(_, encoding)| *encoding).collect(), spans, self.max_message_bytes);
-            pipeline(settings, router, context)
+            pipeline(settings, router, context).await
         })
     }
 }
@@ -109,7 +133,7 @@ impl ProcessorSpec for AssemblerSpec {
             let config = fit_traces_to_topics(self.config.clone(), context.topology, &self.output).await;
             let kafka = &mut settings.0.kafka;
             config.bound_kafka_buffers(&mut kafka.consumer, &mut kafka.producer);
-            pipeline(settings, TraceAssembler::new(config, traces), context)
+            pipeline(settings, TraceAssembler::new(config, traces), context).await
         })
     }
 }
@@ -126,7 +150,19 @@ async fn fit_traces_to_topics(mut config: AssemblerConfig, topology: &Topology, 
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let Some(limit) = crate::topics::max_message_bytes(topology, &names).await else { return config };
     let overhead = tracepipe_schemas::split::MAX_CHUNK_BYTES + (64 << 10);
-    let fits = limit.saturating_sub(overhead).max(64 << 10);
+    let smallest_trace = 64 << 10;
+    if limit < overhead + smallest_trace {
+        // A fragment overshoots max_trace_bytes by at most one router chunk, so below this the
+        // largest fragments are refused: they go to the dead-letter topic with the broker's reason.
+        tracing::error!(
+            topics = ?names,
+            max_message_bytes = limit,
+            needed = overhead + smallest_trace,
+            "the broker takes records of at most {limit} bytes on these topics, less than the {} the assembler's fragments can reach: the largest go to the dead-letter topic (raise the topics' max.message.bytes)",
+            overhead + smallest_trace
+        );
+    }
+    let fits = limit.saturating_sub(overhead).max(smallest_trace);
     if fits < config.max_trace_bytes {
         tracing::warn!(
             topics = ?names,
@@ -147,7 +183,7 @@ impl ProcessorSpec for SamplerSpec {
             // The sampler forwards the assembler's records as they are.
             let assembler = context.topology.processor::<AssemblerSpec>().map_or_else(AssemblerConfig::default, |a| a.config.clone());
             assembler.allow_whole_traces(&mut settings.0.kafka.producer);
-            pipeline(settings, TailSampler::new(self.config.clone(), sampled), context)
+            pipeline(settings, TailSampler::new(self.config.clone(), sampled), context).await
         })
     }
 }
@@ -158,7 +194,7 @@ impl ProcessorSpec for AnalyzerSpec {
             let open = open_alerts(context.topology, &self.alerts, "analyzer").await?;
             let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
             let outputs = AnalyzerOutputs { rollups: settings.bind(&self.output), alerts: settings.bind(&self.alerts) };
-            pipeline(settings, Analyzer::with_open_alerts(self.config.clone(), outputs, open, unix_now()), context)
+            pipeline(settings, Analyzer::with_open_alerts(self.config.clone(), outputs, open, unix_now()), context).await
         })
     }
 }
@@ -169,7 +205,7 @@ impl ProcessorSpec for DependenciesSpec {
             let open = open_alerts(context.topology, &self.alerts, "dependencies").await?;
             let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
             let outputs = DependenciesOutputs { edges: settings.bind(&self.output), alerts: settings.bind(&self.alerts) };
-            pipeline(settings, Dependencies::with_open_alerts(self.config.clone(), outputs, open, unix_now()), context)
+            pipeline(settings, Dependencies::with_open_alerts(self.config.clone(), outputs, open, unix_now()), context).await
         })
     }
 }
@@ -207,7 +243,7 @@ impl ProcessorSpec for SinkSpec {
             let store = open_store(&context.topology.storage.url, context.shutdown).await?;
             let settings = context.topology.pipeline(&self.consumer, self.inputs.iter().map(|(topic, _)| topic.clone()).collect());
             let sink = Sink::new(self.sink_config(context.topology.storage.retention), store, self.inputs.iter().map(|(_, kind)| *kind).collect());
-            pipeline(settings, sink, context)
+            pipeline(settings, sink, context).await
         })
     }
 }
