@@ -34,6 +34,9 @@ struct RawTopology {
     topics: BTreeMap<String, RawTopic>,
     #[serde(default)]
     storage: Option<Value>,
+    /// Service-level objectives (`tracepipe_analytics::slo`).
+    #[serde(default)]
+    slos: Option<Value>,
     /// Read by each processor's entry in the registry.
     #[serde(default)]
     processors: BTreeMap<String, Value>,
@@ -75,6 +78,8 @@ pub struct Topology {
     pub admin_listen: SocketAddr,
     pub topics: BTreeMap<String, TopicSpec>,
     pub storage: StorageSpec,
+    /// The SLOs the analyzer counts events for and the SLO evaluator tracks.
+    pub slos: std::sync::Arc<[tracepipe_analytics::slo::SloSpec]>,
     /// The configured processors, in the registry's order.
     processors: Vec<(&'static str, Box<dyn ProcessorSpec>)>,
 }
@@ -200,6 +205,8 @@ impl Topology {
             None => StorageSpec::default(),
         };
 
+        let slos = tracepipe_analytics::slo::validate_slos("slos", raw.slos, &mut problems).into();
+
         let mut processors = Vec::new();
         for (name, section) in raw.processors {
             let path = format!("processors.{name}");
@@ -218,7 +225,7 @@ impl Topology {
         processors.sort_by_key(|(name, _)| PROCESSORS.iter().position(|entry| entry.name == *name));
 
         if problems.is_empty() {
-            Ok(Topology { kafka, admin_listen, topics, storage, processors })
+            Ok(Topology { kafka, admin_listen, topics, storage, slos, processors })
         } else {
             Err(problems)
         }

@@ -58,6 +58,7 @@ pub enum Rollup {
     Bottlenecks(BottleneckRollup),
     ErrorGroup(ErrorGroupRollup),
     ErrorTrace(ErrorTrace),
+    Slo(SloRollup),
 }
 
 impl Rollup {
@@ -73,6 +74,7 @@ impl Rollup {
             Rollup::Bottlenecks(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("bottlenecks", r.window_start_unix_ms, &r.span_kind, &r.service, &r.operation, at)), n)),
             Rollup::ErrorGroup(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("error_group", r.window_start_unix_ms, &r.group, at)), n)),
             Rollup::ErrorTrace(r) => Some((key_of(("error_trace", &r.trace_id, &r.root_cause_span_id)), 0)),
+            Rollup::Slo(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("slo", r.window_start_unix_ms, &r.slo, at)), n)),
         }
     }
 }
@@ -154,6 +156,22 @@ pub struct ErrorGroupRollup {
     pub counted_in: Option<CountedIn>,
 }
 
+/// One SLO's events over one window: how many there were and how many were good, by its SLI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloRollup {
+    pub schema: String,
+    pub window_start_unix_ms: u64,
+    pub window_seconds: u64,
+    pub slo: String,
+    pub service: String,
+    pub total: u64,
+    pub good: u64,
+    /// A few traces with bad events, for the alert that links to them.
+    pub bad_exemplar_trace_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_in: Option<CountedIn>,
+}
+
 /// The root cause of one failed trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorTrace {
@@ -226,6 +244,7 @@ pub enum AlertKind {
     ErrorSpike,
     EdgeAppeared,
     EdgeVanished,
+    SloBurnRate,
 }
 
 impl AlertKind {
@@ -235,6 +254,7 @@ impl AlertKind {
             AlertKind::ErrorSpike => "error_spike",
             AlertKind::EdgeAppeared => "edge_appeared",
             AlertKind::EdgeVanished => "edge_vanished",
+            AlertKind::SloBurnRate => "slo_burn_rate",
         }
     }
 }
@@ -260,6 +280,7 @@ pub enum Severity {
 pub enum AlertSubject {
     Operation { service: String, operation: String },
     Edge { client: String, server: String, connection_type: String },
+    Slo { slo: String, service: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +289,7 @@ pub enum AlertDetails {
     Latency(LatencyDetails),
     Errors(ErrorDetails),
     Edge(EdgeDetails),
+    Slo(SloBurnDetails),
 }
 
 /// Percentiles of an endpoint's duration over some traces.
@@ -317,4 +339,31 @@ pub struct EdgeDetails {
     pub calls: u64,
     pub first_seen_unix_ms: u64,
     pub last_seen_unix_ms: u64,
+}
+
+/// Why an SLO alert fires: the burn rates of its alerting windows, and what is left of the budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloBurnDetails {
+    /// `page` or `ticket`.
+    pub slo_severity: String,
+    /// The fraction of good events aimed for, e.g. 0.999.
+    pub objective: f64,
+    pub burn_windows: Vec<BurnWindow>,
+    /// The fraction of the SLO window's error budget not yet spent (below zero once overspent).
+    pub error_budget_remaining: f64,
+    /// When the budget runs out if the last hour's burn rate goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_exhausted_unix_ms: Option<u64>,
+    pub exemplar_trace_ids: Vec<String>,
+}
+
+/// One multiwindow alert condition: both windows must burn faster than `burn_rate_threshold`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BurnWindow {
+    pub long_seconds: u64,
+    pub short_seconds: u64,
+    pub burn_rate_threshold: f64,
+    pub long_burn_rate: f64,
+    pub short_burn_rate: f64,
+    pub exceeded: bool,
 }

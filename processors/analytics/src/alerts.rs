@@ -78,6 +78,7 @@ impl AlertBook {
         match subject {
             AlertSubject::Operation { service, operation } => format!("{}:{service}:{operation}", kind.as_str()),
             AlertSubject::Edge { client, server, connection_type } => format!("{}:{client}->{server}:{connection_type}", kind.as_str()),
+            AlertSubject::Slo { slo, service } => format!("{}:{service}:{slo}", kind.as_str()),
         }
     }
 
@@ -133,6 +134,18 @@ impl AlertBook {
         metrics::OPEN_ALERTS.with_label_values(&[self.source, alert.kind.as_str()]).dec();
         self.pending.push(alert.clone());
         Some(alert)
+    }
+
+    /// The queued events, for a caller that publishes them itself.
+    pub fn take_pending(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Puts back events taken with [`AlertBook::take_pending`] that could not be published, ahead
+    /// of any queued since.
+    pub fn requeue(&mut self, mut events: Vec<Alert>) {
+        events.append(&mut self.pending);
+        self.pending = events;
     }
 
     /// Publishes the queued events. They hold no input offset: alert state is not replayed, a

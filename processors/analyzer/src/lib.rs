@@ -10,7 +10,8 @@
 //!   errors ([`operations`]);
 //! - bottlenecks: each endpoint's critical path split by (service, operation) ([`bottlenecks`]);
 //! - error correlation: each failed trace's root-cause span, grouped ([`error_groups`]);
-//! - latency anomalies and error spikes, raised as alerts ([`detect`]).
+//! - latency anomalies and error spikes, raised as alerts ([`detect`]);
+//! - the events of each SLO of topology.yaml's `slos:`, good and bad ([`slos`]).
 //!
 //! # Windows, offsets and exactness
 //!
@@ -35,6 +36,7 @@ pub mod errors;
 mod metrics;
 pub mod operations;
 pub mod series;
+pub mod slos;
 pub mod span_metrics;
 
 use std::time::Duration;
@@ -153,6 +155,14 @@ impl Analyzer {
             late_fragments: metrics::TRACES.with_label_values(&["fragment"]),
             outputs,
         }
+    }
+
+    /// Counts the events of these SLOs ([`slos`]) too.
+    pub fn with_slos(mut self, slos: std::sync::Arc<[tracepipe_analytics::slo::SloSpec]>) -> Self {
+        if !slos.is_empty() {
+            self.analyses.push(Box::new(slos::SloEvents::new(slos)));
+        }
+        self
     }
 
     /// (service, operation, kind) series tracked: bounded by `max_series` (plus the overflow ones).

@@ -48,6 +48,8 @@ pub struct WindowRow {
     pub window_start_ms: i64,
     /// Edges: client, server, connection type. Rollups: kind, service, operation.
     pub labels: [String; 3],
+    /// Rollups: the events counted and the good ones (an SLO's), zero for other kinds.
+    pub counts: [i64; 2],
     pub body: String,
 }
 
@@ -228,6 +230,7 @@ impl Batch {
             coverage,
             window_start_ms: edge.window_start_unix_ms as i64,
             labels: [edge.client, edge.server, edge.connection_type],
+            counts: [0, 0],
             body: String::from_utf8_lossy(payload).into_owned(),
         });
         Ok(())
@@ -238,17 +241,23 @@ impl Batch {
     pub fn add_rollup(&mut self, position: String, payload: &[u8]) -> Result<(), Unreadable> {
         let rollup: Rollup = serde_json::from_slice(payload).map_err(|e| Unreadable(format!("not a rollup: {e}")))?;
         let (key, coverage) = rollup.record_key().unwrap_or((position, 0));
+        let mut counts = [0, 0];
         let (kind, at_ms, service, operation) = match rollup {
             Rollup::Operation(r) => ("operation", r.window_start_unix_ms, r.service, r.operation),
             Rollup::Bottlenecks(r) => ("bottlenecks", r.window_start_unix_ms, r.service, r.operation),
             Rollup::ErrorGroup(r) => ("error_group", r.window_start_unix_ms, r.service, r.operation),
             Rollup::ErrorTrace(r) => ("error_trace", r.end_unix_ms, r.service, r.operation),
+            Rollup::Slo(r) => {
+                counts = [i64::try_from(r.total).unwrap_or(i64::MAX), i64::try_from(r.good).unwrap_or(i64::MAX)];
+                ("slo", r.window_start_unix_ms, r.service, r.slo)
+            }
         };
         self.rollups.add(WindowRow {
             key,
             coverage,
             window_start_ms: at_ms as i64,
             labels: [kind.to_string(), service, operation],
+            counts,
             body: String::from_utf8_lossy(payload).into_owned(),
         });
         Ok(())
@@ -372,8 +381,8 @@ impl Batch {
             &params,
         )?;
 
-        written.edges = write_windows(tx, "edges", ["client", "server", "connection_type"], &self.edges)?;
-        written.rollups = write_windows(tx, "rollups", ["kind", "service", "operation"], &self.rollups)?;
+        written.edges = write_windows(tx, "edges", ["client", "server", "connection_type"], None, &self.edges)?;
+        written.rollups = write_windows(tx, "rollups", ["kind", "service", "operation"], Some(["total", "good"]), &self.rollups)?;
 
         params.clear();
         for a in &self.alerts {
@@ -385,9 +394,10 @@ impl Batch {
     }
 }
 
-/// Upserts window rows by key: a version covering more input replaces the stored one.
-fn write_windows(tx: &mut Transaction<'_>, table: &str, labels: [&str; 3], rows: &WindowRows) -> Result<(u64, u64), StoreError> {
-    let mut params: Vec<Param<'_>> = Vec::with_capacity(rows.len() * 7);
+/// Upserts window rows by key: a version covering more input replaces the stored one. `counts`
+/// names the columns of [`WindowRow::counts`], for a table that has them.
+fn write_windows(tx: &mut Transaction<'_>, table: &str, labels: [&str; 3], counts: Option<[&str; 2]>, rows: &WindowRows) -> Result<(u64, u64), StoreError> {
+    let mut params: Vec<Param<'_>> = Vec::with_capacity(rows.len() * 9);
     for r in &rows.rows {
         params.extend([
             Param::Text(&r.key),
@@ -398,8 +408,19 @@ fn write_windows(tx: &mut Transaction<'_>, table: &str, labels: [&str; 3], rows:
             Param::Text(&r.labels[2]),
             Param::Text(&r.body),
         ]);
+        if counts.is_some() {
+            params.extend([Param::Int(r.counts[0]), Param::Int(r.counts[1])]);
+        }
     }
-    let on_conflict = format!("ON CONFLICT (record_key) DO UPDATE SET coverage = excluded.coverage, body = excluded.body WHERE excluded.coverage > {table}.coverage");
-    let written = tx.insert(table, &["record_key", "coverage", "window_start_ms", labels[0], labels[1], labels[2], "body"], &on_conflict, &params)?;
+    let mut columns = vec!["record_key", "coverage", "window_start_ms", labels[0], labels[1], labels[2], "body"];
+    let mut updates = "coverage = excluded.coverage, body = excluded.body".to_string();
+    if let Some(counts) = counts {
+        columns.extend(counts);
+        for column in counts {
+            updates.push_str(&format!(", {column} = excluded.{column}"));
+        }
+    }
+    let on_conflict = format!("ON CONFLICT (record_key) DO UPDATE SET {updates} WHERE excluded.coverage > {table}.coverage");
+    let written = tx.insert(table, &columns, &on_conflict, &params)?;
     Ok((rows.len() as u64, written))
 }

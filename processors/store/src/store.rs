@@ -245,6 +245,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE edges ADD COLUMN coverage BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE rollups RENAME COLUMN source TO record_key;
     ALTER TABLE rollups ADD COLUMN coverage BIGINT NOT NULL DEFAULT 0;",
+    // 3: a rollup's event counts (an SLO's total and good events), summed by SQL over windows.
+    "ALTER TABLE rollups ADD COLUMN total BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE rollups ADD COLUMN good BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX rollups_by_kind_name_window ON rollups (kind, operation, window_start_ms);",
 ];
 
 /// Rows per multi-row INSERT: well under SQLite's 32766 and PostgreSQL's 65535 parameters.
