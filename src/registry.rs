@@ -30,6 +30,8 @@ use tracepipe_runtime::{Health, Pipeline, PipelineExit, RuntimeError};
 use tracepipe_sampler::config::SamplerSpec;
 use tracepipe_sampler::TailSampler;
 use tracepipe_sink::{Sink, SinkSpec};
+use tracepipe_slo::config::SloEvaluatorSpec;
+use tracepipe_slo::SloEvaluator;
 use tracepipe_schemas::analytics::Alert;
 use tracepipe_store::{Store, StoreUrl};
 
@@ -44,6 +46,7 @@ pub const PROCESSORS: &[ProcessorEntry] = &[
     entry::<AnalyzerSpec>("analyzer"),
     entry::<DependenciesSpec>("dependencies"),
     entry::<SinkSpec>("sink"),
+    entry::<SloEvaluatorSpec>("slo"),
     entry::<QuerySpec>("query"),
 ];
 
@@ -194,7 +197,8 @@ impl ProcessorSpec for AnalyzerSpec {
             let open = open_alerts(context.topology, &self.alerts, "analyzer").await?;
             let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
             let outputs = AnalyzerOutputs { rollups: settings.bind(&self.output), alerts: settings.bind(&self.alerts) };
-            pipeline(settings, Analyzer::with_open_alerts(self.config.clone(), outputs, open, unix_now()), context).await
+            let analyzer = Analyzer::with_open_alerts(self.config.clone(), outputs, open, unix_now()).with_slos(context.topology.slos.clone());
+            pipeline(settings, analyzer, context).await
         })
     }
 }
@@ -244,6 +248,29 @@ impl ProcessorSpec for SinkSpec {
             let settings = context.topology.pipeline(&self.consumer, self.inputs.iter().map(|(topic, _)| topic.clone()).collect());
             let sink = Sink::new(self.sink_config(context.topology.storage.retention), store, self.inputs.iter().map(|(_, kind)| *kind).collect());
             pipeline(settings, sink, context).await
+        })
+    }
+}
+
+impl ProcessorSpec for SloEvaluatorSpec {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
+        Box::pin(async move {
+            let slos = context.topology.slos.clone();
+            if slos.is_empty() {
+                tracing::info!("no SLOs are defined under slos: in topology.yaml; the SLO evaluator has nothing to evaluate");
+            }
+            let store = open_store(&context.topology.storage.url, context.shutdown).await?;
+            let open = open_alerts(context.topology, &self.alerts, "slo").await?;
+            let publisher = tracepipe_runtime::publish::Publisher::new(&context.topology.kafka, "slo", self.alerts.clone(), Duration::from_secs(30))?;
+            let evaluator = SloEvaluator::new(slos, store, publisher, self.interval, open, unix_now() / 1_000_000);
+            let health = context.health.clone();
+            health.register("slo");
+            let shutdown = context.shutdown.clone();
+            let task = tokio::spawn(async move {
+                let ready = health.clone();
+                evaluator.run(shutdown, move || ready.set_ready("slo", true)).await;
+            });
+            Ok(Started::Server { task, banner: Vec::new(), drains: true })
         })
     }
 }

@@ -1,0 +1,228 @@
+//! The SLO evaluator. The analyzer counts each SLO's events per window before sampling
+//! (`tracepipe_analyzer::slos`); with several analyzer instances each publishes its partial counts,
+//! and the store, which upserts each by what it describes, holds every one once. Summing them
+//! there is therefore exact whatever the number of instances, so the evaluator reads the sums from
+//! the store every `interval` and derives from them ([`status`]):
+//!
+//! - Sloth's series (`slo:sli_error:ratio_rate5m` … , `slo:objective:ratio`,
+//!   `slo:error_budget:ratio`, `slo:current_burn_rate:ratio`, `slo:period_burn_rate:ratio`,
+//!   `slo:period_error_budget_remaining:ratio`, labels `sloth_id`, `sloth_service`, `sloth_slo`);
+//! - multiwindow burn-rate alerts on the alerts topic (`slo_burn_rate`, one per SLO and severity,
+//!   page or ticket), firing while any of the severity's window pairs burns too fast and resolved
+//!   when none does, with the burn rates, the budget left, when it runs out and traces of bad events.
+//!
+//! Counts reach the store when the analyzer closes a window's segment (its window plus its
+//! lateness), so the most recent minute or two is not in the figures yet. One evaluator is
+//! enough; a second one computes the same state from the same store and repeats the events.
+
+pub mod config;
+mod metrics;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracepipe_analytics::alerts::AlertBook;
+use tracepipe_analytics::slo::{AlertSeverity, SloSpec};
+use tracepipe_runtime::publish::Publisher;
+use tracepipe_schemas::analytics::{Alert, AlertDetails, AlertKind, AlertSubject, Rollup, Severity, SloBurnDetails};
+use tracepipe_store::{Param, Store, StoreError};
+
+use status::{Counts, SloStatus};
+
+/// Traces of bad events an alert carries.
+const EXEMPLARS: usize = 5;
+
+pub struct SloEvaluator {
+    slos: Arc<[SloSpec]>,
+    store: Option<Store>,
+    publisher: Publisher,
+    book: AlertBook,
+    interval: Duration,
+}
+
+/// One SLO's evaluation.
+pub struct Evaluated {
+    pub status: SloStatus,
+    /// Traces with bad events in the most recent windows that had any.
+    pub exemplars: Vec<String>,
+}
+
+impl SloEvaluator {
+    /// An evaluator that continues `open_alerts` (the latest firing events of source `slo`).
+    pub fn new(slos: Arc<[SloSpec]>, store: Store, publisher: Publisher, interval: Duration, open_alerts: Vec<Alert>, now_ms: u64) -> Self {
+        let mut book = AlertBook::new("slo");
+        book.restore(open_alerts, now_ms);
+        SloEvaluator { slos, store: Some(store), publisher, book, interval }
+    }
+
+    /// Evaluates every `interval` until `shutdown`; `evaluated` is called after each round that
+    /// read the store.
+    pub async fn run(mut self, shutdown: CancellationToken, evaluated: impl Fn() + Send) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let now_ms = unix_ms();
+            let Some(mut store) = self.store.take() else { break };
+            let slos = self.slos.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let result: Result<Vec<Evaluated>, StoreError> = slos.iter().map(|slo| evaluate_from_store(&mut store, slo, now_ms)).collect();
+                (store, result)
+            })
+            .await;
+            let (store, result) = match read {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::error!(%error, "the SLO evaluation panicked");
+                    break;
+                }
+            };
+            self.store = Some(store);
+            match result {
+                Ok(evaluated_slos) => {
+                    metrics::EVALUATIONS.with_label_values(&["ok"]).inc();
+                    let slos = self.slos.clone();
+                    for (slo, found) in slos.iter().zip(&evaluated_slos) {
+                        record_metrics(slo, &found.status);
+                        self.alert(slo, found, now_ms);
+                    }
+                    self.book.expire_unconfirmed(now_ms, 2 * self.interval.as_millis() as u64);
+                    evaluated();
+                }
+                Err(error) => {
+                    metrics::EVALUATIONS.with_label_values(&["store_error"]).inc();
+                    tracing::warn!(%error, "the SLO evaluation could not read the store; trying again next round");
+                }
+            }
+            self.publish().await;
+        }
+        self.publish().await;
+    }
+
+    fn alert(&mut self, slo: &SloSpec, found: &Evaluated, now_ms: u64) {
+        let status = &found.status;
+        for (severity, windows) in &status.alerts {
+            let subject = AlertSubject::Slo { slo: slo.name.clone(), service: slo.service.clone() };
+            let key = format!("{}:{}", AlertBook::key(AlertKind::SloBurnRate, &subject), severity.as_str());
+            let details = AlertDetails::Slo(SloBurnDetails {
+                slo_severity: severity.as_str().to_string(),
+                objective: slo.objective,
+                burn_windows: windows.clone(),
+                error_budget_remaining: status.budget_remaining,
+                budget_exhausted_unix_ms: status.budget_exhausted_unix_ms,
+                exemplar_trace_ids: found.exemplars.clone(),
+            });
+            let fastest = windows.iter().filter(|w| w.exceeded).map(|w| w.short_burn_rate.min(w.long_burn_rate)).fold(0.0, f64::max);
+            if status.firing(*severity) {
+                let summary = format!(
+                    "{} ({}) burns its error budget {fastest:.1}× as fast as its {:.3}% objective allows; {:.1}% of the budget left",
+                    slo.name,
+                    slo.service,
+                    slo.objective * 100.0,
+                    status.budget_remaining * 100.0
+                );
+                let alert_severity = match severity {
+                    AlertSeverity::Page => Severity::Critical,
+                    AlertSeverity::Ticket => Severity::Warning,
+                };
+                self.book.fire(key, AlertKind::SloBurnRate, alert_severity, subject, summary, details, now_ms);
+            } else if self.book.is_open(&key) {
+                let summary = format!("{} ({}) burns its error budget no faster than its {} alert allows; {:.1}% left", slo.name, slo.service, severity.as_str(), status.budget_remaining * 100.0);
+                self.book.resolve(&key, summary, Some(details), now_ms);
+            }
+        }
+    }
+
+    /// Publishes the alert events of the round; those the broker did not take are kept for the next.
+    async fn publish(&mut self) {
+        let pending = self.book.take_pending();
+        if pending.is_empty() {
+            return;
+        }
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = pending.iter().map(|a| (a.key.as_bytes().to_vec(), serde_json::to_vec(a).expect("serializable"))).collect();
+        if let Err(error) = self.publisher.publish_all(None, encoded.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))).await {
+            tracing::warn!(%error, alerts = pending.len(), "SLO alert events not published; trying again next round");
+            self.book.requeue(pending);
+        }
+    }
+}
+
+/// Sums `slo`'s events over each of its windows and evaluates them.
+pub fn evaluate_from_store(store: &mut Store, slo: &SloSpec, now_ms: u64) -> Result<Evaluated, StoreError> {
+    let (period_start, period_length) = status::period(slo.window, now_ms);
+    let windows = status::windows(slo, period_length);
+    let starts: Vec<i64> = windows.iter().enumerate().map(|(i, w)| if i + 1 == windows.len() { period_start as i64 } else { now_ms.saturating_sub(w.as_millis() as u64) as i64 }).collect();
+    let earliest = starts.iter().copied().min().unwrap_or(0);
+    // One pass over the SLO's rows: each window's sum is the rows from its start on. Parameters
+    // are numbered in the order they first appear, as SQLite binds `$N` by appearance.
+    let mut columns = Vec::new();
+    for index in 0..windows.len() {
+        let start = index + 1;
+        columns.push(format!("CAST(COALESCE(SUM(CASE WHEN window_start_ms >= ${start} THEN total ELSE 0 END), 0) AS BIGINT)"));
+        columns.push(format!("CAST(COALESCE(SUM(CASE WHEN window_start_ms >= ${start} THEN good ELSE 0 END), 0) AS BIGINT)"));
+    }
+    let (name_at, earliest_at) = (windows.len() + 1, windows.len() + 2);
+    let sql = format!("SELECT {} FROM rollups WHERE kind = 'slo' AND operation = ${name_at} AND window_start_ms >= ${earliest_at}", columns.join(", "));
+    let mut params: Vec<Param<'_>> = starts.iter().map(|start| Param::Int(*start)).collect();
+    params.extend([Param::Text(&slo.name), Param::Int(earliest)]);
+    let rows = store.query(&sql, &params)?;
+    let counts: Vec<Counts> = match rows.first() {
+        Some(row) => (0..windows.len()).map(|i| Counts { total: row[2 * i].int().max(0) as u64, good: row[2 * i + 1].int().max(0) as u64 }).collect(),
+        None => vec![Counts::default(); windows.len()],
+    };
+    let status = status::evaluate(slo, now_ms, &windows, &counts);
+    let mut exemplars = Vec::new();
+    if status.alerts.iter().any(|(_, windows)| windows.iter().any(|w| w.exceeded)) {
+        let recent = now_ms.saturating_sub(status::PROJECTION.as_millis() as u64) as i64;
+        let rows = store.query(
+            "SELECT body FROM rollups WHERE kind = 'slo' AND operation = $1 AND window_start_ms >= $2 AND good < total ORDER BY window_start_ms DESC LIMIT 20",
+            &[Param::Text(&slo.name), Param::Int(recent)],
+        )?;
+        for row in rows {
+            if let Ok(Rollup::Slo(rollup)) = serde_json::from_str::<Rollup>(row[0].text()) {
+                for id in rollup.bad_exemplar_trace_ids {
+                    if exemplars.len() < EXEMPLARS && !exemplars.contains(&id) {
+                        exemplars.push(id);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Evaluated { status, exemplars })
+}
+
+/// A window as Sloth's series names it: `5m`, `1h`, `3d`.
+pub fn window_label(window: Duration) -> String {
+    let seconds = window.as_secs();
+    if seconds % 86_400 == 0 {
+        format!("{}d", seconds / 86_400)
+    } else if seconds % 3600 == 0 {
+        format!("{}h", seconds / 3600)
+    } else {
+        format!("{}m", seconds / 60)
+    }
+}
+
+fn record_metrics(slo: &SloSpec, status: &SloStatus) {
+    let id = format!("{}-{}", slo.service, slo.name);
+    let labels = [id.as_str(), slo.service.as_str(), slo.name.as_str()];
+    for (window, ratio) in &status.error_ratios {
+        metrics::error_ratio(&window_label(*window)).with_label_values(&labels).set(*ratio);
+    }
+    metrics::OBJECTIVE.with_label_values(&labels).set(slo.objective);
+    metrics::ERROR_BUDGET.with_label_values(&labels).set(slo.error_budget());
+    metrics::CURRENT_BURN_RATE.with_label_values(&labels).set(status.current_burn_rate);
+    metrics::PERIOD_BURN_RATE.with_label_values(&labels).set(status.period_burn_rate);
+    metrics::PERIOD_BUDGET_REMAINING.with_label_values(&labels).set(status.budget_remaining);
+    metrics::EVENTS.with_label_values(&[labels[0], labels[1], labels[2], "true"]).set(status.period.good as f64);
+    metrics::EVENTS.with_label_values(&[labels[0], labels[1], labels[2], "false"]).set(status.period.bad() as f64);
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
