@@ -285,10 +285,25 @@ fn validate_slo(at: &str, raw: RawSlo, problems: &mut Problems) -> Option<SloSpe
             }
         },
     };
+    let raw_alerting_given = raw.alerting.is_some();
     let alerting = match raw.alerting {
         None => default_alerting(),
         Some(alerts) => alerts.into_iter().enumerate().filter_map(|(index, alert)| validate_alert(&format!("{at}.alerting[{index}]"), alert, problems)).collect(),
     };
+    let mut alerts_can_fire = true;
+    if let Some(objective) = objective {
+        // An error ratio cannot pass 1: a rate that would need more never fires.
+        for (index, alert) in alerting.iter().enumerate() {
+            if alert.burn_rate * (1.0 - objective) >= 1.0 {
+                let at = if raw_alerting_given { format!("{at}.alerting[{index}].burn_rate") } else { format!("{at}.objective") };
+                problems.add(at, format!("a burn rate of {} needs an error ratio above {:.2}, which cannot happen: the {} alert would never fire", alert.burn_rate, alert.burn_rate * (1.0 - objective), alert.severity.as_str()));
+                alerts_can_fire = false;
+            }
+        }
+    }
+    if !alerts_can_fire {
+        return None;
+    }
     Some(SloSpec { name: name?, service: service?, description: raw.description, events: events?, sli: sli?, objective: objective?, window: window?, alerting })
 }
 
@@ -299,7 +314,8 @@ fn validate_events(at: &str, raw: &RawEvents, problems: &mut Problems) -> Option
             return None;
         }
         (Some(name), None) => Some(Matcher::Equals(name.clone())),
-        (None, Some(pattern)) => match Regex::new(&format!("^(?:{pattern})$")) {
+        // Checked alone first, so a pattern cannot close the group that anchors it.
+        (None, Some(pattern)) => match Regex::new(pattern).and_then(|_| Regex::new(&format!("^(?:{pattern})$"))) {
             Ok(re) => Some(Matcher::Regex(re)),
             Err(error) => {
                 problems.add(format!("{at}.operation_regex"), format!("invalid regex: {error}"));
@@ -406,7 +422,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_with_its_path() {
         let (slos, problems) = parse(
-            "- name: a\n  service: s\n  sli: {}\n  objective: 100\n  window: 5m\n  extra: 1\n- name: b\n  service: s\n  events: { span_kind: sideways, operation_regex: '(' }\n  sli: { latency: 0s }\n  objective: 99\n  alerting: [ { severity: pager, burn_rate: 0, long: 5m, short: 1h } ]\n- name: c\n  service: s\n  sli: { availability: true }\n  objective: 99\n  window: calendar_month\n- name: c\n  service: t\n  sli: { availability: true }\n  objective: 99\n",
+            "- name: a\n  service: s\n  sli: {}\n  objective: 100\n  window: 5m\n  extra: 1\n- name: b\n  service: s\n  events: { span_kind: sideways, operation_regex: '(' }\n  sli: { latency: 0s }\n  objective: 99\n  alerting: [ { severity: pager, burn_rate: 0, long: 5m, short: 1h } ]\n- name: c\n  service: s\n  sli: { availability: true }\n  objective: 99\n  window: calendar_month\n- name: c\n  service: t\n  sli: { availability: true }\n  objective: 99\n- name: d\n  service: s\n  sli: { availability: true }\n  objective: 90\n- name: e\n  service: s\n  events: { operation_regex: 'a)|(?:b' }\n  sli: { availability: true }\n  objective: 99\n",
         );
         assert_eq!(slos.len(), 1, "{problems:?}");
         assert_eq!(slos[0].window, SloWindow::CalendarMonth);
@@ -421,6 +437,8 @@ mod tests {
             "slos[1].alerting[0].burn_rate: must be a number above 0, got 0",
             "slos[1].alerting[0].short: must be shorter than long",
             "slos[3].name: `c` names another SLO too",
+            "slos[4].objective: a burn rate of 14.4 needs an error ratio above 1.44",
+            "slos[5].events.operation_regex: invalid regex",
         ];
         for expected in expected {
             assert!(problems.iter().any(|p| p.starts_with(expected)), "missing `{expected}` in {problems:#?}");

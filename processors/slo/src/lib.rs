@@ -211,8 +211,11 @@ pub fn window_label(window: Duration) -> String {
 fn record_metrics(slo: &SloSpec, status: &SloStatus) {
     let id = format!("{}-{}", slo.service, slo.name);
     let labels = [id.as_str(), slo.service.as_str(), slo.name.as_str()];
-    for (window, ratio) in &status.error_ratios {
-        metrics::error_ratio(&window_label(*window)).with_label_values(&labels).set(*ratio);
+    let last = status.error_ratios.len().saturating_sub(1);
+    for (index, (window, ratio)) in status.error_ratios.iter().enumerate() {
+        // A calendar month's length changes every month; its series keeps one name.
+        let label = if index == last && slo.window == tracepipe_analytics::slo::SloWindow::CalendarMonth { "_month".to_string() } else { window_label(*window) };
+        metrics::error_ratio(&label).with_label_values(&labels).set(*ratio);
     }
     metrics::OBJECTIVE.with_label_values(&labels).set(slo.objective);
     metrics::ERROR_BUDGET.with_label_values(&labels).set(slo.error_budget());

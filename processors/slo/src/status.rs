@@ -150,7 +150,9 @@ pub fn evaluate(slo: &SloSpec, now_ms: u64, windows: &[Duration], counts: &[Coun
     let budget_exhausted_unix_ms = if budget_remaining <= 0.0 {
         Some(now_ms)
     } else if projected_burn > 0.0 {
-        Some(now_ms.saturating_add((budget_remaining * period_length.as_millis() as f64 / projected_burn) as u64))
+        // Beyond a few windows ahead the projection says nothing: the budget does not run out.
+        let left_ms = budget_remaining * period_length.as_millis() as f64 / projected_burn;
+        (left_ms < 10.0 * period_length.as_millis() as f64).then(|| now_ms.saturating_add(left_ms as u64))
     } else {
         None
     };
