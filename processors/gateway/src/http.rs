@@ -82,9 +82,19 @@ async fn handle(ingest: Arc<Ingest>, request: Request) -> Response {
             return refuse(protocol, error, &ingest, declared.unwrap_or(0));
         }
     };
-    let body = match read_body(body, limit, &mut reserved).await {
-        Ok(body) => body,
-        Err((error, read)) => return refuse(protocol, error, &ingest, read),
+    let mut stream = body.into_data_stream();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, read_body(&mut stream, limit, &mut reserved)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err((error, read))) => {
+            // The room is given back before the rest is read and thrown away.
+            drop(reserved);
+            discard_stream(stream, limit).await;
+            return refuse(protocol, error, &ingest, read);
+        }
+        Err(_) => {
+            let error = IngestError::Invalid(format!("the request body did not arrive within {}s", BODY_TIMEOUT.as_secs()));
+            return refuse(protocol, error, &ingest, reserved.bytes());
+        }
     };
     let body = match encoding {
         None => body,
@@ -124,9 +134,8 @@ async fn handle(ingest: Arc<Ingest>, request: Request) -> Response {
 
 /// Reads the body, taking room for it as it arrives (a chunked body announces no length), so
 /// what is in memory is always counted among the bytes waiting for Kafka.
-async fn read_body(body: axum::body::Body, limit: usize, reserved: &mut Reserved<'_>) -> Result<Bytes, (IngestError, usize)> {
+async fn read_body(stream: &mut axum::body::BodyDataStream, limit: usize, reserved: &mut Reserved<'_>) -> Result<Bytes, (IngestError, usize)> {
     use tokio_stream::StreamExt as _;
-    let mut stream = body.into_data_stream();
     let mut first: Option<Bytes> = None;
     let mut joined: Vec<u8> = Vec::new();
     let mut read = 0;
@@ -134,11 +143,9 @@ async fn read_body(body: axum::body::Body, limit: usize, reserved: &mut Reserved
         let chunk = chunk.map_err(|error| (IngestError::Invalid(format!("reading the request body: {error}")), read))?;
         read += chunk.len();
         if read > limit {
-            discard_stream(stream, limit).await;
             return Err((IngestError::TooLarge { size: read, limit }, read));
         }
         if let Err(error) = reserved.grow(read) {
-            discard_stream(stream, limit).await;
             return Err((error, read));
         }
         // A body that arrives in one piece (the usual case with Content-Length) is kept as it is.
@@ -163,14 +170,19 @@ async fn discard(body: axum::body::Body, limit: usize) {
 
 async fn discard_stream(mut stream: axum::body::BodyDataStream, limit: usize) {
     use tokio_stream::StreamExt as _;
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
     let mut read = 0;
     while read <= limit {
-        match stream.next().await {
-            Some(Ok(chunk)) => read += chunk.len(),
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => read += chunk.len(),
             _ => return,
         }
     }
 }
+
+/// How long a request body may take to arrive, so a client that stops sending holds neither a
+/// task nor room among the bytes waiting for Kafka for longer.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A request answered before it reached [`Ingest::export`]: counted like the others.
 fn refuse(protocol: Protocol, error: IngestError, ingest: &Ingest, bytes: usize) -> Response {
