@@ -266,10 +266,7 @@ impl ProcessorSpec for SloEvaluatorSpec {
             let health = context.health.clone();
             health.register("slo");
             let shutdown = context.shutdown.clone();
-            let task = tokio::spawn(async move {
-                let ready = health.clone();
-                evaluator.run(shutdown, move || ready.set_ready("slo", true)).await;
-            });
+            let task = tokio::spawn(evaluator.run(shutdown, health));
             Ok(Started::Server { task, banner: Vec::new(), drains: true })
         })
     }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracepipe_analytics::alerts::AlertBook;
 use tracepipe_analytics::slo::{AlertSeverity, SloSpec};
 use tracepipe_runtime::publish::Publisher;
+use tracepipe_runtime::{ComponentState, Health};
 use tracepipe_schemas::analytics::{Alert, AlertDetails, AlertKind, AlertSubject, Rollup, Severity, SloBurnDetails};
 use tracepipe_store::{Param, Store, StoreError};
 
@@ -57,9 +58,10 @@ impl SloEvaluator {
         SloEvaluator { slos, store: Some(store), publisher, book, interval }
     }
 
-    /// Evaluates every `interval` until `shutdown`; `evaluated` is called after each round that
-    /// read the store.
-    pub async fn run(mut self, shutdown: CancellationToken, evaluated: impl Fn() + Send) {
+    /// Evaluates every `interval` until `shutdown`, reporting under `slo` in `health`: ready after
+    /// a round that read the store, not ready while the store cannot be read, failed if a round
+    /// panicked (which ends the evaluator, so an orchestrator restarts it).
+    pub async fn run(mut self, shutdown: CancellationToken, health: Health) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -79,6 +81,7 @@ impl SloEvaluator {
                 Ok(read) => read,
                 Err(error) => {
                     tracing::error!(%error, "the SLO evaluation panicked");
+                    health.set("slo", ComponentState::Failed(format!("the SLO evaluation panicked: {error}")));
                     break;
                 }
             };
@@ -92,11 +95,12 @@ impl SloEvaluator {
                         self.alert(slo, found, now_ms);
                     }
                     self.book.expire_unconfirmed(now_ms, 2 * self.interval.as_millis() as u64);
-                    evaluated();
+                    health.set_ready("slo", true);
                 }
                 Err(error) => {
                     metrics::EVALUATIONS.with_label_values(&["store_error"]).inc();
                     tracing::warn!(%error, "the SLO evaluation could not read the store; trying again next round");
+                    health.set("slo", ComponentState::NotReady(format!("the store cannot be read: {error}")));
                 }
             }
             self.publish().await;
@@ -131,7 +135,14 @@ impl SloEvaluator {
                     AlertSeverity::Ticket => Severity::Warning,
                 };
                 self.book.fire(key, AlertKind::SloBurnRate, alert_severity, subject, summary, details, now_ms);
-            } else if self.book.is_open(&key) {
+            } else if let Some(open) = self.book.get(&key) {
+                // The exemplars of the bad events that opened it, when the last round saw none.
+                let mut details = details;
+                if let (AlertDetails::Slo(now), AlertDetails::Slo(then)) = (&mut details, &open.details) {
+                    if now.exemplar_trace_ids.is_empty() {
+                        now.exemplar_trace_ids = then.exemplar_trace_ids.clone();
+                    }
+                }
                 let summary = format!("{} ({}) burns its error budget no faster than its {} alert allows; {:.1}% left", slo.name, slo.service, severity.as_str(), status.budget_remaining * 100.0);
                 self.book.resolve(&key, summary, Some(details), now_ms);
             }
