@@ -205,7 +205,21 @@ impl Topology {
             None => StorageSpec::default(),
         };
 
-        let slos = tracepipe_analytics::slo::validate_slos("slos", raw.slos, &mut problems).into();
+        let slos: std::sync::Arc<[tracepipe_analytics::slo::SloSpec]> = tracepipe_analytics::slo::validate_slos("slos", raw.slos, &mut problems).into();
+        for (index, slo) in slos.iter().enumerate() {
+            let kept = storage.retention.rollups;
+            if slo.longest_window() > kept {
+                problems.add(
+                    format!("slos[{index}].window"),
+                    format!(
+                        "`{}` spans {} but storage.retention.rollups keeps {}: the oldest events would be deleted before the window is done with them",
+                        slo.name,
+                        humantime::format_duration(slo.longest_window()),
+                        humantime::format_duration(kept)
+                    ),
+                );
+            }
+        }
 
         let mut processors = Vec::new();
         for (name, section) in raw.processors {
@@ -334,6 +348,17 @@ mod tests {
         let topology = Topology::from_yaml(&text).unwrap();
         assert_eq!(topology.kafka.client.get("sasl.password").map(String::as_str), Some("s3cret"));
         assert_eq!(topology.kafka.client.get("sasl.username"), Some(&home));
+    }
+
+    #[test]
+    fn slo_problems_have_paths_and_a_window_must_fit_the_rollup_retention() {
+        let topology = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap();
+        assert_eq!(topology.slos.len(), 3);
+        assert_eq!(topology.slos[0].name, "checkout-availability");
+        let text = DEFAULT_TOPOLOGY.replace("    window: 28d         # calendar_month", "    window: calendar_month  #").replace("objective: 97.5", "objective: 101");
+        let problems: Vec<String> = Topology::from_yaml(&text).unwrap_err().into_vec().iter().map(ToString::to_string).collect();
+        assert!(problems.iter().any(|p| p.starts_with("slos[0].objective: must be a percentage above 0 and below 100, got 101")), "{problems:#?}");
+        assert!(problems.iter().any(|p| p.contains("`order-placed-availability` spans 1month") && p.contains("storage.retention.rollups keeps 30days")), "{problems:#?}");
     }
 
     #[test]
