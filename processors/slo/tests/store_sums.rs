@@ -36,9 +36,24 @@ fn write(store: &mut Store, records: &[Vec<u8>]) {
 }
 
 #[test]
-fn partial_counts_add_up_and_a_replayed_segment_counts_once() {
+fn sqlite_sums_are_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&StoreUrl::parse(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap()).unwrap();
+    partial_counts_add_up_and_a_replayed_segment_counts_once(StoreUrl::parse(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap());
+}
+
+#[test]
+fn postgres_sums_are_exact() {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let schema = format!("tracepipe_slo_test_{}_{}", std::process::id(), nanos % 1_000_000_000);
+    let base = "postgres://postgres@127.0.0.1:5432/test";
+    let mut client = postgres::Client::connect(base, postgres::NoTls)
+        .expect("PostgreSQL on 127.0.0.1:5432 (database test, trust auth); start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`");
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+    partial_counts_add_up_and_a_replayed_segment_counts_once(StoreUrl::Postgres(format!("{base}?options=-csearch_path%3D{schema}")));
+}
+
+fn partial_counts_add_up_and_a_replayed_segment_counts_once(url: StoreUrl) {
+    let mut store = Store::open(&url).unwrap();
     let mut problems = Problems::default();
     let yaml = "- { name: checkout-availability, service: frontend, events: { root: true }, sli: { availability: true }, objective: 99, window: 28d }";
     let slos = validate_slos("slos", Some(serde_yaml_ng::from_str(yaml).unwrap()), &mut problems);
