@@ -95,6 +95,11 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Service-level objectives.
+    Slo {
+        #[command(subcommand)]
+        command: SloCommand,
+    },
     /// Synthetic traffic from a scenario file, with a ground-truth file.
     Loadgen {
         #[arg(long)]
@@ -134,6 +139,19 @@ enum TopicsCommand {
     Create {
         #[command(flatten)]
         topology: TopologyArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SloCommand {
+    /// Write the topology's SLOs as Prometheus recording and alerting rules (Sloth's names),
+    /// computed from the span metrics; what they cannot express is printed on stderr.
+    Rules {
+        #[command(flatten)]
+        topology: TopologyArgs,
+        /// Where to write them (default: standard output).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
     },
 }
 
@@ -199,6 +217,30 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     match cli.command {
         Command::Validate { file } => validate(&file),
+        Command::Slo { command: SloCommand::Rules { topology, output } } => {
+            let topology = match load_topology(&topology) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            if topology.slos.is_empty() {
+                eprintln!("the topology defines no SLOs (slos: in topology.yaml)");
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+            let (rules, notes) = tracepipe_slo::rules::prometheus_rules(&topology.slos);
+            for note in &notes {
+                eprintln!("note: {note}");
+            }
+            match output {
+                None => print!("{rules}"),
+                Some(path) => {
+                    if let Err(error) = std::fs::write(&path, rules) {
+                        eprintln!("cannot write {}: {error}", path.display());
+                        return ExitCode::from(EXIT_RUNTIME);
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Command::Topics { command: TopicsCommand::Create { topology } } => {
             let topology = match load_topology(&topology) {
                 Ok(t) => t,

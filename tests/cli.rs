@@ -208,3 +208,55 @@ fn up_says_which_address_is_taken_and_by_what() {
     assert!(stderr.contains(&format!("the admin server (/metrics, /healthz, /ready) cannot listen on {taken}")), "{stderr}");
     eprintln!("admin port taken:\n{stderr}");
 }
+
+/// `tracepipe slo rules` on the shipped topology's SLOs, checked by promtool: a burst of errors
+/// on checkout pages (both page pairs are looked at) and opens a ticket that outlasts it, while
+/// product pages that stay within their budget raise nothing.
+#[test]
+fn slo_rules_pass_promtool_and_fire_only_on_the_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("slo-rules.yml");
+    let out = tracepipe(&["slo", "rules", "-t", repo_path("topology.yaml").to_str().unwrap(), "-o", rules.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let notes = String::from_utf8_lossy(&out.stderr);
+    assert!(notes.contains("checkout-availability: span metrics do not tell roots apart"), "{notes}");
+    let checkout = |status: &str| format!("traces_span_metrics_duration_milliseconds_count{{service_name=\"frontend\", span_name=\"GET /checkout\", span_kind=\"SPAN_KIND_SERVER\", status_code=\"{status}\"}}");
+    let product = |suffix: &str| format!("traces_span_metrics_duration_milliseconds_{suffix}{{service_name=\"frontend\", span_name=\"GET /product\", span_kind=\"SPAN_KIND_SERVER\", status_code=\"STATUS_CODE_UNSET\"");
+    let labels = |slo: &str| format!("sloth_id: frontend-{slo}, sloth_service: frontend, sloth_slo: {slo}");
+    let alert = |severity: &str| {
+        format!(
+            "          - exp_labels: {{ severity: {severity}, sloth_severity: {severity}, {} }}\n            exp_annotations: {{ summary: \"checkout-availability (frontend) burns its error budget too fast ({severity})\" }}\n",
+            labels("checkout-availability")
+        )
+    };
+    // Checkout: 600 a minute; from minute 10 to 20, half of them fail (a 0.5 error ratio against
+    // a 2.5% budget). Product: 1000 a minute, 99.5% within 400 ms (a 1% budget).
+    let test = format!(
+        "rule_files: [slo-rules.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n\
+         \x20     - series: '{}'\n        values: '0+600x10 6300+300x9 9600+600x59'\n\
+         \x20     - series: '{}'\n        values: '0x10 300+300x9 3000x59'\n\
+         \x20     - series: '{}}}'\n        values: '0+1000x80'\n\
+         \x20     - series: '{}, le=\"400\"}}'\n        values: '0+995x80'\n\
+         \x20   promql_expr_test:\n\
+         \x20     - expr: slo:sli_error:ratio_rate5m{{sloth_slo=\"checkout-availability\"}}\n        eval_time: 15m\n        exp_samples:\n\
+         \x20         - labels: 'slo:sli_error:ratio_rate5m{{sloth_id=\"frontend-checkout-availability\", sloth_service=\"frontend\", sloth_slo=\"checkout-availability\", sloth_window=\"5m\"}}'\n            value: 0.5\n\
+         \x20   alert_rule_test:\n\
+         \x20     - {{ eval_time: 9m, alertname: SloErrorBudgetBurnPage, exp_alerts: [] }}\n\
+         \x20     - eval_time: 20m\n        alertname: SloErrorBudgetBurnPage\n        exp_alerts:\n{}\
+         \x20     - eval_time: 20m\n        alertname: SloErrorBudgetBurnTicket\n        exp_alerts:\n{}\
+         \x20     - {{ eval_time: 80m, alertname: SloErrorBudgetBurnPage, exp_alerts: [] }}\n\
+         \x20     - eval_time: 80m\n        alertname: SloErrorBudgetBurnTicket\n        exp_alerts:\n{}",
+        checkout("STATUS_CODE_UNSET"),
+        checkout("STATUS_CODE_ERROR"),
+        product("count"),
+        product("bucket"),
+        alert("page"),
+        alert("ticket"),
+        alert("ticket"),
+    );
+    std::fs::write(dir.path().join("slo-rules.test.yml"), &test).unwrap();
+    for args in [vec!["check", "rules", "slo-rules.yml"], vec!["test", "rules", "slo-rules.test.yml"]] {
+        let output = Command::new("promtool").args(&args).current_dir(dir.path()).output().expect("promtool is installed (make test installs prometheus)");
+        assert!(output.status.success(), "promtool {args:?}: {}{}\n{test}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    }
+}

@@ -128,7 +128,7 @@ impl SloSpec {
 
     /// The rate of bad events the objective allows.
     pub fn error_budget(&self) -> f64 {
-        1.0 - self.objective
+        round12(1.0 - self.objective)
     }
 
     /// The longest window evaluated: the SLO's window or the longest alerting window.
@@ -139,6 +139,11 @@ impl SloSpec {
         };
         self.alerting.iter().map(|alert| alert.long).fold(window, Duration::max)
     }
+}
+
+/// `value` to twelve decimals: what a percentage written in a file means.
+fn round12(value: f64) -> f64 {
+    (value * 1e12).round() / 1e12
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,7 +269,8 @@ fn validate_slo(at: &str, raw: RawSlo, problems: &mut Problems) -> Option<SloSpe
             problems.add(format!("{at}.objective"), "is required: the percentage of good events, e.g. 99.9");
             None
         }
-        Some(percent) if percent > 0.0 && percent < 100.0 => Some(percent / 100.0),
+        // Rounded, so 99.9 is 0.999 rather than 0.9990000000000001 in metrics and rules.
+        Some(percent) if percent > 0.0 && percent < 100.0 => Some(round12(percent / 100.0)),
         Some(percent) => {
             problems.add(format!("{at}.objective"), format!("must be a percentage above 0 and below 100, got {percent}"));
             None

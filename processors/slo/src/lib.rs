@@ -17,6 +17,7 @@
 
 pub mod config;
 mod metrics;
+pub mod rules;
 pub mod status;
 
 use std::sync::Arc;
