@@ -1,0 +1,101 @@
+//! An SLO against a real Kafka-protocol broker (Tansu), with two analyzer instances: an error burst
+//! on checkout's `POST /orders` pages within the short window's span of its onset and resolves
+//! after it; nothing fires before the burst; and the events the evaluator sums in the store equal
+//! the load generator's ground truth, each counted once across the two analyzers.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{loadgen_yaml, read_json, repo_path, Cluster};
+use tracepipe::loadgen::Limits;
+
+const RATE: f64 = 500.0;
+
+/// The SLO under test: checkout's order endpoint at 99% availability, paging at 10× over 3m and 1m.
+const SLOS: &str = "slos:
+  - name: orders-availability
+    service: checkout
+    events: { operation: \"POST /orders\" }
+    sli: { availability: true }
+    objective: 99
+    window: 1d
+    alerting:
+      - { severity: page, burn_rate: 10, long: 3m, short: 1m }
+";
+
+#[test]
+fn an_error_burst_pages_and_resolves_and_the_events_match_the_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracepipe.db");
+    let url = format!("url: sqlite://{}", db.display());
+    let cluster = Cluster::start_with(|yaml| {
+        let yaml = yaml.replace("url: sqlite://tracepipe.db", &url);
+        let slos_at = yaml.find("\nslos:\n").expect("the shipped topology defines slos") + 1;
+        let processors_at = yaml.find("\nprocessors:\n").unwrap() + 1;
+        let yaml = format!("{}{SLOS}\n{}", &yaml[..slos_at], &yaml[processors_at..]);
+        // Short analyzer windows and a quick evaluator, so the test takes minutes, not hours.
+        yaml.replace("    window: 1m\n    lateness: 30s\n    # Cardinality caps", "    window: 10s\n    lateness: 5s\n    # Cardinality caps").replace("    interval: 15s", "    interval: 2s")
+    });
+    let _router = cluster.spawn("router");
+    let _assembler = cluster.spawn("assembler");
+    let first = cluster.spawn("analyzer");
+    let second = cluster.spawn("analyzer");
+    let _sink = cluster.spawn("sink");
+    let slo = cluster.spawn("slo");
+    first.wait_for_log("partitions assigned", Duration::from_secs(60));
+    second.wait_for_log("partitions assigned", Duration::from_secs(60));
+
+    let scenario = std::fs::read_to_string(repo_path("tests/scenarios/small.yaml")).unwrap();
+    let faults_at = scenario.find("\nfaults:").unwrap();
+    let scenario = format!("{}\nfaults:\n  - {{ service: checkout, operation: \"POST /orders\", after_s: 30, for_s: 30, error_rate: 0.5 }}\n", &scenario[..faults_at]);
+    let truth = loadgen_yaml(&cluster.brokers(), &scenario, Limits { duration: Some(Duration::from_secs(90)), ..Default::default() }, RATE);
+    let onset_ms = truth.faults[0].onset_unix_ms;
+    let orders = truth.operations.iter().find(|o| o.service == "checkout" && o.operation == "POST /orders").expect("the ground truth counts POST /orders").clone();
+    eprintln!("sent {} traces; POST /orders: {} spans, {} errors; burst from {onset_ms} for 30 s", truth.trace_count, orders.spans, orders.errors);
+
+    let key = "slo_burn_rate:checkout:orders-availability:page";
+    let alerts = read_json(&cluster.brokers(), "tracepipe.alerts", Duration::from_secs(240), |alerts| alerts.iter().any(|a| a["key"] == key && a["state"] == "resolved"));
+    for alert in alerts.iter().filter(|a| a["kind"] == "slo_burn_rate") {
+        eprintln!("alert: {} {} at {} ({})", alert["state"], alert["key"], alert["event_unix_ms"], alert["summary"]);
+    }
+    let firing = alerts.iter().find(|a| a["key"] == key && a["state"] == "firing").unwrap_or_else(|| panic!("no page alert:\n{}", slo.log_text()));
+    let resolved = alerts.iter().find(|a| a["key"] == key && a["state"] == "resolved").unwrap_or_else(|| panic!("the page alert did not resolve:\n{}", slo.log_text()));
+    let opened = firing["opened_unix_ms"].as_u64().unwrap();
+    let resolved_at = resolved["event_unix_ms"].as_u64().unwrap();
+    assert!(opened > onset_ms, "the alert fired before the burst began ({opened} < {onset_ms})");
+    let delay = Duration::from_millis(opened - onset_ms);
+    let burst_end_ms = onset_ms + 30_000;
+    eprintln!(
+        "page fired {:.1} s after the burst began, resolved {:.1} s after it ended",
+        delay.as_secs_f64(),
+        (resolved_at.saturating_sub(burst_end_ms)) as f64 / 1000.0
+    );
+    // The short window (1m) sees the burst once the analyzer publishes its windows (10 s + 5 s lateness).
+    assert!(delay <= Duration::from_secs(60), "the page came {delay:?} after the onset");
+    assert!(resolved_at > burst_end_ms, "resolved before the burst ended");
+    let details = &firing["details"];
+    assert_eq!(details["slo_severity"], "page");
+    assert!(!details["exemplar_trace_ids"].as_array().unwrap().is_empty(), "{details}");
+    assert!(alerts.iter().filter(|a| a["kind"] == "slo_burn_rate").all(|a| a["event_unix_ms"].as_u64().unwrap() > onset_ms), "an SLO alert before the burst");
+
+    // Every POST /orders span of the run, counted once across both analyzers.
+    let started = Instant::now();
+    let sums = loop {
+        let sums = store_sums(&db);
+        if sums == (orders.spans, orders.spans - orders.errors) || started.elapsed() > Duration::from_secs(60) {
+            break sums;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!("stored SLO events: {} total, {} good; ground truth: {} spans, {} good", sums.0, sums.1, orders.spans, orders.spans - orders.errors);
+    assert_eq!(sums, (orders.spans, orders.spans - orders.errors));
+}
+
+fn store_sums(db: &std::path::Path) -> (u64, u64) {
+    let Ok(mut store) = tracepipe_store::Store::open(&tracepipe_store::StoreUrl::Sqlite(db.to_path_buf())) else { return (0, 0) };
+    let Ok(rows) = store.query("SELECT CAST(COALESCE(SUM(total), 0) AS BIGINT), CAST(COALESCE(SUM(good), 0) AS BIGINT) FROM rollups WHERE kind = 'slo' AND operation = 'orders-availability'", &[]) else {
+        return (0, 0);
+    };
+    rows.first().map_or((0, 0), |row| (row[0].int() as u64, row[1].int() as u64))
+}
