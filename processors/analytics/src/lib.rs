@@ -18,6 +18,10 @@ pub mod tree;
 /// peer or sampling key): its traffic is still counted, under this one name.
 pub const OVERFLOW: &str = "__overflow__";
 
+/// The span-metrics connector's default duration buckets, in milliseconds: the bounds of
+/// `traces_span_metrics_duration_milliseconds`, which the SLO rules read too.
+pub const SPAN_DURATION_BUCKETS_MS: [f64; 16] = [2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1000.0, 1400.0, 2000.0, 5000.0, 10000.0, 15000.0];
+
 /// The longest name (service, operation, exception type, error message) a series or group keeps:
 /// a longer one is cut at this many bytes (on a character boundary), so what the analyses hold is
 /// bounded in bytes by their series caps, whatever the input's names.

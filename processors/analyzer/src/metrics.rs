@@ -8,8 +8,7 @@ use prometheus::{
     IntCounterVec, IntGauge,
 };
 
-/// The span-metrics connector's default buckets, in milliseconds.
-pub const DURATION_BUCKETS_MS: [f64; 16] = [2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1000.0, 1400.0, 2000.0, 5000.0, 10000.0, 15000.0];
+pub use tracepipe_analytics::SPAN_DURATION_BUCKETS_MS as DURATION_BUCKETS_MS;
 
 const SPAN_LABELS: &[&str] = &["service_name", "span_name", "span_kind", "status_code"];
 

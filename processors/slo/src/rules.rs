@@ -20,8 +20,7 @@ use tracepipe_analytics::slo::{SloSpec, SloWindow};
 use crate::status::SLOTH_WINDOWS;
 use crate::window_label;
 
-/// The span-metrics histogram's bucket bounds in milliseconds, as the analyzer exports them.
-pub const DURATION_BUCKETS_MS: [f64; 16] = [2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1000.0, 1400.0, 2000.0, 5000.0, 10000.0, 15000.0];
+use tracepipe_analytics::SPAN_DURATION_BUCKETS_MS as DURATION_BUCKETS_MS;
 
 const HISTOGRAM: &str = "traces_span_metrics_duration_milliseconds";
 
