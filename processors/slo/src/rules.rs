@@ -17,7 +17,6 @@ use std::fmt::Write as _;
 use tracepipe_analytics::matcher::Matcher;
 use tracepipe_analytics::slo::{SloSpec, SloWindow};
 
-use crate::status::SLOTH_WINDOWS;
 use crate::window_label;
 
 use tracepipe_analytics::SPAN_DURATION_BUCKETS_MS as DURATION_BUCKETS_MS;
@@ -38,19 +37,12 @@ pub fn prometheus_rules(slos: &[SloSpec]) -> (String, Vec<String>) {
         let labels = format!("sloth_id: {}, sloth_service: {}, sloth_slo: {}", quote(&sloth_id(slo)), quote(&slo.service), quote(&slo.name));
         let _ = writeln!(out, "  - name: sloth-slo-sli-recordings-{}", sloth_id(slo));
         let _ = writeln!(out, "    rules:");
-        let mut windows: Vec<std::time::Duration> = SLOTH_WINDOWS.to_vec();
-        for alert in &slo.alerting {
-            windows.extend([alert.long, alert.short]);
-        }
         let period = match slo.window {
             SloWindow::Rolling(length) => length,
             // Prometheus ranges are fixed; a calendar month is evaluated over 30 days.
             SloWindow::CalendarMonth => std::time::Duration::from_secs(30 * 86_400),
         };
-        windows.push(period);
-        windows.sort();
-        windows.dedup();
-        for window in &windows {
+        for window in &crate::status::windows(slo, period) {
             let w = window_label(*window);
             let total = format!("sum(rate({HISTOGRAM}_count{{{selector}}}[{w}]))");
             let good = format!("(sum(rate({good_selector}[{w}])) or vector(0))");
