@@ -8,7 +8,7 @@ use prometheus::{
     IntCounterVec, IntGauge,
 };
 
-pub use tracepipe_analytics::SPAN_DURATION_BUCKETS_MS as DURATION_BUCKETS_MS;
+use tracepipe_analytics::SPAN_DURATION_BUCKETS_MS;
 
 const SPAN_LABELS: &[&str] = &["service_name", "span_name", "span_kind", "status_code"];
 
@@ -20,7 +20,7 @@ pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
         "traces_span_metrics_duration_milliseconds",
         "Span durations in milliseconds, by service, span name, kind and status",
         SPAN_LABELS,
-        DURATION_BUCKETS_MS.to_vec()
+        SPAN_DURATION_BUCKETS_MS.to_vec()
     )
     .unwrap()
 });
