@@ -436,3 +436,42 @@ fn an_hour_of_fault_free_backlog_raises_no_alert() {
     alerts.extend(json_records(&out, ALERTS));
     assert!(alerts.is_empty(), "{} alerts from a fault-free hour: {:#?}", alerts.len(), alerts.iter().take(3).collect::<Vec<_>>());
 }
+
+/// Apdex classes per service against its own threshold: a failed request is frustrated however
+/// fast, and calls a service makes (client spans) are not requests it serves.
+#[test]
+fn apdex_counts_each_request_against_its_services_threshold() {
+    let mut analyzer = analyzer(|config| {
+        config.apdex.default = std::time::Duration::from_millis(500);
+        config.apdex.services.insert("frontend".into(), std::time::Duration::from_millis(300));
+    });
+    let mut out = Emitter::default();
+    const MS: u64 = 1_000_000;
+    // Frontend roots: 300 ms (satisfied: at most T), 301 ms and 1200 ms (tolerating: at most 4T),
+    // 1201 ms (frustrated), and a failed 10 ms one (frustrated). Each calls the cart, whose
+    // 500 ms server span satisfies the cart's default T.
+    for (n, (duration_ms, failed)) in [(300, false), (301, false), (1200, false), (1201, false), (10, true)].into_iter().enumerate() {
+        let mut root = span(1, None, START, START + duration_ms * MS);
+        root.name = "GET /checkout".into();
+        if failed {
+            root.status = Some(Status { code: 2, ..Default::default() });
+        }
+        let mut client = span(2, Some(1), START + 1, START + 2 + 500 * MS);
+        client.kind = 3;
+        let server = span(3, Some(2), START + 1, START + 1 + 500 * MS);
+        let bytes = assembled([n as u8 + 1; 16], vec![("frontend".into(), root), ("frontend".into(), client), ("cart".into(), server)]);
+        tracepipe_analyzer::testing::analyze(&mut analyzer, &bytes, START, &mut out).unwrap();
+    }
+    analyzer.drain(START, &mut out);
+    let mut apdex = BTreeMap::new();
+    for (_, _, value) in out.records().filter(|(o, _, _)| *o == ROLLUPS) {
+        if let Ok(tracepipe_schemas::analytics::Rollup::Operation(r)) = serde_json::from_slice(value) {
+            apdex.insert((r.service.clone(), r.span_kind.clone()), (r.count, r.apdex));
+        }
+    }
+    use tracepipe_schemas::analytics::ApdexCounts;
+    assert_eq!(apdex[&("frontend".to_string(), "SPAN_KIND_SERVER".to_string())], (5, Some(ApdexCounts { threshold_ms: 300, satisfied: 1, tolerating: 2 })));
+    assert_eq!(apdex[&("frontend".to_string(), "SPAN_KIND_CLIENT".to_string())], (5, None));
+    assert_eq!(apdex[&("cart".to_string(), "SPAN_KIND_SERVER".to_string())], (5, Some(ApdexCounts { threshold_ms: 500, satisfied: 5, tolerating: 0 })));
+    assert_eq!(ApdexCounts { threshold_ms: 300, satisfied: 1, tolerating: 2 }.score(5), Some(0.4));
+}

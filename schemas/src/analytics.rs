@@ -97,8 +97,28 @@ pub struct OperationRollup {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub histogram_us: SparseHistogram,
+    /// For the spans that serve a request (server and consumer spans), how many satisfied and
+    /// tolerated their service's Apdex threshold; the rest of `count` frustrated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apdex: Option<ApdexCounts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counted_in: Option<CountedIn>,
+}
+
+/// Apdex's three classes of requests against a threshold T: satisfied (no error, at most T),
+/// tolerating (no error, at most 4T), frustrated (slower, or failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ApdexCounts {
+    pub threshold_ms: u64,
+    pub satisfied: u64,
+    pub tolerating: u64,
+}
+
+impl ApdexCounts {
+    /// (satisfied + tolerating / 2) / total: 1 when every request satisfied, 0 when none did.
+    pub fn score(&self, total: u64) -> Option<f64> {
+        (total > 0).then(|| (self.satisfied as f64 + self.tolerating as f64 / 2.0) / total as f64)
+    }
 }
 
 /// What makes one endpoint slow: its critical path time split by (service, operation), ranked.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tracepipe_processor::config::{positive, whole_seconds, within, ConsumerSpec, Problems, RawConsumer, Section, SectionConfig};
 
-use crate::{AnalyzerConfig, DetectionConfig};
+use crate::{AnalyzerConfig, ApdexThresholds, DetectionConfig};
 
 /// The analyzer's section, validated.
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ pub struct RawAnalyzer {
     error_traces: Option<bool>,
     #[serde(default)]
     detection: RawDetection,
+    #[serde(default)]
+    apdex: RawApdex,
     #[serde(default, with = "humantime_serde")]
     commit_interval: Option<Duration>,
     max_in_flight: Option<i64>,
@@ -59,6 +61,16 @@ struct RawDetection {
     error_ratio: Option<f64>,
 }
 
+/// `apdex: {threshold: 500ms, services: {frontend: 300ms}}`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApdex {
+    #[serde(default, with = "humantime_serde")]
+    threshold: Option<Duration>,
+    #[serde(default)]
+    services: std::collections::BTreeMap<String, humantime_serde::Serde<Duration>>,
+}
+
 impl SectionConfig for AnalyzerSpec {
     type Raw = RawAnalyzer;
 
@@ -79,10 +91,26 @@ impl SectionConfig for AnalyzerSpec {
             max_error_groups: within(section.at("max_error_groups"), raw.max_error_groups, defaults.max_error_groups as i64, 1..=1_000_000, problems) as usize,
             error_traces: raw.error_traces.unwrap_or(defaults.error_traces),
             detection,
+            apdex: validate_apdex(&section.at("apdex"), raw.apdex, problems),
         };
         whole_seconds(section.at("window"), config.window, problems);
         Some(AnalyzerSpec { consumer: consumer?, input: input?, output: output?, alerts: alerts?, config })
     }
+}
+
+fn validate_apdex(at: &str, raw: RawApdex, problems: &mut Problems) -> ApdexThresholds {
+    let defaults = ApdexThresholds::default();
+    let mut thresholds = ApdexThresholds { default: positive(format!("{at}.threshold"), raw.threshold, defaults.default, problems), services: Default::default() };
+    for (service, threshold) in raw.services {
+        let threshold = positive(format!("{at}.services.{service}"), Some(*threshold), defaults.default, problems);
+        thresholds.services.insert(service, threshold);
+    }
+    for (path, threshold) in std::iter::once((format!("{at}.threshold"), thresholds.default)).chain(thresholds.services.iter().map(|(s, t)| (format!("{at}.services.{s}"), *t))) {
+        if threshold.subsec_nanos() % 1_000_000 != 0 {
+            problems.add(path, "must be whole milliseconds");
+        }
+    }
+    thresholds
 }
 
 fn validate_detection(at: &str, d: &RawDetection, dd: &DetectionConfig, problems: &mut Problems) -> DetectionConfig {

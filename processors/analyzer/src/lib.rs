@@ -64,6 +64,27 @@ pub struct AnalyzerConfig {
     /// Publish each failed trace's root cause ([`ErrorTrace`]) to the rollups topic.
     pub error_traces: bool,
     pub detection: DetectionConfig,
+    pub apdex: ApdexThresholds,
+}
+
+/// Apdex's threshold T per service: the latency a user is satisfied with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApdexThresholds {
+    pub default: Duration,
+    pub services: std::collections::BTreeMap<String, Duration>,
+}
+
+impl Default for ApdexThresholds {
+    fn default() -> Self {
+        // New Relic's default T, which most APMs start from.
+        ApdexThresholds { default: Duration::from_millis(500), services: Default::default() }
+    }
+}
+
+impl ApdexThresholds {
+    pub fn for_service(&self, service: &str) -> Duration {
+        self.services.get(service).copied().unwrap_or(self.default)
+    }
 }
 
 impl Default for AnalyzerConfig {
@@ -76,6 +97,7 @@ impl Default for AnalyzerConfig {
             max_error_groups: 5_000,
             error_traces: true,
             detection: DetectionConfig::default(),
+            apdex: ApdexThresholds::default(),
         }
     }
 }
@@ -135,7 +157,7 @@ impl Analyzer {
         detection.restore(open_alerts, now / 1_000_000);
         let analyses: Vec<Box<dyn Analysis>> = vec![
             Box::new(span_metrics::SpanMetrics::default()),
-            Box::new(operations::Operations::default()),
+            Box::new(operations::Operations::new(config.apdex.clone())),
             Box::new(bottlenecks::Bottlenecks::default()),
             Box::new(error_groups::ErrorGroupRollups::new(config.error_traces)),
             Box::new(detection),
