@@ -36,6 +36,42 @@ pub fn quantile_ms(histogram: &LatencyHistogram, q: f64) -> f64 {
     }
 }
 
+/// Stored sparse histograms summed bucket by bucket: windows and instances merge exactly.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MergedHistogram {
+    buckets: std::collections::BTreeMap<u64, u64>,
+    count: u64,
+}
+
+impl MergedHistogram {
+    pub fn add(&mut self, histogram: &SparseHistogram) {
+        for &(value, count) in histogram {
+            *self.buckets.entry(value).or_default() += count;
+            self.count += count;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The value at quantile `q` in ms (the bucket holding rank ⌈q·n⌉), `None` when empty.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (&value, &count) in &self.buckets {
+            seen += count;
+            if seen >= rank {
+                return Some(value as f64 / 1_000.0);
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,9 @@
 //!   page or ticket), firing while any of the severity's window pairs burns too fast and resolved
 //!   when none does, with the burn rates, the budget left, when it runs out and traces of bad events.
 //!
+//! Each round also reads every service's health ([`tracepipe_health::services`]) and publishes it as
+//! `tracepipe_service_*` gauges, with the status its SLOs give it.
+//!
 //! Counts reach the store when the analyzer closes a window's segment (its window plus its
 //! lateness), so the most recent minute or two is not in the figures yet. One evaluator is
 //! enough; a second one computes the same state from the same store and repeats the events.
@@ -18,7 +21,6 @@
 pub mod config;
 mod metrics;
 pub mod rules;
-pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,13 +30,12 @@ use tracepipe_analytics::alerts::AlertBook;
 use tracepipe_analytics::slo::{AlertSeverity, SloSpec};
 use tracepipe_runtime::publish::Publisher;
 use tracepipe_runtime::{ComponentState, Health};
-use tracepipe_schemas::analytics::{Alert, AlertDetails, AlertKind, AlertSubject, Rollup, Severity, SloBurnDetails};
-use tracepipe_store::{Param, Store, StoreError};
+use tracepipe_schemas::analytics::{Alert, AlertDetails, AlertKind, AlertSubject, Severity, SloBurnDetails};
+use tracepipe_store::{Store, StoreError};
 
-use status::{Counts, SloStatus};
-
-/// Traces of bad events an alert carries.
-const EXEMPLARS: usize = 5;
+use tracepipe_health::services::{self, Overview};
+use tracepipe_health::slo::{evaluate_from_store, window_label, Evaluated};
+use tracepipe_health::slo_status::SloStatus;
 
 pub struct SloEvaluator {
     slos: Arc<[SloSpec]>,
@@ -42,13 +43,6 @@ pub struct SloEvaluator {
     publisher: Publisher,
     book: AlertBook,
     interval: Duration,
-}
-
-/// One SLO's evaluation.
-pub struct Evaluated {
-    pub status: SloStatus,
-    /// Traces with bad events in the most recent windows that had any.
-    pub exemplars: Vec<String>,
 }
 
 impl SloEvaluator {
@@ -74,7 +68,12 @@ impl SloEvaluator {
             let Some(mut store) = self.store.take() else { break };
             let slos = self.slos.clone();
             let read = tokio::task::spawn_blocking(move || {
-                let result: Result<Vec<Evaluated>, StoreError> = slos.iter().map(|slo| evaluate_from_store(&mut store, slo, now_ms)).collect();
+                let result: Result<(Vec<Evaluated>, Overview), StoreError> = (|| {
+                    let evaluated: Vec<Evaluated> = slos.iter().map(|slo| evaluate_from_store(&mut store, slo, now_ms)).collect::<Result<_, _>>()?;
+                    let statuses: Vec<_> = slos.iter().zip(evaluated.iter().map(|e| &e.status)).collect();
+                    let overview = services::overview(&mut store, &statuses, now_ms, SERVICE_WINDOW)?;
+                    Ok((evaluated, overview))
+                })();
                 (store, result)
             })
             .await;
@@ -88,8 +87,9 @@ impl SloEvaluator {
             };
             self.store = Some(store);
             match result {
-                Ok(evaluated_slos) => {
+                Ok((evaluated_slos, overview)) => {
                     metrics::EVALUATIONS.with_label_values(&["ok"]).inc();
+                    record_service_metrics(&overview);
                     let slos = self.slos.clone();
                     for (slo, found) in slos.iter().zip(&evaluated_slos) {
                         record_metrics(slo, &found.status);
@@ -164,59 +164,28 @@ impl SloEvaluator {
     }
 }
 
-/// Sums `slo`'s events over each of its windows and evaluates them.
-pub fn evaluate_from_store(store: &mut Store, slo: &SloSpec, now_ms: u64) -> Result<Evaluated, StoreError> {
-    let (period_start, period_length) = status::period(slo.window, now_ms);
-    let windows = status::windows(slo, period_length);
-    let starts: Vec<i64> = windows.iter().enumerate().map(|(i, w)| if i + 1 == windows.len() { period_start as i64 } else { now_ms.saturating_sub(w.as_millis() as u64) as i64 }).collect();
-    let earliest = starts.iter().copied().min().unwrap_or(0);
-    // One pass over the SLO's rows: each window's sum is the rows from its start on. Parameters
-    // are numbered in the order they first appear, as SQLite binds `$N` by appearance.
-    let mut columns = Vec::new();
-    for index in 0..windows.len() {
-        let start = index + 1;
-        columns.push(format!("CAST(COALESCE(SUM(CASE WHEN window_start_ms >= ${start} THEN total ELSE 0 END), 0) AS BIGINT)"));
-        columns.push(format!("CAST(COALESCE(SUM(CASE WHEN window_start_ms >= ${start} THEN good ELSE 0 END), 0) AS BIGINT)"));
-    }
-    let (name_at, earliest_at) = (windows.len() + 1, windows.len() + 2);
-    let sql = format!("SELECT {} FROM rollups WHERE kind = 'slo' AND operation = ${name_at} AND window_start_ms >= ${earliest_at}", columns.join(", "));
-    let mut params: Vec<Param<'_>> = starts.iter().map(|start| Param::Int(*start)).collect();
-    params.extend([Param::Text(&slo.name), Param::Int(earliest)]);
-    let rows = store.query(&sql, &params)?;
-    let counts: Vec<Counts> = match rows.first() {
-        Some(row) => (0..windows.len()).map(|i| Counts { total: row[2 * i].int().max(0) as u64, good: row[2 * i + 1].int().max(0) as u64 }).collect(),
-        None => vec![Counts::default(); windows.len()],
-    };
-    let status = status::evaluate(slo, now_ms, &windows, &counts);
-    let mut exemplars = Vec::new();
-    if status.alerts.iter().any(|(_, windows)| windows.iter().any(|w| w.exceeded)) {
-        let recent = now_ms.saturating_sub(status::PROJECTION.as_millis() as u64) as i64;
-        let rows = store.query(
-            "SELECT body FROM rollups WHERE kind = 'slo' AND operation = $1 AND window_start_ms >= $2 AND good < total ORDER BY window_start_ms DESC LIMIT 20",
-            &[Param::Text(&slo.name), Param::Int(recent)],
-        )?;
-        for row in rows {
-            if let Ok(Rollup::Slo(rollup)) = serde_json::from_str::<Rollup>(row[0].text()) {
-                for id in rollup.bad_exemplar_trace_ids {
-                    if exemplars.len() < EXEMPLARS && !exemplars.contains(&id) {
-                        exemplars.push(id);
-                    }
-                }
+/// The span of the latest stored windows the service metrics cover.
+const SERVICE_WINDOW: Duration = Duration::from_secs(300);
+
+fn record_service_metrics(overview: &Overview) {
+    for service in &overview.services {
+        let labels = [service.service.as_str()];
+        match service.status {
+            Some(status) => metrics::SERVICE_STATUS.with_label_values(&labels).set(f64::from(status.level())),
+            None => {
+                let _ = metrics::SERVICE_STATUS.remove_label_values(&labels);
             }
         }
-    }
-    Ok(Evaluated { status, exemplars })
-}
-
-/// A window as Sloth's series names it: `5m`, `1h`, `3d`.
-pub fn window_label(window: Duration) -> String {
-    let seconds = window.as_secs();
-    if seconds % 86_400 == 0 {
-        format!("{}d", seconds / 86_400)
-    } else if seconds % 3600 == 0 {
-        format!("{}h", seconds / 3600)
-    } else {
-        format!("{}m", seconds / 60)
+        metrics::SERVICE_RATE.with_label_values(&labels).set(service.requests_per_second);
+        metrics::SERVICE_ERROR_RATIO.with_label_values(&labels).set(service.error_ratio);
+        if let Some(apdex) = service.apdex {
+            metrics::SERVICE_APDEX.with_label_values(&labels).set(apdex);
+        }
+        for (quantile, value) in [("0.5", service.p50_ms), ("0.9", service.p90_ms), ("0.99", service.p99_ms)] {
+            if let Some(value) = value {
+                metrics::SERVICE_LATENCY.with_label_values(&[labels[0], quantile]).set(value);
+            }
+        }
     }
 }
 

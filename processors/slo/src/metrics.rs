@@ -34,3 +34,19 @@ pub static EVENTS: LazyLock<GaugeVec> =
     LazyLock::new(|| register_gauge_vec!("tracepipe_slo_period_events", "Events of the SLO over its window so far, by whether they were good", &["sloth_id", "sloth_service", "sloth_slo", "good"]).unwrap());
 pub static EVALUATIONS: LazyLock<IntCounterVec> =
     LazyLock::new(|| register_int_counter_vec!("tracepipe_slo_evaluations_total", "SLO evaluation rounds, by outcome", &["outcome"]).unwrap());
+
+fn service_gauge(name: &str, help: &str) -> GaugeVec {
+    register_gauge_vec!(name, help, &["service"]).unwrap()
+}
+
+pub static SERVICE_STATUS: LazyLock<GaugeVec> = LazyLock::new(|| {
+    service_gauge("tracepipe_service_health_status", "The worst status of the service's SLOs: 0 healthy, 1 degraded, 2 failing (absent without an SLO)")
+});
+pub static SERVICE_RATE: LazyLock<GaugeVec> =
+    LazyLock::new(|| service_gauge("tracepipe_service_requests_per_second", "Requests the service served (server and consumer spans) over the latest 5 minutes stored"));
+pub static SERVICE_ERROR_RATIO: LazyLock<GaugeVec> = LazyLock::new(|| service_gauge("tracepipe_service_error_ratio", "Failed requests over all requests over the latest 5 minutes stored"));
+pub static SERVICE_APDEX: LazyLock<GaugeVec> =
+    LazyLock::new(|| service_gauge("tracepipe_service_apdex", "Apdex of the service's requests against its threshold over the latest 5 minutes stored"));
+pub static SERVICE_LATENCY: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!("tracepipe_service_latency_milliseconds", "Request latency quantiles over the latest 5 minutes stored", &["service", "quantile"]).unwrap()
+});

@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use tracepipe_analytics::matcher::Matcher;
 use tracepipe_analytics::slo::{SloSpec, SloWindow};
 
-use crate::window_label;
+use tracepipe_health::slo::window_label;
 
 use tracepipe_analytics::SPAN_DURATION_BUCKETS_MS as DURATION_BUCKETS_MS;
 
@@ -42,7 +42,7 @@ pub fn prometheus_rules(slos: &[SloSpec]) -> (String, Vec<String>) {
             // Prometheus ranges are fixed; a calendar month is evaluated over 30 days.
             SloWindow::CalendarMonth => std::time::Duration::from_secs(30 * 86_400),
         };
-        for window in &crate::status::windows(slo, period) {
+        for window in &tracepipe_health::slo_status::windows(slo, period) {
             let w = window_label(*window);
             let total = format!("sum(rate({HISTOGRAM}_count{{{selector}}}[{w}]))");
             let good = format!("(sum(rate({good_selector}[{w}])) or vector(0))");

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod jaeger;
+pub mod reads;
 pub mod store;
 
 pub use config::{Retention, StorageSpec};
