@@ -282,7 +282,7 @@ impl ProcessorSpec for QuerySpec {
             if bearer_token.is_some() {
                 tracing::info!("api requests need the bearer token");
             }
-            let config = tracepipe_query::QueryConfig { bearer_token, adaptive_sampling: self.adaptive_sampling.clone() };
+            let config = tracepipe_query::QueryConfig { bearer_token, adaptive_sampling: self.adaptive_sampling.clone(), slos: context.topology.slos.clone() };
             let server = tracepipe_query::serve_on(listener, store, config, context.shutdown.clone());
             let task = tokio::spawn(async move {
                 match server.await {

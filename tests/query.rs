@@ -1,5 +1,6 @@
 //! The query server over a store the sink filled: the Jaeger API's shapes and parameters,
-//! tracepipe's own API, the bearer token, and the UI in a real headless Chromium.
+//! tracepipe's own API (service health and SLOs included), the bearer token, and the UI in a
+//! real headless Chromium.
 
 mod support;
 
@@ -20,6 +21,7 @@ const TRACES: usize = 400;
 
 struct Server {
     port: u16,
+    url: StoreUrl,
     ids: Vec<[u8; 16]>,
     shutdown: CancellationToken,
     _runtime: tokio::runtime::Runtime,
@@ -55,9 +57,9 @@ fn server(token: Option<&str>) -> Server {
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let port = listener.local_addr().unwrap().port();
     let _guard = runtime.enter();
-    let config = tracepipe_query::QueryConfig { bearer_token: token.map(str::to_string), ..Default::default() };
+    let config = tracepipe_query::QueryConfig { bearer_token: token.map(str::to_string), slos: stored::slos(), ..Default::default() };
     tracepipe_query::serve_on(listener, store, config, shutdown.clone());
-    Server { port, ids, shutdown, _runtime: runtime, _dir: dir }
+    Server { port, url, ids, shutdown, _runtime: runtime, _dir: dir }
 }
 
 /// A firing error-spike alert whose exemplars are `traces`.
@@ -438,5 +440,92 @@ fn every_view_shows_what_a_person_reads_in_chromium() {
     // Search: the results list the traces it found.
     let (dom, text) = page("search?service=frontend&limit=10", "search");
     assert_eq!(trace_links(&dom).len(), 10, "ten results: {text}");
+    eprintln!("screenshots: {}", artefacts.display());
+}
+
+/// Root spans of `operation` on the frontend: (all, not failed, at most `max_us` long, shorter than `max_us`).
+fn root_truth(url: &StoreUrl, operation: &str, max_us: i64) -> (i64, i64, i64, i64) {
+    let mut store = Store::open(url).unwrap();
+    let rows = store
+        .query(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN error = 0 THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN duration_us <= $1 THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN duration_us < $1 THEN 1 ELSE 0 END), 0) FROM spans WHERE parent_span_id = '' AND service = 'frontend' AND operation = $2",
+            &[tracepipe_store::Param::Int(max_us), tracepipe_store::Param::Text(operation)],
+        )
+        .unwrap();
+    (rows[0][0].int(), rows[0][1].int(), rows[0][2].int(), rows[0][3].int())
+}
+
+#[test]
+fn service_health_and_slos_match_the_stored_traces_and_show_in_chromium() {
+    let server = server(None);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let artefacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&artefacts).unwrap();
+
+    // Every generated trace is stored, so the stored root spans are the SLOs' ground truth.
+    let slos = ok(server.port, "/api/v1/slos");
+    let slos = slos.as_array().unwrap();
+    assert_eq!(slos.len(), 2);
+    let (checkouts, failed_free, _, _) = root_truth(&server.url, "GET /checkout", 0);
+    let checkout = &slos[0];
+    assert_eq!(checkout["name"], "checkout-availability");
+    assert_eq!((checkout["events"]["total"].as_i64(), checkout["events"]["good"].as_i64()), (Some(checkouts), Some(failed_free)), "{checkout}");
+    assert!(checkouts > 50, "the scenario's checkouts: {checkouts}");
+    let (products, _, within, shorter) = root_truth(&server.url, "GET /product", 8_000);
+    let latency = &slos[1];
+    let good = latency["events"]["good"].as_i64().unwrap();
+    assert_eq!(latency["events"]["total"].as_i64(), Some(products));
+    assert!((shorter..=within).contains(&good), "{good} good product views, {shorter}..={within} stored under 8 ms");
+    let budget = |bad: f64, total: f64, objective: f64| 1.0 - bad / (total * (1.0 - objective));
+    let expected = budget((products - good) as f64, products as f64, 0.99);
+    assert!((latency["budget_remaining"].as_f64().unwrap() - expected).abs() < 1e-9, "{latency}");
+    let burn_down = latency["burn_down"].as_array().unwrap();
+    assert_eq!(burn_down.len(), 96);
+    assert_eq!(burn_down.last().unwrap()["total"].as_i64(), Some(products));
+    bad(server.port, "/api/v1/slos/nonexistent", 404, "no SLO named 'nonexistent'");
+    bad(server.port, "/api/v1/slos?points=0", 400, "points");
+
+    // The overview: the frontend's requests are its server spans, which the SLOs' roots are.
+    let services = ok(server.port, "/api/v1/services");
+    let frontend = services.as_array().unwrap().iter().find(|s| s["service"] == "frontend").expect("the frontend in the overview").clone();
+    assert_eq!(frontend["requests"].as_i64(), Some(checkouts + products), "{frontend}");
+    assert_eq!(frontend["apdex_threshold_ms"], 500);
+    let worst = slos.iter().map(|s| s["status"].as_str().unwrap()).max_by_key(|s| ["healthy", "degraded", "failing"].iter().position(|x| x == s)).unwrap();
+    assert_eq!(frontend["status"], worst);
+    bad(server.port, "/api/v1/services?window=0s", 400, "window");
+
+    let (dom, text) = {
+        let dom = chromium_dom(&format!("{base}/#/services"), None);
+        assert!(dom.contains(r#"data-ready="services""#), "#/services rendered: {dom}");
+        chromium_dom(&format!("{base}/#/services"), Some(&artefacts.join("services.png")));
+        let text = visible_text(&dom);
+        (dom, text)
+    };
+    assert_eq!(dom.matches(r#"class="service-row""#).count(), services.as_array().unwrap().len(), "a row per service: {text}");
+    let row = format!(
+        "frontend {worst} {:.1} {:.2}% ",
+        frontend["requests_per_second"].as_f64().unwrap(),
+        frontend["error_ratio"].as_f64().unwrap() * 100.0
+    );
+    assert!(text.contains(&row), "`{row}` in {text}");
+    assert!(text.contains(&format!("{:.2} T=500 ms", frontend["apdex"].as_f64().unwrap())), "{text}");
+    assert!(text.contains("checkout-availability") && text.contains("product-latency"), "{text}");
+
+    let dom = chromium_dom(&format!("{base}/#/slos"), None);
+    assert!(dom.contains(r#"data-ready="slos""#), "#/slos rendered: {dom}");
+    chromium_dom(&format!("{base}/#/slos"), Some(&artefacts.join("slos.png")));
+    let text = visible_text(&dom);
+    for wrong in ["[object", "undefined", "NaN", "Could not load"] {
+        assert!(!text.contains(wrong), "#/slos shows `{wrong}`: {text}");
+    }
+    assert_eq!(dom.matches(r#"class="card slo""#).count(), 2);
+    assert_eq!(dom.matches(r#"class="budget"#).count(), 2, "a burn-down line per SLO");
+    assert!(text.contains("checkout-availability frontend"), "{text}");
+    assert!(text.contains("objective 99.500% rolling 28d, good = not an error"), "{text}");
+    assert!(text.contains("objective 99.000% rolling 28d, good = at most 8 ms"), "{text}");
+    assert!(text.contains(&format!("{failed_free} good of {checkouts} events")), "{text}");
+    assert!(text.contains(&format!("error budget left {:.1}%", expected * 100.0)), "{text}");
+    assert!(text.contains("page 1h and 5m 14.4×"), "the alerting windows: {text}");
     eprintln!("screenshots: {}", artefacts.display());
 }

@@ -16,6 +16,19 @@ use tracepipe_store::{Store, StoreUrl};
 pub const INPUTS: [SinkInput; 4] = [SinkInput::Traces, SinkInput::Edges, SinkInput::Rollups, SinkInput::Alerts];
 const TOPICS: [&str; 4] = ["tracepipe.sampled", "tracepipe.edges", "tracepipe.rollups", "tracepipe.alerts"];
 
+/// The SLOs the analyzer counts events of: the shop's checkout availability and product latency.
+pub const SLOS: &str = "
+- { name: checkout-availability, service: frontend, description: Checkouts that do not fail, events: { root: true, operation: GET /checkout }, sli: { availability: true }, objective: 99.5, window: 28d }
+- { name: product-latency, service: frontend, events: { root: true, operation: GET /product }, sli: { latency: 8ms }, objective: 99, window: 28d }
+";
+
+pub fn slos() -> std::sync::Arc<[tracepipe_analytics::slo::SloSpec]> {
+    let mut problems = tracepipe_processor::config::Problems::default();
+    let slos = tracepipe_analytics::slo::validate_slos("slos", Some(serde_yaml_ng::from_str(SLOS).unwrap()), &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    slos.into()
+}
+
 /// One record for the sink: (input index, payload).
 pub type SinkRecord = (u16, Vec<u8>);
 
@@ -28,7 +41,7 @@ pub fn records(scenario: &str, traces: usize, start_ns: u64) -> (Vec<SinkRecord>
     scenario.seed ^= start_ns;
     let mut generator = TraceGenerator::new(scenario);
     let encoder = MessageEncoder::new(Encoding::OtlpProto, generator.scenario(), generator.services());
-    let mut analyzer = Analyzer::new(AnalyzerConfig::default(), AnalyzerOutputs { rollups: OutputId(0), alerts: OutputId(1) });
+    let mut analyzer = Analyzer::new(AnalyzerConfig::default(), AnalyzerOutputs { rollups: OutputId(0), alerts: OutputId(1) }).with_slos(slos());
     let mut dependencies = Dependencies::new(DependenciesConfig::default(), DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) });
     let mut out = Emitter::default();
     let mut records = Vec::new();

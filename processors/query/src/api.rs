@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use tracepipe_schemas::analytics::{Alert, AlertState, BottleneckRollup, EdgeWindow, ErrorGroupRollup, Rollup, SparseHistogram};
+use tracepipe_analytics::latency::MergedHistogram;
+use tracepipe_schemas::analytics::{Alert, AlertState, BottleneckRollup, EdgeWindow, ErrorGroupRollup, Rollup};
 use tracepipe_store::{Store, StoreError};
 
 use crate::critical_path;
@@ -28,6 +29,7 @@ const MAX_TRACE_LIMIT: usize = 1_500;
 pub struct ApiState {
     pub store: Arc<Mutex<Store>>,
     pub sampling: Arc<AdaptiveSampling>,
+    pub slos: Arc<[tracepipe_analytics::slo::SloSpec]>,
 }
 
 pub struct ApiError {
@@ -63,13 +65,13 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult = Result<Json<Value>, ApiError>;
 
-fn envelope(data: Value) -> Json<Value> {
+pub(crate) fn envelope(data: Value) -> Json<Value> {
     let total = data.as_array().map_or(0, Vec::len);
     Json(json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null}))
 }
 
 /// Runs `read` on the store off the reactor (the store's clients block).
-async fn read<T: Send + 'static>(state: &ApiState, read: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static) -> Result<T, ApiError> {
+pub(crate) async fn read<T: Send + 'static>(state: &ApiState, read: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static) -> Result<T, ApiError> {
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || {
         let mut store = store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -259,8 +261,8 @@ struct EdgeTotal {
     connection_type: String,
     calls: u64,
     errors: u64,
-    client_histogram: BTreeMap<u64, u64>,
-    server_histogram: BTreeMap<u64, u64>,
+    client_histogram: MergedHistogram,
+    server_histogram: MergedHistogram,
 }
 
 async fn edge_totals(state: &ApiState, start_ms: i64, end_ms: i64) -> Result<BTreeMap<(String, String, String), EdgeTotal>, ApiError> {
@@ -276,33 +278,10 @@ async fn edge_totals(state: &ApiState, start_ms: i64, end_ms: i64) -> Result<BTr
         });
         total.calls += edge.calls;
         total.errors += edge.errors;
-        merge(&mut total.client_histogram, &edge.client_histogram_us);
-        merge(&mut total.server_histogram, &edge.server_histogram_us);
+        total.client_histogram.add(&edge.client_histogram_us);
+        total.server_histogram.add(&edge.server_histogram_us);
     }
     Ok(totals)
-}
-
-fn merge(into: &mut BTreeMap<u64, u64>, histogram: &SparseHistogram) {
-    for &(value, count) in histogram {
-        *into.entry(value).or_default() += count;
-    }
-}
-
-/// The value at quantile `q` of a merged sparse histogram, in ms.
-fn quantile_ms(histogram: &BTreeMap<u64, u64>, q: f64) -> Option<f64> {
-    let total: u64 = histogram.values().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((q * total as f64).ceil() as u64).max(1);
-    let mut seen = 0;
-    for (&value, &count) in histogram {
-        seen += count;
-        if seen >= rank {
-            return Some(value as f64 / 1_000.0);
-        }
-    }
-    None
 }
 
 fn range_ms(params: &Params) -> Result<(i64, i64), BadParameter> {
@@ -336,10 +315,10 @@ pub async fn edges(State(state): State<ApiState>, Query(pairs): Query<Vec<(Strin
                 "calls": e.calls,
                 "errors": e.errors,
                 "error_rate": if e.calls == 0 { 0.0 } else { e.errors as f64 / e.calls as f64 },
-                "client_p50_ms": quantile_ms(&e.client_histogram, 0.5),
-                "client_p99_ms": quantile_ms(&e.client_histogram, 0.99),
-                "server_p50_ms": quantile_ms(&e.server_histogram, 0.5),
-                "server_p99_ms": quantile_ms(&e.server_histogram, 0.99),
+                "client_p50_ms": e.client_histogram.quantile_ms(0.5),
+                "client_p99_ms": e.client_histogram.quantile_ms(0.99),
+                "server_p50_ms": e.server_histogram.quantile_ms(0.5),
+                "server_p99_ms": e.server_histogram.quantile_ms(0.99),
             })
         })
         .collect();
@@ -475,20 +454,20 @@ pub async fn errors(State(state): State<ApiState>, Query(pairs): Query<Vec<(Stri
 pub async fn operation_stats(State(state): State<ApiState>, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult {
     let params = Params::new(pairs);
     let rollups = requested_rollups(&state, &params, "operation").await?;
-    let mut totals: BTreeMap<(String, String, String), (u64, u64, BTreeMap<u64, u64>)> = BTreeMap::new();
+    let mut totals: BTreeMap<(String, String, String), (u64, u64, MergedHistogram)> = BTreeMap::new();
     for rollup in rollups {
         let Rollup::Operation(rollup) = rollup else { continue };
         let total = totals.entry((rollup.service, rollup.operation, rollup.span_kind)).or_default();
         total.0 += rollup.count;
         total.1 += rollup.errors;
-        merge(&mut total.2, &rollup.histogram_us);
+        total.2.add(&rollup.histogram_us);
     }
     let data: Vec<Value> = totals
         .into_iter()
         .map(|((service, operation, span_kind), (count, errors, histogram))| {
             json!({
                 "service": service, "operation": operation, "span_kind": span_kind, "count": count, "errors": errors,
-                "p50_ms": quantile_ms(&histogram, 0.5), "p90_ms": quantile_ms(&histogram, 0.9), "p99_ms": quantile_ms(&histogram, 0.99),
+                "p50_ms": histogram.quantile_ms(0.5), "p90_ms": histogram.quantile_ms(0.9), "p99_ms": histogram.quantile_ms(0.99),
             })
         })
         .collect();

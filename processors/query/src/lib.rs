@@ -8,6 +8,7 @@
 pub mod api;
 pub mod config;
 pub mod critical_path;
+mod health;
 pub mod params;
 pub mod reader;
 pub mod sampling;
@@ -25,16 +26,24 @@ use tokio_util::sync::CancellationToken;
 use tracepipe_store::Store;
 
 /// How the query server answers, beside its store.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct QueryConfig {
     /// When set, every /api request must carry `Authorization: Bearer TOKEN`.
     pub bearer_token: Option<String>,
     pub adaptive_sampling: sampling::AdaptiveSampling,
+    /// The SLOs of topology.yaml, whose status `/api/v1/slos` and `/api/v1/services` report.
+    pub slos: Arc<[tracepipe_analytics::slo::SloSpec]>,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig { bearer_token: None, adaptive_sampling: Default::default(), slos: Arc::from(Vec::new()) }
+    }
 }
 
 /// The whole HTTP surface over `store`.
 pub fn router(store: Store, config: QueryConfig) -> Router {
-    let state = api::ApiState { store: Arc::new(Mutex::new(store)), sampling: Arc::new(config.adaptive_sampling) };
+    let state = api::ApiState { store: Arc::new(Mutex::new(store)), sampling: Arc::new(config.adaptive_sampling), slos: config.slos };
     let bearer_token = config.bearer_token;
     let api = Router::new()
         .route("/api/services", get(api::services))
@@ -50,6 +59,9 @@ pub fn router(store: Store, config: QueryConfig) -> Router {
         .route("/api/v1/bottlenecks", get(api::bottlenecks))
         .route("/api/v1/errors", get(api::errors))
         .route("/api/v1/operations", get(api::operation_stats))
+        .route("/api/v1/slos", get(health::slos))
+        .route("/api/v1/slos/{name}", get(health::slo))
+        .route("/api/v1/services", get(health::services))
         .route("/api/{*rest}", get(api::not_found))
         .with_state(state)
         .layer(middleware::from_fn_with_state(Arc::new(bearer_token), require_token));

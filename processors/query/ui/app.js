@@ -1,5 +1,5 @@
 // tracepipe's UI: plain JavaScript over the query API, one view per hash route
-// (#/search, #/trace/ID, #/map, #/alerts, #/bottlenecks, #/errors).
+// (#/search, #/trace/ID, #/services, #/slos, #/map, #/alerts, #/bottlenecks, #/errors).
 "use strict";
 
 const view = document.getElementById("view");
@@ -211,6 +211,86 @@ async function mapView() {
   view.replaceChildren(h("h2", {}, "Service map"), h("p", { class: "muted" }, `${nodes.size} nodes, ${edges.length} edges; dashed edges are Kafka hops, rounded grey nodes databases and uninstrumented peers, red more than 5% errors.`), svg);
 }
 
+// ---- service health and SLOs -----------------------------------------------------------------
+
+function pct(ratio, digits) { return (ratio * 100).toFixed(digits === undefined ? 2 : digits) + "%"; }
+function msOrDash(v) { return v === null || v === undefined ? "—" : v.toFixed(v < 10 ? 2 : 1) + " ms"; }
+function statusBadge(status) { return status ? h("span", { class: "badge status " + status }, status) : h("span", { class: "badge" }, "no SLO"); }
+function clock(unixMs) { return new Date(unixMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }); }
+function day(unixMs) { return new Date(unixMs).toLocaleDateString([], { month: "short", day: "numeric" }); }
+
+async function servicesView() {
+  const [services, slos] = await Promise.all([api("/api/v1/services"), api("/api/v1/slos")]);
+  const overview = h("h2", {}, "Service health");
+  if (!services.length) { view.replaceChildren(overview, h("p", { class: "muted" }, "No requests stored yet (figures arrive as the analyzer closes each window).")); return; }
+  const bySlo = new Map(slos.map((s) => [s.name, s]));
+  view.replaceChildren(overview,
+    h("p", { class: "muted" }, "Requests each service served (its server and consumer spans) over the latest 5 minutes stored, counted before sampling; status from its SLOs' burn rates."),
+    h("table", { class: "services" },
+      h("tr", {}, h("th", {}, "Service"), h("th", {}, "Status"), h("th", {}, "Requests/s"), h("th", {}, "Error ratio"), h("th", {}, "p50"), h("th", {}, "p90"), h("th", {}, "p99"), h("th", {}, "Apdex"), h("th", {}, "SLOs")),
+      services.map((s) => h("tr", { class: "service-row", "data-service": s.service },
+        h("td", {}, h("b", {}, s.service)),
+        h("td", {}, statusBadge(s.status)),
+        h("td", {}, s.requests_per_second.toFixed(1)),
+        h("td", { class: s.error_ratio > 0.05 ? "bad" : "" }, pct(s.error_ratio)),
+        h("td", {}, msOrDash(s.p50_ms)), h("td", {}, msOrDash(s.p90_ms)), h("td", {}, msOrDash(s.p99_ms)),
+        h("td", {}, s.apdex === null ? "—" : [h("b", {}, s.apdex.toFixed(2)), h("span", { class: "muted" }, " T=" + s.apdex_threshold_ms + " ms")]),
+        h("td", {}, s.slos.length ? s.slos.map((o) => h("div", {}, h("a", { href: "#/slos?slo=" + encodeURIComponent(o.name) }, o.name), " ", statusBadge(o.status),
+          h("span", { class: "muted" }, " " + pct(Math.max(o.budget_remaining, 0), 1) + " budget left" + (bySlo.has(o.name) && bySlo.get(o.name).page_firing ? " · paging" : ""))))
+          : h("span", { class: "muted" }, "—"))))));
+}
+
+// The budget left over the SLO window: 100% at its start, falling with every bad event.
+function burnDownChart(slo) {
+  const ns = "http://www.w3.org/2000/svg";
+  const s = (tag, attrs, ...kids) => { const el = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v); kids.forEach((k) => el.append(k)); return el; };
+  const W = 640, H = 160, L = 44, B = 22;
+  const points = slo.burn_down;
+  const start = slo.period_start_unix_ms, end = start + slo.window.seconds * 1000;
+  // An overspent budget is drawn down to -100% at most, so the part above zero stays readable.
+  const floor = Math.max(-1, Math.min(0, ...points.map((p) => p.budget_remaining)));
+  const lowest = floor < 0 ? Math.min(floor, -0.25) : 0;
+  const x = (t) => L + ((t - start) / Math.max(1, end - start)) * (W - L - 8);
+  const y = (v) => 8 + ((1 - Math.max(v, lowest)) / (1 - lowest)) * (H - B - 8);
+  const svg = s("svg", { class: "burn-down", viewBox: `0 0 ${W} ${H}`, width: W, height: H });
+  for (const v of lowest < 0 ? [1, 0.5, 0, lowest] : [1, 0.5, 0]) {
+    svg.append(s("line", { x1: L, x2: W - 8, y1: y(v), y2: y(v), class: v === 0 ? "zero" : "grid" }), s("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, pct(v, 0)));
+  }
+  const path = [[start, 1], ...points.map((p) => [p.unix_ms, p.budget_remaining])].map(([t, v], i) => (i ? "L" : "M") + x(t).toFixed(1) + "," + y(v).toFixed(1)).join(" ");
+  svg.append(s("path", { d: path, class: "budget" + (slo.budget_remaining <= 0 ? " spent" : "") }));
+  svg.append(s("text", { x: L, y: H - 6 }, day(start)), s("text", { x: W - 8, y: H - 6, "text-anchor": "end" }, day(end)));
+  return svg;
+}
+
+async function slosView(query) {
+  const slos = await api("/api/v1/slos");
+  const title = h("h2", {}, "SLOs");
+  if (!slos.length) { view.replaceChildren(title, h("p", { class: "muted" }, "No SLOs are defined: add them under slos: in topology.yaml (docs/slos.md).")); return; }
+  const only = query.get("slo");
+  const cards = slos.filter((o) => !only || o.name === only).map((o) => {
+    const windowName = o.window.rolling ? "rolling " + o.window.rolling : "calendar month";
+    const sli = [o.sli.availability ? "not an error" : "", o.sli.latency_ms !== null ? "at most " + o.sli.latency_ms + " ms" : ""].filter(Boolean).join(" and ");
+    const burn = (w) => { const r = o.error_ratios.find((e) => e.window === w); return r ? r.burn_rate.toFixed(1) + "×" : "—"; };
+    const exhausted = o.budget_remaining <= 0 ? "spent" : o.budget_exhausted_unix_ms ? "runs out " + when(o.budget_exhausted_unix_ms * 1000) + " at the last hour's rate" : "not running out at the last hour's rate";
+    return h("div", { class: "card slo", "data-slo": o.name },
+      h("div", { class: "slo-head" }, h("b", {}, o.name), " ", h("span", { class: "muted" }, o.service), " ", statusBadge(o.status),
+        o.page_firing ? h("span", { class: "badge firing" }, "page firing") : "", o.ticket_firing ? h("span", { class: "badge firing" }, "ticket firing") : ""),
+      o.description ? h("p", { class: "muted" }, o.description) : "",
+      h("div", { class: "slo-figures" },
+        h("div", {}, h("span", { class: "muted" }, "objective"), h("b", {}, pct(o.objective, 3)), h("span", { class: "muted" }, windowName + ", good = " + sli)),
+        h("div", {}, h("span", { class: "muted" }, "attained"), h("b", {}, o.attainment === null ? "—" : pct(o.attainment, 3)), h("span", { class: "muted" }, `${o.events.good} good of ${o.events.total} events`)),
+        h("div", {}, h("span", { class: "muted" }, "error budget left"), h("b", { class: o.budget_remaining <= 0 ? "bad" : "" }, pct(o.budget_remaining, 1)), h("span", { class: "muted" }, exhausted)),
+        h("div", {}, h("span", { class: "muted" }, "burn rate 5m · 1h · 6h · 3d"), h("b", {}, [burn("5m"), burn("1h"), burn("6h"), burn("3d")].join(" · ")), h("span", { class: "muted" }, "1× spends the budget exactly over the window"))),
+      h("table", { class: "burn-alerts" },
+        h("tr", {}, h("th", {}, "Alert"), h("th", {}, "Windows"), h("th", {}, "Threshold"), h("th", {}, "Long"), h("th", {}, "Short"), h("th", {}, "")),
+        o.alerts.flatMap((a) => a.windows.map((w) => h("tr", {}, h("td", {}, a.severity), h("td", {}, w.long + " and " + w.short), h("td", {}, w.burn_rate_threshold + "×"),
+          h("td", {}, w.long_burn_rate.toFixed(1) + "×"), h("td", {}, w.short_burn_rate.toFixed(1) + "×"), h("td", {}, w.exceeded ? h("span", { class: "badge firing" }, "exceeded") : h("span", { class: "muted" }, "within")))))),
+      h("h4", {}, "Error budget over the window"), burnDownChart(o),
+      o.exemplar_trace_ids.length ? h("div", {}, h("span", { class: "muted" }, "traces of bad events: "), o.exemplar_trace_ids.map((id) => [traceLink(id), " "])) : "");
+  });
+  view.replaceChildren(title, h("p", { class: "muted" }, "Good and total events counted from every trace before sampling; burn rate is the error ratio over the budget."), ...cards);
+}
+
 // ---- alerts, bottlenecks, errors -------------------------------------------------------------
 
 async function alertsView(query) {
@@ -261,6 +341,8 @@ async function route() {
   try {
     switch (parts[0]) {
       case "trace": await traceView(parts[1]); break;
+      case "services": await servicesView(); break;
+      case "slos": await slosView(query); break;
       case "map": await mapView(); break;
       case "alerts": await alertsView(query); break;
       case "bottlenecks": await bottlenecksView(); break;
