@@ -16,7 +16,7 @@ use anyhow::Context;
 use serde_yaml_ng::Value;
 use tokio_util::sync::CancellationToken;
 use tracepipe_analyzer::config::AnalyzerSpec;
-use tracepipe_analyzer::{Analyzer, AnalyzerOutputs};
+use tracepipe_analyzer::{Analyzer, AnalyzerConfig, AnalyzerOutputs};
 use tracepipe_assembler::config::AssemblerSpec;
 use tracepipe_assembler::{AssemblerConfig, TraceAssembler};
 use tracepipe_dependencies::config::DependenciesSpec;
@@ -186,7 +186,11 @@ impl ProcessorSpec for SamplerSpec {
             // The sampler forwards the assembler's records as they are.
             let assembler = context.topology.processor::<AssemblerSpec>().map_or_else(AssemblerConfig::default, |a| a.config.clone());
             assembler.allow_whole_traces(&mut settings.0.kafka.producer);
-            pipeline(settings, TailSampler::new(self.config.clone(), sampled), context).await
+            // SLO exemplars follow the analyzer's windows, as it names them.
+            let analyzer = context.topology.processor::<AnalyzerSpec>().map_or_else(AnalyzerConfig::default, |a| a.config.clone());
+            let windows = tracepipe_sampler::slo_exemplars::ExemplarWindows { window: analyzer.window, lateness: analyzer.lateness };
+            let sampler = TailSampler::new(self.config.clone(), sampled).with_slo_exemplars(context.topology.slos.clone(), windows);
+            pipeline(settings, sampler, context).await
         })
     }
 }

@@ -475,3 +475,49 @@ fn apdex_counts_each_request_against_its_services_threshold() {
     assert_eq!(apdex[&("cart".to_string(), "SPAN_KIND_SERVER".to_string())], (5, Some(ApdexCounts { threshold_ms: 500, satisfied: 5, tolerating: 0 })));
     assert_eq!(ApdexCounts { threshold_ms: 300, satisfied: 1, tolerating: 2 }.score(5), Some(0.4));
 }
+
+/// The sampler keeps exactly the traces the analyzer names as exemplars of bad SLO events, over
+/// several windows of traffic on one partition, however the other rules decide.
+#[test]
+fn the_sampler_keeps_the_analyzers_slo_exemplars() {
+    use tracepipe_sampler::{RuleKind, SamplerConfig, SamplingRule, TailSampler};
+    let yaml = "
+- { name: fast-roots, service: api-gateway, events: { root: true }, sli: { latency: 20ms }, objective: 99.9, window: 28d }
+- { name: roots-ok, service: api-gateway, events: { root: true }, sli: { availability: true }, objective: 99.9, window: 28d }";
+    let mut problems = tracepipe_processor::config::Problems::default();
+    let slos: std::sync::Arc<[_]> = tracepipe_analytics::slo::validate_slos("slos", Some(serde_yaml_ng::from_str(yaml).unwrap()), &mut problems).into();
+    assert!(problems.is_empty(), "{problems:?}");
+    let config = AnalyzerConfig { window: std::time::Duration::from_secs(10), lateness: std::time::Duration::from_secs(3), ..Default::default() };
+    let mut analyzer = Analyzer::new(config.clone(), AnalyzerOutputs { rollups: ROLLUPS, alerts: ALERTS }).with_slos(slos.clone());
+    let windows = tracepipe_sampler::slo_exemplars::ExemplarWindows { window: config.window, lateness: config.lateness };
+    let drop_all = SamplerConfig { rules: vec![SamplingRule { name: "none".into(), kind: RuleKind::Drop }], decision_cache: 100_000 };
+    let mut sampler = TailSampler::new(drop_all, OutputId(0)).with_slo_exemplars(slos, windows);
+    let mut generator = TraceGenerator::new(scenario(|_| {}));
+    let (mut out, mut sampled) = (Emitter::default(), Emitter::default());
+    let mut named = BTreeSet::new();
+    // 40 seconds of traffic at 200 traces a second, some arriving late by up to 2 s.
+    for i in 0..8_000u64 {
+        let at = START + i * 5_000_000;
+        let trace = generator.generate(at.saturating_sub((i % 7) * 300_000_000), 0.0);
+        let bytes = payload(&generator, &trace);
+        tracepipe_analyzer::testing::analyze(&mut analyzer, &bytes, at, &mut out).unwrap();
+        let record = tracepipe_runtime::InputRecord {
+            source: tracepipe_runtime::SourcePartition { input: 0, partition: 0 },
+            topic: "tracepipe.traces",
+            offset: i as i64,
+            key: None,
+            payload: &bytes,
+            timestamp_ms: None,
+        };
+        sampler.on_input(&record, at, &mut sampled).unwrap();
+    }
+    analyzer.drain(START + 60 * SECOND, &mut out);
+    for (_, _, value) in out.records().filter(|(o, _, _)| *o == ROLLUPS) {
+        if let Ok(tracepipe_schemas::analytics::Rollup::Slo(r)) = serde_json::from_slice(value) {
+            named.extend(r.bad_exemplar_trace_ids);
+        }
+    }
+    let kept: BTreeSet<String> = sampled.records().map(|(_, key, _)| hex::encode(key)).collect();
+    assert!(named.len() > 20, "exemplars over several windows and segments: {}", named.len());
+    assert_eq!(kept, named, "the sampler keeps exactly the named exemplars");
+}

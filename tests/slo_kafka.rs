@@ -1,7 +1,8 @@
 //! An SLO against a real Kafka-protocol broker (Tansu), with two analyzer instances: an error burst
 //! on checkout's `POST /orders` pages within the short window's span of its onset and resolves
 //! after it; nothing fires before the burst; and the events the evaluator sums in the store equal
-//! the load generator's ground truth, each counted once across the two analyzers.
+//! the load generator's ground truth, each counted once across the two analyzers; the alert's
+//! exemplar traces are stored, kept by the sampler for the SLO.
 
 mod support;
 
@@ -39,6 +40,7 @@ fn an_error_burst_pages_and_resolves_and_the_events_match_the_ground_truth() {
     });
     let _router = cluster.spawn("router");
     let _assembler = cluster.spawn("assembler");
+    let _sampler = cluster.spawn("sampler");
     let first = cluster.spawn("analyzer");
     let second = cluster.spawn("analyzer");
     let _sink = cluster.spawn("sink");
@@ -90,6 +92,15 @@ fn an_error_burst_pages_and_resolves_and_the_events_match_the_ground_truth() {
     };
     eprintln!("stored SLO events: {} total, {} good; ground truth: {} spans, {} good", sums.0, sums.1, orders.spans, orders.spans - orders.errors);
     assert_eq!(sums, (orders.spans, orders.spans - orders.errors));
+
+    // The alert's exemplars are stored: the sampler kept them before any rule decided.
+    let exemplars: Vec<String> = details["exemplar_trace_ids"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_string()).collect();
+    let mut store = tracepipe_store::Store::open(&tracepipe_store::StoreUrl::Sqlite(db.clone())).unwrap();
+    for id in &exemplars {
+        let rows = store.query("SELECT sampling_rule FROM traces WHERE trace_id = $1", &[tracepipe_store::Param::Text(id)]).unwrap();
+        assert_eq!(rows.first().map(|row| row[0].text().to_string()).as_deref(), Some(tracepipe_sampler::SLO_EXEMPLAR_RULE), "exemplar {id} stored as kept for the SLO");
+    }
+    eprintln!("{} exemplars of the page alert, all stored", exemplars.len());
 }
 
 fn store_sums(db: &std::path::Path) -> (u64, u64) {

@@ -106,7 +106,16 @@ pub fn default_alerting() -> Vec<BurnRateAlert> {
     ]
 }
 
+/// Traces with bad events the analyzer names per SLO, window and segment, and the sampler keeps
+/// so that the alerts' links open a stored trace.
+pub const BAD_EXEMPLARS: usize = 5;
+
 impl SloSpec {
+    /// Whether `trace` holds a bad event of this SLO.
+    pub fn has_bad_event(&self, trace: &TraceView<'_>, root: Option<usize>) -> bool {
+        (0..trace.spans.len()).any(|i| self.is_event(trace, i, root) && !self.is_good(trace, &trace.spans[i]))
+    }
+
     /// Whether `span` of `trace` is one of this SLO's events (`root` is [`TraceView::root`]).
     pub fn is_event(&self, trace: &TraceView<'_>, span_index: usize, root: Option<usize>) -> bool {
         let span = &trace.spans[span_index];

@@ -5,14 +5,11 @@
 
 use std::sync::Arc;
 
-use tracepipe_analytics::slo::SloSpec;
+use tracepipe_analytics::slo::{SloSpec, BAD_EXEMPLARS};
 use tracepipe_processor::SourcePartition;
 use tracepipe_schemas::analytics::{Rollup, SloRollup, ROLLUP_SCHEMA};
 
 use crate::analysis::{Analysis, Names, ObservedTrace, Publisher, SegmentPublication, SegmentWindows, WindowRef};
-
-/// Traces with bad events kept per SLO and window, for the alerts that link to them.
-const BAD_EXEMPLARS: usize = 5;
 
 #[derive(Default, Clone)]
 struct Events {

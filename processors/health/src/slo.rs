@@ -51,15 +51,22 @@ pub fn evaluate_from_store(store: &mut Store, slo: &SloSpec, now_ms: u64) -> Res
             "SELECT body FROM rollups WHERE kind = 'slo' AND operation = $1 AND window_start_ms >= $2 AND good < total ORDER BY window_start_ms DESC LIMIT 20",
             &[Param::Text(&slo.name), Param::Int(recent)],
         )?;
+        let mut candidates: Vec<String> = Vec::new();
         for row in rows {
             if let Ok(Rollup::Slo(rollup)) = serde_json::from_str::<Rollup>(row[0].text()) {
                 for id in rollup.bad_exemplar_trace_ids {
-                    if exemplars.len() < EXEMPLARS && !exemplars.contains(&id) {
-                        exemplars.push(id);
+                    if !candidates.contains(&id) {
+                        candidates.push(id);
                     }
                 }
             }
         }
+        // Those the sampler kept first, so the links open a trace; the latest first otherwise.
+        let stored = stored_traces(store, &candidates)?;
+        let (mut kept, dropped): (Vec<String>, Vec<String>) = candidates.into_iter().partition(|id| stored.contains(id));
+        kept.extend(dropped);
+        kept.truncate(EXEMPLARS);
+        exemplars = kept;
     }
     Ok(Evaluated { status, exemplars })
 }
@@ -76,6 +83,17 @@ pub fn window_label(window: Duration) -> String {
     }
 }
 
+
+/// Which of `ids` the store holds a trace of.
+fn stored_traces(store: &mut Store, ids: &[String]) -> Result<Vec<String>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let params: Vec<Param<'_>> = ids.iter().map(|id| Param::Text(id)).collect();
+    let rows = store.query(&format!("SELECT trace_id FROM traces WHERE trace_id IN ({})", placeholders.join(", ")), &params)?;
+    Ok(rows.into_iter().map(|mut row| row.swap_remove(0).into_text()).collect())
+}
 
 /// Where an SLO stands, in the words the service overview uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]

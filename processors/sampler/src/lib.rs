@@ -5,6 +5,10 @@
 //! stands for, 1 / the probability it was kept with), so counts derived from sampled traces stay
 //! unbiased. A trace no rule matches is dropped.
 //!
+//! With SLOs defined, a trace the analyzer names as an exemplar of an SLO's bad events is kept
+//! before any rule decides, as rule `slo_exemplar` ([`slo_exemplars`]), so an SLO alert's trace
+//! links open stored traces.
+//!
 //! A bounded decision cache (trace id → decision, least recently used evicted first) makes late
 //! fragments follow their trace's decision, a kept trace's fragments kept and a dropped one's
 //! dropped; a fragment whose decision is no longer cached is decided on its own spans.
@@ -18,6 +22,7 @@ pub mod config;
 mod facts;
 mod metrics;
 pub mod rules;
+pub mod slo_exemplars;
 
 use std::sync::Arc;
 
@@ -58,9 +63,12 @@ pub struct TailSampler {
     decisions: moka::sync::Cache<[u8; 16], Decision>,
     output: OutputId,
     encoded: Vec<u8>,
+    slo_exemplars: Option<(slo_exemplars::SloExemplars, Arc<str>, IntCounter)>,
 }
 
 const NO_RULE: &str = "(none)";
+/// The rule name a trace kept as an SLO exemplar is stored under.
+pub const SLO_EXEMPLAR_RULE: &str = "slo_exemplar";
 
 impl TailSampler {
     pub fn new(config: SamplerConfig, output: OutputId) -> Self {
@@ -85,7 +93,17 @@ impl TailSampler {
                 .build(),
             output,
             encoded: Vec::new(),
+            slo_exemplars: None,
         }
+    }
+
+    /// Keeps the exemplars of these SLOs' bad events, as the analyzer windowed by `windows` names them.
+    pub fn with_slo_exemplars(mut self, slos: Arc<[tracepipe_analytics::slo::SloSpec]>, windows: slo_exemplars::ExemplarWindows) -> Self {
+        if !slos.is_empty() {
+            let kept = metrics::DECIDED.with_label_values(&[SLO_EXEMPLAR_RULE, "keep"]);
+            self.slo_exemplars = Some((slo_exemplars::SloExemplars::new(slos, windows), SLO_EXEMPLAR_RULE.into(), kept));
+        }
+        self
     }
 
     /// The decision late fragments of `trace_id` will follow, if still cached.
@@ -119,6 +137,14 @@ impl Processor for TailSampler {
         "sampler"
     }
 
+    fn release_partitions(&mut self, sources: &[tracepipe_processor::SourcePartition]) {
+        if let Some((exemplars, _, _)) = &mut self.slo_exemplars {
+            for source in sources {
+                exemplars.release(*source);
+            }
+        }
+    }
+
     fn on_input(&mut self, input: &InputRecord<'_>, now: UnixNanos, out: &mut Emitter) -> Result<(), Poison> {
         let trace = TraceView::parse(input.payload).map_err(|e| Poison::new("decode", format!("tracepipe.v1.AssembledTrace: {e}")))?;
         let (trace_id, fragment) = (trace.trace_id.0, trace.fragment);
@@ -126,8 +152,20 @@ impl Processor for TailSampler {
         if fragment > 0 {
             metrics::LATE_FRAGMENTS.with_label_values(&[if cached.is_some() { "cached" } else { "evaluated" }]).inc();
         }
-        let decision = match cached {
-            Some(decision) => decision,
+        let mut exemplar = None;
+        if let (Some((exemplars, rule, kept)), 0) = (&mut self.slo_exemplars, fragment) {
+            if exemplars.exemplar_of(&trace, input.source, input.timestamp_ms).is_some() {
+                kept.inc();
+                exemplar = Some(Decision { keep: true, rule: rule.clone(), adjusted_count: 1.0 });
+            }
+        }
+        let decision = match cached.or(exemplar) {
+            Some(decision) => {
+                if fragment == 0 {
+                    self.decisions.insert(trace_id, decision.clone());
+                }
+                decision
+            }
             None => {
                 let decision = self.decide(trace, now);
                 self.decisions.insert(trace_id, decision.clone());
