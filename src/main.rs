@@ -440,13 +440,27 @@ async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<Cancella
     let context = StartContext { topology: &topology, shutdown: &shutdown, health: &health };
     let mut pipelines: Vec<(String, PipelineHandle)> = Vec::new();
     let mut servers: Vec<(String, tokio::task::JoinHandle<()>, bool)> = Vec::new();
+    // A signal while processors are still starting stops the ones that started, as cleanly as later.
+    let signal = terminated();
+    tokio::pin!(signal);
+    let mut signalled = false;
     for name in &names {
-        let started = match topology.processor_named(name) {
-            Some(spec) => spec.start(context).await,
-            None if PROCESSORS.iter().any(|entry| entry.name == name) => Err(anyhow::anyhow!("topology has no processors.{name} section")),
-            None => {
-                let known: Vec<&str> = PROCESSORS.iter().map(|entry| entry.name).collect();
-                Err(anyhow::anyhow!("unknown processor `{name}` (this build has: {})", known.join(", ")))
+        let starting = async {
+            match topology.processor_named(name) {
+                Some(spec) => spec.start(context).await,
+                None if PROCESSORS.iter().any(|entry| entry.name == name) => Err(anyhow::anyhow!("topology has no processors.{name} section")),
+                None => {
+                    let known: Vec<&str> = PROCESSORS.iter().map(|entry| entry.name).collect();
+                    Err(anyhow::anyhow!("unknown processor `{name}` (this build has: {})", known.join(", ")))
+                }
+            }
+        };
+        let started = tokio::select! {
+            started = starting => started,
+            _ = &mut signal => {
+                info!(processor = %name, "shutting down while starting");
+                signalled = true;
+                break;
             }
         };
         match started {
@@ -469,10 +483,12 @@ async fn serve(topology: Topology, names: Vec<String>, shutdown: Option<Cancella
         }
     }
     // Stop on a signal, or as soon as any pipeline or server ends (a fatal error ends it early).
-    tokio::select! {
-        _ = terminated() => info!("shutting down"),
-        _ = wait_for_any_exit(&pipelines) => warn!("a pipeline stopped; shutting down"),
-        name = wait_for_any_server(&servers) => warn!(processor = %name, "a server stopped; shutting down"),
+    if !signalled {
+        tokio::select! {
+            _ = &mut signal => info!("shutting down"),
+            _ = wait_for_any_exit(&pipelines) => warn!("a pipeline stopped; shutting down"),
+            name = wait_for_any_server(&servers) => warn!(processor = %name, "a server stopped; shutting down"),
+        }
     }
     shutdown.cancel();
     // A server that drains (the gateway) stops taking requests and flushes what it queued.
