@@ -59,6 +59,8 @@ pub enum Rollup {
     ErrorGroup(ErrorGroupRollup),
     ErrorTrace(ErrorTrace),
     Slo(SloRollup),
+    Transaction(TransactionRollup),
+    FunnelJourney(FunnelJourney),
 }
 
 impl Rollup {
@@ -75,6 +77,10 @@ impl Rollup {
             Rollup::ErrorGroup(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("error_group", r.window_start_unix_ms, &r.group, at)), n)),
             Rollup::ErrorTrace(r) => Some((key_of(("error_trace", &r.trace_id, &r.root_cause_span_id)), 0)),
             Rollup::Slo(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("slo", r.window_start_unix_ms, &r.slo, at)), n)),
+            Rollup::Transaction(r) => counted(&r.counted_in).map(|(at, n)| (key_of(("transaction", r.window_start_unix_ms, &r.transaction, &r.split, at)), n)),
+            // A journey is what its steps make it: a replay that rebuilds it with fewer steps
+            // (its later steps were committed already) does not replace the whole one.
+            Rollup::FunnelJourney(r) => Some((key_of(("funnel_journey", &r.funnel, &r.correlation, r.started_unix_nanos)), r.reached.len() as u64)),
         }
     }
 }
@@ -190,6 +196,117 @@ pub struct SloRollup {
     pub bad_exemplar_trace_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counted_in: Option<CountedIn>,
+}
+
+/// One business transaction of topology.yaml's `transactions:` over one window, for one value of
+/// its split attribute: the requests that entered it, their value metrics and their steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransactionRollup {
+    pub schema: String,
+    pub window_start_unix_ms: u64,
+    pub window_seconds: u64,
+    pub transaction: String,
+    /// The split attribute's value; empty without a split, the overflow label past its cap.
+    pub split: String,
+    /// Entry spans that matched the transaction's entry rule.
+    pub count: u64,
+    /// Entries whose span failed.
+    pub errors: u64,
+    /// Entries with every step present: the transaction traced end to end.
+    pub complete: u64,
+    pub sum_ms: f64,
+    pub max_ms: f64,
+    /// The entry spans' durations.
+    pub histogram_us: SparseHistogram,
+    pub metrics: Vec<ValueStats>,
+    pub counts_by: Vec<ValueCounts>,
+    /// In the order the transaction defines them.
+    pub steps: Vec<StepStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_in: Option<CountedIn>,
+}
+
+/// A numeric attribute over a transaction's entries (e.g. `order.amount`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValueStats {
+    pub name: String,
+    pub attribute: String,
+    /// Entries that carried the attribute as a number.
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Values of zero and above in hundredths ([`VALUE_HISTOGRAM_SCALE`]), as HDR buckets with
+    /// two significant digits; negative values count in the sum, min and max only.
+    pub histogram: SparseHistogram,
+}
+
+/// What [`ValueStats::histogram`] records a value as: `value` × this, rounded.
+pub const VALUE_HISTOGRAM_SCALE: f64 = 100.0;
+
+/// Entries per value of one attribute (e.g. `payment.method`), capped in cardinality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValueCounts {
+    pub attribute: String,
+    /// (value, entries), by value; entries without the attribute are not counted.
+    pub values: Vec<(String, u64)>,
+}
+
+/// One named step of a transaction: the entries where a span matched it, its latency and failures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    pub name: String,
+    pub count: u64,
+    pub errors: u64,
+    pub sum_ms: f64,
+    pub histogram_us: SparseHistogram,
+}
+
+/// One journey of a funnel (topology.yaml's `funnels:`): the traces that carried one value of its
+/// correlation attribute within its join window, and how far through the steps they went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunnelJourney {
+    pub schema: String,
+    pub funnel: String,
+    pub correlation: String,
+    /// When its first step started.
+    pub started_unix_nanos: u64,
+    /// The steps it reached, in funnel order, each no earlier than the one before.
+    pub reached: Vec<JourneyStep>,
+    pub steps: u32,
+    /// `complete` (every step), `join_window` (the window passed), `evicted` (memory ran short).
+    pub closed: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JourneyStep {
+    pub at_unix_nanos: u64,
+    pub trace_id: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub error: bool,
+}
+
+/// A record of `tracepipe.funnel-steps`, keyed by funnel and correlation value so that one
+/// journey's steps meet in one partition: a span of a trace matched a funnel's step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunnelStep {
+    pub schema: String,
+    pub funnel: String,
+    pub step: u32,
+    pub correlation: String,
+    pub at_unix_nanos: u64,
+    pub trace_id: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub error: bool,
+}
+
+pub const FUNNEL_STEP_SCHEMA: &str = "tracepipe.funnel-step/v1";
+
+impl FunnelStep {
+    /// The record key: every step of one journey goes to one partition.
+    pub fn key(funnel: &str, correlation: &str) -> String {
+        key_of((funnel, correlation))
+    }
 }
 
 /// The root cause of one failed trace.

@@ -57,6 +57,11 @@ impl MergedHistogram {
 
     /// The value at quantile `q` in ms (the bucket holding rank ⌈q·n⌉), `None` when empty.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        self.quantile(q).map(|us| us as f64 / 1_000.0)
+    }
+
+    /// The bucket value at quantile `q` as recorded (µs for latencies), `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
         if self.count == 0 {
             return None;
         }
@@ -65,7 +70,7 @@ impl MergedHistogram {
         for (&value, &count) in &self.buckets {
             seen += count;
             if seen >= rank {
-                return Some(value as f64 / 1_000.0);
+                return Some(value);
             }
         }
         None

@@ -1,6 +1,6 @@
 //! What the processors that derive data from traces share: the structure of a trace and its
 //! critical path ([`tree`]), latency histograms ([`latency`]), per-partition event-time windows ([`segments`]),
-//! the alert lifecycle ([`alerts`]), conditions that select spans and traces ([`matcher`]), service-level objectives ([`slo`]), and
+//! the alert lifecycle ([`alerts`]), conditions that select spans and traces ([`matcher`]), service-level objectives ([`slo`]), business transactions and funnels ([`transactions`]), and
 //! the label a capped series falls into ([`OVERFLOW`]).
 //!
 //! No Kafka here: the analyzer, the dependencies processor, the sampler and the query server all
@@ -12,6 +12,7 @@ pub mod matcher;
 mod metrics;
 pub mod segments;
 pub mod slo;
+pub mod transactions;
 pub mod tree;
 
 /// The label value a series takes once its cardinality cap is reached (service, operation, edge

@@ -53,6 +53,18 @@ pub struct EventSelector {
     pub attributes: Vec<AttributeCondition>,
 }
 
+impl EventSelector {
+    /// Whether span `span_index` of `trace`, of `service`, is selected (`root` is [`TraceView::root`]).
+    pub fn matches(&self, service: &str, trace: &TraceView<'_>, span_index: usize, root: Option<usize>) -> bool {
+        let span = &trace.spans[span_index];
+        (!self.root || root == Some(span_index))
+            && self.span_kind.is_none_or(|kind| kind == span.kind)
+            && trace.service(span) == service
+            && self.operation.as_ref().is_none_or(|operation| operation.matches(tracepipe_schemas::trace_view::AttributeValue::Str(span.name.as_bytes())))
+            && self.attributes.iter().all(|condition| condition.matches_span(trace, span))
+    }
+}
+
 /// What makes an event good: every condition given holds.
 #[derive(Debug, Clone, Default)]
 pub struct Sli {
@@ -118,13 +130,7 @@ impl SloSpec {
 
     /// Whether `span` of `trace` is one of this SLO's events (`root` is [`TraceView::root`]).
     pub fn is_event(&self, trace: &TraceView<'_>, span_index: usize, root: Option<usize>) -> bool {
-        let span = &trace.spans[span_index];
-        let events = &self.events;
-        (!events.root || root == Some(span_index))
-            && events.span_kind.is_none_or(|kind| kind == span.kind)
-            && trace.service(span) == self.service
-            && events.operation.as_ref().is_none_or(|operation| operation.matches(tracepipe_schemas::trace_view::AttributeValue::Str(span.name.as_bytes())))
-            && events.attributes.iter().all(|condition| condition.matches_span(trace, span))
+        self.events.matches(&self.service, trace, span_index, root)
     }
 
     /// Whether an event is good.
@@ -172,14 +178,14 @@ struct RawSlo {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawEvents {
+pub(crate) struct RawEvents {
     #[serde(default)]
-    root: bool,
-    operation: Option<String>,
-    operation_regex: Option<String>,
-    span_kind: Option<String>,
+    pub(crate) root: bool,
+    pub(crate) operation: Option<String>,
+    pub(crate) operation_regex: Option<String>,
+    pub(crate) span_kind: Option<String>,
     #[serde(default)]
-    attributes: Vec<RawCondition>,
+    pub(crate) attributes: Vec<RawCondition>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,7 +328,7 @@ fn validate_slo(at: &str, raw: RawSlo, problems: &mut Problems) -> Option<SloSpe
     Some(SloSpec { name: name?, service: service?, description: raw.description, events: events?, sli: sli?, objective: objective?, window: window?, alerting })
 }
 
-fn validate_events(at: &str, raw: &RawEvents, problems: &mut Problems) -> Option<EventSelector> {
+pub(crate) fn validate_events(at: &str, raw: &RawEvents, problems: &mut Problems) -> Option<EventSelector> {
     let operation = match (&raw.operation, &raw.operation_regex) {
         (Some(_), Some(_)) => {
             problems.add(at, "takes operation or operation_regex, not both");

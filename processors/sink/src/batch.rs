@@ -251,6 +251,15 @@ impl Batch {
                 counts = [i64::try_from(r.total).unwrap_or(i64::MAX), i64::try_from(r.good).unwrap_or(i64::MAX)];
                 ("slo", r.window_start_unix_ms, r.service, r.slo)
             }
+            Rollup::Transaction(r) => {
+                counts = [i64::try_from(r.count).unwrap_or(i64::MAX), i64::try_from(r.complete).unwrap_or(i64::MAX)];
+                ("transaction", r.window_start_unix_ms, r.transaction, r.split)
+            }
+            Rollup::FunnelJourney(r) => {
+                let complete = r.reached.len() == r.steps as usize;
+                counts = [r.reached.len() as i64, i64::from(complete)];
+                ("funnel_journey", r.started_unix_nanos / 1_000_000, r.funnel, r.correlation)
+            }
         };
         self.rollups.add(WindowRow {
             key,
