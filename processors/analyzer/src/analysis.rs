@@ -114,6 +114,8 @@ pub struct Publisher<'a> {
     pub out: &'a mut Emitter,
     pub rollups: OutputId,
     pub alerts: OutputId,
+    /// Where funnel steps go, when funnels are defined.
+    pub funnel_steps: Option<OutputId>,
     /// What a closed segment's records hold until the broker has them: its first offset.
     pub hold: Option<SourceOffset>,
 }
@@ -127,6 +129,14 @@ impl Publisher<'_> {
     /// A record of the trace being analyzed, holding its input offset.
     pub fn rollup_of_input(&mut self, key: &[u8], record: &Rollup) {
         self.out.emit(self.rollups, key, &serde_json::to_vec(record).expect("serializable"));
+    }
+
+    /// A funnel step of the trace being analyzed, holding its input offset.
+    pub fn funnel_step(&mut self, key: &str, record: &tracepipe_schemas::analytics::FunnelStep) {
+        if let Some(output) = self.funnel_steps {
+            self.out.emit(output, key.as_bytes(), &serde_json::to_vec(record).expect("serializable"));
+            metrics::FUNNEL_STEPS.with_label_values(&[&record.funnel]).inc();
+        }
     }
 
     pub fn alerts(&mut self, book: &mut AlertBook) {

@@ -15,6 +15,8 @@ pub struct AnalyzerSpec {
     /// Where rollups go.
     pub output: String,
     pub alerts: String,
+    /// Where funnel steps go (topology.yaml's `funnels:`), for the funnels processor.
+    pub funnel_steps: Option<String>,
     pub config: AnalyzerConfig,
 }
 
@@ -25,6 +27,7 @@ pub struct RawAnalyzer {
     input: Option<String>,
     output: Option<String>,
     alerts: Option<String>,
+    funnel_steps: Option<String>,
     dlq: Option<String>,
     #[serde(default, with = "humantime_serde")]
     window: Option<Duration>,
@@ -80,6 +83,10 @@ impl SectionConfig for AnalyzerSpec {
         let input = section.topic("input", &raw.input, problems);
         let output = section.topic("output", &raw.output, problems);
         let alerts = section.topic("alerts", &raw.alerts, problems);
+        let funnel_steps = match &raw.funnel_steps {
+            Some(_) => Some(section.topic("funnel_steps", &raw.funnel_steps, problems)?),
+            None => None,
+        };
         let defaults = AnalyzerConfig::default();
         let detection = validate_detection(&section.at("detection"), &raw.detection, &defaults.detection, problems);
         let config = AnalyzerConfig {
@@ -94,7 +101,7 @@ impl SectionConfig for AnalyzerSpec {
             apdex: validate_apdex(&section.at("apdex"), raw.apdex, problems),
         };
         whole_seconds(section.at("window"), config.window, problems);
-        Some(AnalyzerSpec { consumer: consumer?, input: input?, output: output?, alerts: alerts?, config })
+        Some(AnalyzerSpec { consumer: consumer?, input: input?, output: output?, alerts: alerts?, funnel_steps, config })
     }
 }
 

@@ -11,7 +11,9 @@
 //! - bottlenecks: each endpoint's critical path split by (service, operation) ([`bottlenecks`]);
 //! - error correlation: each failed trace's root-cause span, grouped ([`error_groups`]);
 //! - latency anomalies and error spikes, raised as alerts ([`detect`]);
-//! - the events of each SLO of topology.yaml's `slos:`, good and bad ([`slos`]).
+//! - the events of each SLO of topology.yaml's `slos:`, good and bad ([`slos`]);
+//! - business transactions of `transactions:`, their value metrics and steps ([`transactions`]);
+//! - the steps of `funnels:`, keyed by correlation value for the funnels processor ([`funnel_steps`]).
 //!
 //! # Windows, offsets and exactness
 //!
@@ -33,11 +35,13 @@ pub mod config;
 pub mod detect;
 pub mod error_groups;
 pub mod errors;
+pub mod funnel_steps;
 mod metrics;
 pub mod operations;
 pub mod series;
 pub mod slos;
 pub mod span_metrics;
+pub mod transactions;
 
 use std::time::Duration;
 
@@ -113,6 +117,7 @@ const QUIET_PARTITION: Duration = Duration::from_secs(5);
 
 pub struct Analyzer {
     outputs: AnalyzerOutputs,
+    funnel_steps: Option<OutputId>,
     table: SeriesTable,
     groups: ErrorGroups,
     tree: TraceTree,
@@ -176,6 +181,7 @@ impl Analyzer {
             first_emissions: metrics::TRACES.with_label_values(&["trace"]),
             late_fragments: metrics::TRACES.with_label_values(&["fragment"]),
             outputs,
+            funnel_steps: None,
         }
     }
 
@@ -183,6 +189,23 @@ impl Analyzer {
     pub fn with_slos(mut self, slos: std::sync::Arc<[tracepipe_analytics::slo::SloSpec]>) -> Self {
         if !slos.is_empty() {
             self.analyses.push(Box::new(slos::SloEvents::new(slos)));
+        }
+        self
+    }
+
+    /// Counts these business transactions too ([`transactions`]).
+    pub fn with_transactions(mut self, transactions: std::sync::Arc<[tracepipe_analytics::transactions::TransactionSpec]>) -> Self {
+        if !transactions.is_empty() {
+            self.analyses.push(Box::new(transactions::Transactions::new(transactions)));
+        }
+        self
+    }
+
+    /// Publishes the steps of these funnels to `output` ([`funnel_steps`]).
+    pub fn with_funnels(mut self, funnels: std::sync::Arc<[tracepipe_analytics::transactions::FunnelSpec]>, output: OutputId) -> Self {
+        if !funnels.is_empty() {
+            self.analyses.push(Box::new(funnel_steps::FunnelSteps::new(funnels)));
+            self.funnel_steps = Some(output);
         }
         self
     }
@@ -252,7 +275,7 @@ impl Analyzer {
             return;
         }
         let names = Names { table: &self.table, groups: &self.groups };
-        let mut publisher = Publisher { out, rollups: self.outputs.rollups, alerts: self.outputs.alerts, hold: None };
+        let mut publisher = Publisher { out, rollups: self.outputs.rollups, alerts: self.outputs.alerts, funnel_steps: self.funnel_steps, hold: None };
         for analysis in &mut self.analyses {
             analysis.observe(&trace, window, &names, &mut publisher);
         }
@@ -306,7 +329,7 @@ impl Analyzer {
         };
         let hold = closed.then_some(SourceOffset { source: segment.source, offset: segment.first_offset });
         let names = Names { table: &self.table, groups: &self.groups };
-        let mut publisher = Publisher { out, rollups: self.outputs.rollups, alerts: self.outputs.alerts, hold };
+        let mut publisher = Publisher { out, rollups: self.outputs.rollups, alerts: self.outputs.alerts, funnel_steps: self.funnel_steps, hold };
         for analysis in &mut self.analyses {
             analysis.publish(&publication, &names, &mut publisher);
         }
@@ -364,7 +387,7 @@ impl Processor for Analyzer {
 
     fn on_tick(&mut self, now: UnixNanos, out: &mut Emitter) {
         let names = Names { table: &self.table, groups: &self.groups };
-        let mut publisher = Publisher { out, rollups: self.outputs.rollups, alerts: self.outputs.alerts, hold: None };
+        let mut publisher = Publisher { out, rollups: self.outputs.rollups, alerts: self.outputs.alerts, funnel_steps: self.funnel_steps, hold: None };
         for analysis in &mut self.analyses {
             analysis.tick(now, &names, &mut publisher);
         }
