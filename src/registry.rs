@@ -21,6 +21,8 @@ use tracepipe_assembler::config::AssemblerSpec;
 use tracepipe_assembler::{AssemblerConfig, TraceAssembler};
 use tracepipe_dependencies::config::DependenciesSpec;
 use tracepipe_dependencies::{Dependencies, DependenciesOutputs};
+use tracepipe_funnels::config::FunnelsSpec;
+use tracepipe_funnels::FunnelJoin;
 use tracepipe_gateway::config::GatewaySpec;
 use tracepipe_processor::config::{Problems, Section, SectionConfig};
 use tracepipe_query::config::QuerySpec;
@@ -46,6 +48,7 @@ pub const PROCESSORS: &[ProcessorEntry] = &[
     entry::<AnalyzerSpec>("analyzer"),
     entry::<DependenciesSpec>("dependencies"),
     entry::<SinkSpec>("sink"),
+    entry::<FunnelsSpec>("funnels"),
     entry::<SloEvaluatorSpec>("slo"),
     entry::<QuerySpec>("query"),
 ];
@@ -201,8 +204,28 @@ impl ProcessorSpec for AnalyzerSpec {
             let open = open_alerts(context.topology, &self.alerts, "analyzer").await?;
             let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
             let outputs = AnalyzerOutputs { rollups: settings.bind(&self.output), alerts: settings.bind(&self.alerts) };
-            let analyzer = Analyzer::with_open_alerts(self.config.clone(), outputs, open, unix_now()).with_slos(context.topology.slos.clone());
+            let mut analyzer = Analyzer::with_open_alerts(self.config.clone(), outputs, open, unix_now())
+                .with_slos(context.topology.slos.clone())
+                .with_transactions(context.topology.transactions.clone());
+            if let Some(topic) = &self.funnel_steps {
+                let output = settings.bind(topic);
+                analyzer = analyzer.with_funnels(context.topology.funnels.clone(), output);
+            }
             pipeline(settings, analyzer, context).await
+        })
+    }
+}
+
+impl ProcessorSpec for FunnelsSpec {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
+        Box::pin(async move {
+            let funnels = context.topology.funnels.clone();
+            if funnels.is_empty() {
+                tracing::info!("no funnels are defined under funnels: in topology.yaml; the funnels processor has nothing to join");
+            }
+            let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
+            let output = settings.bind(&self.output);
+            pipeline(settings, FunnelJoin::new(funnels, self.config.clone(), output), context).await
         })
     }
 }
@@ -286,7 +309,13 @@ impl ProcessorSpec for QuerySpec {
             if bearer_token.is_some() {
                 tracing::info!("api requests need the bearer token");
             }
-            let config = tracepipe_query::QueryConfig { bearer_token, adaptive_sampling: self.adaptive_sampling.clone(), slos: context.topology.slos.clone() };
+            let config = tracepipe_query::QueryConfig {
+                bearer_token,
+                adaptive_sampling: self.adaptive_sampling.clone(),
+                slos: context.topology.slos.clone(),
+                transactions: context.topology.transactions.clone(),
+                funnels: context.topology.funnels.clone(),
+            };
             let server = tracepipe_query::serve_on(listener, store, config, context.shutdown.clone());
             let task = tokio::spawn(async move {
                 match server.await {

@@ -37,6 +37,11 @@ struct RawTopology {
     /// Service-level objectives (`tracepipe_analytics::slo`).
     #[serde(default)]
     slos: Option<Value>,
+    /// Business transactions and funnels (`tracepipe_analytics::transactions`).
+    #[serde(default)]
+    transactions: Option<Value>,
+    #[serde(default)]
+    funnels: Option<Value>,
     /// Read by each processor's entry in the registry.
     #[serde(default)]
     processors: BTreeMap<String, Value>,
@@ -80,8 +85,29 @@ pub struct Topology {
     pub storage: StorageSpec,
     /// The SLOs the analyzer counts events for and the SLO evaluator tracks.
     pub slos: std::sync::Arc<[tracepipe_analytics::slo::SloSpec]>,
+    /// The business transactions the analyzer counts.
+    pub transactions: std::sync::Arc<[tracepipe_analytics::transactions::TransactionSpec]>,
+    /// The funnels whose steps the analyzer publishes and the funnels processor joins.
+    pub funnels: std::sync::Arc<[tracepipe_analytics::transactions::FunnelSpec]>,
     /// The configured processors, in the registry's order.
     processors: Vec<(&'static str, Box<dyn ProcessorSpec>)>,
+}
+
+/// Funnel steps reach the funnels processor only through the topic the analyzer publishes them to.
+fn check_funnel_topics(funnels: &[tracepipe_analytics::transactions::FunnelSpec], processors: &[(&'static str, Box<dyn ProcessorSpec>)], problems: &mut Problems) {
+    let find = |name: &str| processors.iter().find(|(n, _)| *n == name).map(|(_, spec)| spec.as_ref() as &dyn Any);
+    let analyzer = find("analyzer").and_then(|spec| spec.downcast_ref::<tracepipe_analyzer::config::AnalyzerSpec>());
+    let joiner = find("funnels").and_then(|spec| spec.downcast_ref::<tracepipe_funnels::config::FunnelsSpec>());
+    if let (false, Some(analyzer)) = (funnels.is_empty(), analyzer) {
+        if analyzer.funnel_steps.is_none() {
+            problems.add("processors.analyzer.funnel_steps", "is required when funnels: are defined: the topic the analyzer publishes funnel steps to (e.g. tracepipe.funnel-steps)");
+        }
+    }
+    if let (Some(analyzer), Some(joiner)) = (analyzer, joiner) {
+        if analyzer.funnel_steps.as_deref() != Some(joiner.input.as_str()) {
+            problems.add("processors.funnels.input", format!("`{}` is not where the analyzer publishes funnel steps (processors.analyzer.funnel_steps: {})", joiner.input, analyzer.funnel_steps.as_deref().unwrap_or("not set")));
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +247,9 @@ impl Topology {
             }
         }
 
+        let transactions: std::sync::Arc<[_]> = tracepipe_analytics::transactions::validate_transactions("transactions", raw.transactions, &mut problems).into();
+        let funnels: std::sync::Arc<[_]> = tracepipe_analytics::transactions::validate_funnels("funnels", raw.funnels, &mut problems).into();
+
         let mut processors = Vec::new();
         for (name, section) in raw.processors {
             let path = format!("processors.{name}");
@@ -237,9 +266,10 @@ impl Topology {
             }
         }
         processors.sort_by_key(|(name, _)| PROCESSORS.iter().position(|entry| entry.name == *name));
+        check_funnel_topics(&funnels, &processors, &mut problems);
 
         if problems.is_empty() {
-            Ok(Topology { kafka, admin_listen, topics, storage, slos, processors })
+            Ok(Topology { kafka, admin_listen, topics, storage, slos, transactions, funnels, processors })
         } else {
             Err(problems)
         }
