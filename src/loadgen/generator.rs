@@ -9,7 +9,37 @@ use serde::{Deserialize, Serialize};
 use tracepipe_schemas::attributes;
 use tracepipe_schemas::otlp_trace::{span, Span, Status};
 
-use super::scenario::{Call, Latency, Operation, Scenario, Via};
+use super::scenario::{BusinessAttribute, Call, Latency, Operation, Scenario, Via};
+
+/// A business attribute's values as generated, per (service, operation, key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BusinessTruth {
+    pub service: String,
+    pub operation: String,
+    pub key: String,
+    /// Spans that carried it.
+    pub count: u64,
+    /// Of a numeric attribute.
+    pub sum: f64,
+    /// Spans per value, of one given by `values`.
+    pub values: std::collections::BTreeMap<String, u64>,
+}
+
+/// How far a scenario's journey went: `reached[k]` journeys generated their step k.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JourneyTruth {
+    pub name: String,
+    pub correlation: String,
+    pub reached: Vec<u64>,
+}
+
+/// A journey's next step, waiting for its time.
+#[derive(Debug, Clone)]
+struct PendingStep {
+    journey: usize,
+    step: usize,
+    correlation: String,
+}
 
 /// A service-to-service edge as the ground truth records it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -38,6 +68,16 @@ pub struct TraceGenerator {
     pub edges: BTreeSet<Edge>,
     /// Calls made over each edge.
     pub edge_calls: std::collections::BTreeMap<Edge, u64>,
+    /// Business attributes and journeys draw from a generator of their own, so a scenario that
+    /// gains some keeps its traces' other draws.
+    business_rng: SmallRng,
+    /// Journey steps due, by (due time, sequence).
+    pending: std::collections::BTreeMap<(u64, u64), PendingStep>,
+    pending_sequence: u64,
+    /// The correlation attribute the trace being generated carries on its root.
+    correlation: Option<(String, String)>,
+    pub business: std::collections::BTreeMap<(String, String, String), BusinessTruth>,
+    pub journeys: Vec<JourneyTruth>,
 }
 
 const MS: f64 = 1_000_000.0;
@@ -57,7 +97,22 @@ impl TraceGenerator {
     pub fn new(scenario: Scenario) -> Self {
         let services = scenario.services.keys().cloned().collect();
         let entry_weights = scenario.entrypoints.iter().map(|e| e.weight.max(0.0)).collect();
-        TraceGenerator { rng: SmallRng::seed_from_u64(scenario.seed), scenario, services, entry_weights, elapsed_s: 0.0, edges: BTreeSet::new(), edge_calls: Default::default() }
+        let journeys = scenario.journeys.iter().map(|j| JourneyTruth { name: j.name.clone(), correlation: j.correlation.clone(), reached: vec![0; j.steps.len()] }).collect();
+        TraceGenerator {
+            rng: SmallRng::seed_from_u64(scenario.seed),
+            business_rng: SmallRng::seed_from_u64(scenario.seed ^ 0x6275_7369_6e65_7373),
+            scenario,
+            services,
+            entry_weights,
+            elapsed_s: 0.0,
+            edges: BTreeSet::new(),
+            edge_calls: Default::default(),
+            pending: Default::default(),
+            pending_sequence: 0,
+            correlation: None,
+            business: Default::default(),
+            journeys,
+        }
     }
 
     pub fn services(&self) -> &[String] {
@@ -88,6 +143,14 @@ impl TraceGenerator {
     /// Generates one trace whose root starts at `start` (Unix nanos), `elapsed_s` into the run.
     pub fn generate(&mut self, start: u64, elapsed_s: f64) -> GeneratedTrace {
         self.elapsed_s = elapsed_s;
+        if let Some(entry) = self.pending.first_entry().filter(|e| e.key().0 <= start) {
+            let PendingStep { journey, step, correlation } = entry.remove();
+            let (service, operation) = {
+                let s = &self.scenario.journeys[journey].steps[step];
+                (s.service.clone(), s.operation.clone())
+            };
+            return self.journey_step(journey, step, correlation, &service, &operation, start);
+        }
         let total: f64 = self.entry_weights.iter().sum();
         let mut pick = self.rng.random::<f64>() * total;
         let mut entry = 0;
@@ -99,10 +162,66 @@ impl TraceGenerator {
             pick -= w;
         }
         let entrypoint = self.scenario.entrypoints[entry].clone();
+        let begins = self.scenario.journeys.iter().position(|j| j.steps[0].service == entrypoint.service && j.steps[0].operation == entrypoint.operation);
+        if let Some(journey) = begins {
+            let correlation = format!("{:016x}", self.business_rng.random::<u64>());
+            return self.journey_step(journey, 0, correlation, &entrypoint.service, &entrypoint.operation, start);
+        }
+        self.root_trace(&entrypoint.service, &entrypoint.operation, start)
+    }
+
+    fn root_trace(&mut self, service: &str, operation: &str, start: u64) -> GeneratedTrace {
         let trace_id = self.id::<16>();
         let mut trace = GeneratedTrace { trace_id, spans: Vec::new(), root_cause: None };
-        self.operation_span(&mut trace, &entrypoint.service, &entrypoint.operation, None, span::SpanKind::Server, start, None);
+        self.operation_span(&mut trace, service, operation, None, span::SpanKind::Server, start, None);
+        self.correlation = None;
         trace
+    }
+
+    /// Step `step` of a journey, carrying its correlation value; schedules the next one.
+    fn journey_step(&mut self, journey: usize, step: usize, correlation: String, service: &str, operation: &str, start: u64) -> GeneratedTrace {
+        self.journeys[journey].reached[step] += 1;
+        self.correlation = Some((self.scenario.journeys[journey].correlation.clone(), correlation.clone()));
+        if let Some(next) = self.scenario.journeys[journey].steps.get(step + 1) {
+            if self.business_rng.random::<f64>() < next.probability {
+                let delay_ms = self.business_rng.random_range(next.delay_ms[0]..=next.delay_ms[1]);
+                let due = start + (delay_ms * MS) as u64;
+                self.pending_sequence += 1;
+                self.pending.insert((due, self.pending_sequence), PendingStep { journey, step: step + 1, correlation });
+            }
+        }
+        self.root_trace(service, operation, start)
+    }
+
+    /// A business attribute's value, counted in the ground truth.
+    fn business_attribute(&mut self, service: &str, operation: &str, attribute: &BusinessAttribute) -> tracepipe_schemas::otlp_common::KeyValue {
+        let truth = self.business.entry((service.to_string(), operation.to_string(), attribute.key.clone())).or_insert_with(|| BusinessTruth {
+            service: service.to_string(),
+            operation: operation.to_string(),
+            key: attribute.key.clone(),
+            ..Default::default()
+        });
+        truth.count += 1;
+        if let (Some(min), Some(max)) = (attribute.min, attribute.max) {
+            let scale = 10f64.powi(attribute.decimals as i32);
+            let value = (self.business_rng.random_range(min..=max) * scale).round() / scale;
+            truth.sum += value;
+            return attributes::double(attribute.key.clone(), value);
+        }
+        let total: f64 = if attribute.weights.is_empty() { attribute.values.len() as f64 } else { attribute.weights.iter().sum() };
+        let mut pick = self.business_rng.random::<f64>() * total;
+        let mut chosen = attribute.values.len() - 1;
+        for index in 0..attribute.values.len() {
+            let weight = attribute.weights.get(index).copied().unwrap_or(1.0);
+            if pick < weight {
+                chosen = index;
+                break;
+            }
+            pick -= weight;
+        }
+        let value = attribute.values[chosen].clone();
+        *truth.values.entry(value.clone()).or_default() += 1;
+        attributes::string(attribute.key.clone(), value)
     }
 
     fn fault(&self, service: &str, operation: &str) -> (f64, f64) {
@@ -167,6 +286,15 @@ impl TraceGenerator {
         } else {
             s.attributes.push(attributes::string("messaging.system", "kafka"));
             s.attributes.push(attributes::string("messaging.operation.type", "process"));
+        }
+        for attribute in &operation.attributes {
+            let value = self.business_attribute(service, operation_name, attribute);
+            s.attributes.push(value);
+        }
+        if parent.is_none() {
+            if let Some((key, value)) = &self.correlation {
+                s.attributes.push(attributes::string(key.clone(), value.clone()));
+            }
         }
         if let Some(link) = link_to {
             s.links.push(span::Link { trace_id: trace.trace_id.to_vec(), span_id: link.to_vec(), ..Default::default() });

@@ -24,7 +24,7 @@ use tracepipe_schemas::otlp_trace::{ResourceSpans, ScopeSpans, Span};
 use tracepipe_schemas::v1::AssembledTrace;
 use tracepipe_schemas::{attributes, jaeger, otlp_json, zipkin, Encoding, ExportTraceServiceRequest};
 
-pub use generator::{Edge, GeneratedTrace, TraceGenerator};
+pub use generator::{BusinessTruth, Edge, GeneratedTrace, JourneyTruth, TraceGenerator};
 pub use scenario::Scenario;
 
 /// What the run really generated, written as JSON.
@@ -54,6 +54,12 @@ pub struct GroundTruth {
     /// Calls made over each edge.
     #[serde(default)]
     pub edge_calls: Vec<EdgeCalls>,
+    /// Business attributes generated, per (service, operation, key).
+    #[serde(default)]
+    pub business: Vec<BusinessTruth>,
+    /// How far each journey across traces went.
+    #[serde(default)]
+    pub journeys: Vec<JourneyTruth>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,6 +304,8 @@ pub fn run(scenario: Scenario, options: LoadgenOptions, shutdown: &CancellationT
         .map(|((service, operation), (spans, errors))| OperationTruth { service: services[service].clone(), operation, spans, errors })
         .collect();
     truth.entries = entries.into_iter().map(|((service, operation), spans)| OperationTruth { service: services[service].clone(), operation, spans, errors: 0 }).collect();
+    truth.business = generator.business.values().cloned().collect();
+    truth.journeys = generator.journeys.clone();
     truth.edge_calls = generator.edge_calls.iter().map(|(e, calls)| EdgeCalls { client: e.client.clone(), server: e.server.clone(), kind: e.kind.clone(), calls: *calls }).collect();
     if let Some(path) = &options.truth {
         std::fs::write(path, serde_json::to_vec_pretty(&truth)?).with_context(|| format!("write {}", path.display()))?;

@@ -27,6 +27,9 @@ pub struct Scenario {
     pub services: BTreeMap<String, Service>,
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// Journeys across traces: a correlation value carried from one entry's trace to the next.
+    #[serde(default)]
+    pub journeys: Vec<Journey>,
 }
 
 fn default_seed() -> u64 {
@@ -72,6 +75,54 @@ pub struct Operation {
     pub error_rate: f64,
     #[serde(default)]
     pub calls: Vec<Call>,
+    /// Business attributes set on the operation's span.
+    #[serde(default)]
+    pub attributes: Vec<BusinessAttribute>,
+}
+
+/// A business attribute of a span: a number drawn uniformly from `min`..`max` (with `decimals`),
+/// or one of `values` (weighted by `weights`, equal without).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessAttribute {
+    pub key: String,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub decimals: u32,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(default)]
+    pub weights: Vec<f64>,
+}
+
+/// A journey across separate traces: when its first step's entrypoint is picked, the trace gets a
+/// new value of `correlation` on its root span; each later step follows as a trace of its own
+/// (with `probability`, after a delay within `delay_ms`), carrying the same value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journey {
+    pub name: String,
+    pub correlation: String,
+    pub steps: Vec<JourneyStep>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyStep {
+    pub service: String,
+    pub operation: String,
+    #[serde(default = "default_weight")]
+    pub probability: f64,
+    /// Delay after the step before, in milliseconds: [min, max].
+    #[serde(default = "default_delay_ms")]
+    pub delay_ms: [f64; 2],
+}
+
+fn default_delay_ms() -> [f64; 2] {
+    [100.0, 1000.0]
 }
 
 /// A log-normal distribution given by its median and 99th percentile, in milliseconds.
@@ -219,6 +270,47 @@ impl Scenario {
                 problems.push(format!("faults[{i}]: no operation `{}` in service `{}`", fault.operation, fault.service));
             }
             check_rate(&format!("faults[{i}].error_rate"), fault.error_rate, &mut problems);
+        }
+        for (service_name, service) in &self.services {
+            for (operation_name, operation) in &service.operations {
+                for (i, attribute) in operation.attributes.iter().enumerate() {
+                    let at = format!("services.{service_name}.operations.{operation_name}.attributes[{i}]");
+                    let numeric = attribute.min.is_some() || attribute.max.is_some();
+                    match (numeric, attribute.values.is_empty()) {
+                        (true, true) => {
+                            if !matches!((attribute.min, attribute.max), (Some(min), Some(max)) if min <= max && min.is_finite() && max.is_finite()) {
+                                problems.push(format!("{at}: needs min <= max"));
+                            }
+                        }
+                        (false, false) => {
+                            if !attribute.weights.is_empty() && attribute.weights.len() != attribute.values.len() {
+                                problems.push(format!("{at}.weights: one per value"));
+                            }
+                        }
+                        _ => problems.push(format!("{at}: give min and max, or values")),
+                    }
+                }
+            }
+        }
+        for (j, journey) in self.journeys.iter().enumerate() {
+            if journey.steps.len() < 2 {
+                problems.push(format!("journeys[{j}].steps: at least two"));
+            }
+            for (i, step) in journey.steps.iter().enumerate() {
+                let at = format!("journeys[{j}].steps[{i}]");
+                if !operation_exists(&step.service, &step.operation) {
+                    problems.push(format!("{at}: no operation `{}` in service `{}`", step.operation, step.service));
+                }
+                check_rate(&format!("{at}.probability"), step.probability, &mut problems);
+                if !(step.delay_ms[0] > 0.0 && step.delay_ms[0] <= step.delay_ms[1]) {
+                    problems.push(format!("{at}.delay_ms: needs 0 < min <= max"));
+                }
+            }
+            if let Some(first) = journey.steps.first() {
+                if !self.entrypoints.iter().any(|e| e.service == first.service && e.operation == first.operation) {
+                    problems.push(format!("journeys[{j}].steps[0]: must be an entrypoint"));
+                }
+            }
         }
         if let Some(cycle) = self.find_cycle() {
             problems.push(format!("the call graph has a cycle through {cycle}"));
