@@ -21,6 +21,8 @@ const TRACES: usize = 400;
 
 struct Server {
     port: u16,
+    /// When the stored traces begin: [`stored::generated`] draws the same ones again.
+    start: u64,
     url: StoreUrl,
     ids: Vec<[u8; 16]>,
     shutdown: CancellationToken,
@@ -44,9 +46,12 @@ fn server(token: Option<&str>) -> Server {
     // The generator is seeded by the start time; of the starts a millisecond apart, the first
     // whose traces include failures, so that every view has something to show.
     let start = now_ns() - 60_000_000_000;
-    let (mut records, ids) = (0..100)
-        .map(|k| stored::records(SMALL, TRACES, start - k * 1_000_000))
-        .find(|(records, _)| records.iter().any(|(input, payload)| *input == 2 && matches!(serde_json::from_slice(payload), Ok(tracepipe_schemas::analytics::Rollup::ErrorGroup(_)))))
+    let (start, mut records, ids) = (0..100)
+        .map(|k| {
+            let (records, ids) = stored::records(SMALL, TRACES, start - k * 1_000_000);
+            (start - k * 1_000_000, records, ids)
+        })
+        .find(|(_, records, _)| records.iter().any(|(input, payload)| *input == 2 && matches!(serde_json::from_slice(payload), Ok(tracepipe_schemas::analytics::Rollup::ErrorGroup(_)))))
         .expect("a start whose traces include failures");
     records.push((3, error_spike(&ids[..3])));
     let mut sink = stored::sink(&url, SinkConfig::default());
@@ -57,9 +62,10 @@ fn server(token: Option<&str>) -> Server {
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let port = listener.local_addr().unwrap().port();
     let _guard = runtime.enter();
-    let config = tracepipe_query::QueryConfig { bearer_token: token.map(str::to_string), slos: stored::slos(), ..Default::default() };
+    let (transactions, funnels) = stored::transactions_and_funnels();
+    let config = tracepipe_query::QueryConfig { bearer_token: token.map(str::to_string), slos: stored::slos(), transactions, funnels, ..Default::default() };
     tracepipe_query::serve_on(listener, store, config, shutdown.clone());
-    Server { port, url, ids, shutdown, _runtime: runtime, _dir: dir }
+    Server { port, start, url, ids, shutdown, _runtime: runtime, _dir: dir }
 }
 
 /// A firing error-spike alert whose exemplars are `traces`.
@@ -301,10 +307,11 @@ fn chromium() -> PathBuf {
 /// Loads `url` in headless Chromium, lets its scripts and requests run, and returns the DOM.
 fn chromium_dom(url: &str, screenshot: Option<&PathBuf>) -> String {
     let mut command = Command::new(chromium());
-    command.args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1400,1000", "--virtual-time-budget=15000"]);
+    command.args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage", "--hide-scrollbars", "--virtual-time-budget=15000"]);
+    // Screenshots tall enough for the longest view (transactions, then funnels).
     match screenshot {
-        Some(path) => command.arg(format!("--screenshot={}", path.display())),
-        None => command.arg("--dump-dom"),
+        Some(path) => command.args([format!("--screenshot={}", path.display()), "--window-size=1400,1700".to_string()]),
+        None => command.args(["--dump-dom", "--window-size=1400,1000"]),
     };
     let out = command.arg(url).output().unwrap();
     assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -486,10 +493,12 @@ fn service_health_and_slos_match_the_stored_traces_and_show_in_chromium() {
     bad(server.port, "/api/v1/slos/nonexistent", 404, "no SLO named 'nonexistent'");
     bad(server.port, "/api/v1/slos?points=0", 400, "points");
 
-    // The overview: the frontend's requests are its server spans, which the SLOs' roots are.
+    // The overview: the frontend's requests are its server spans, every one a root.
     let services = ok(server.port, "/api/v1/services");
     let frontend = services.as_array().unwrap().iter().find(|s| s["service"] == "frontend").expect("the frontend in the overview").clone();
-    assert_eq!(frontend["requests"].as_i64(), Some(checkouts + products), "{frontend}");
+    let (carts, _, _, _) = root_truth(&server.url, "POST /cart", 0);
+    let (tracking, _, _, _) = root_truth(&server.url, "GET /orders/status", 0);
+    assert_eq!(frontend["requests"].as_i64(), Some(checkouts + products + carts + tracking), "{frontend}");
     assert_eq!(frontend["apdex_threshold_ms"], 500);
     let worst = slos.iter().map(|s| s["status"].as_str().unwrap()).max_by_key(|s| ["healthy", "degraded", "failing"].iter().position(|x| x == s)).unwrap();
     assert_eq!(frontend["status"], worst);
@@ -527,5 +536,118 @@ fn service_health_and_slos_match_the_stored_traces_and_show_in_chromium() {
     assert!(text.contains(&format!("{failed_free} good of {checkouts} events")), "{text}");
     assert!(text.contains(&format!("error budget left {:.1}%", expected * 100.0)), "{text}");
     assert!(text.contains("page 1h and 5m 14.4×"), "the alerting windows: {text}");
+    eprintln!("screenshots: {}", artefacts.display());
+}
+
+/// `value` as Chromium's `toLocaleString` writes it in English: thousands separated by commas.
+fn grouped(value: f64, decimals: usize) -> String {
+    let text = format!("{value:.decimals$}");
+    let (whole, fraction) = text.split_once('.').map_or((text.as_str(), None), |(w, f)| (w, Some(f)));
+    let mut out = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    fraction.map_or(out.clone(), |f| format!("{out}.{f}"))
+}
+
+#[test]
+fn transactions_and_funnels_match_the_generated_traces_and_show_in_chromium() {
+    use tracepipe_schemas::otlp_trace::span::SpanKind;
+    let server = server(None);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let artefacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&artefacts).unwrap();
+
+    // The ground truth: the same traces, drawn again, and what their generator recorded.
+    let (traces, generator) = stored::generated(SMALL, TRACES, server.start);
+    let spans_of = |service: &str, operation: &str, kind: SpanKind| -> Vec<(usize, &tracepipe_schemas::otlp_trace::Span)> {
+        traces
+            .iter()
+            .enumerate()
+            .flat_map(|(t, trace)| trace.spans.iter().map(move |(s, span)| (t, *s, span)))
+            .filter(|(_, s, span)| generator.services()[*s] == service && span.name == operation && span.kind == kind as i32)
+            .map(|(t, _, span)| (t, span))
+            .collect()
+    };
+    let failed = |span: &tracepipe_schemas::otlp_trace::Span| span.status.as_ref().is_some_and(|s| s.code == 2);
+    let duration_ms = |span: &tracepipe_schemas::otlp_trace::Span| (span.end_time_unix_nano - span.start_time_unix_nano) as f64 / 1e6;
+    let entries = spans_of("frontend", "GET /checkout", SpanKind::Server);
+    let charges = spans_of("checkout", "POST", SpanKind::Client);
+    let shipped = spans_of("shipping", "order-placed", SpanKind::Consumer);
+    let business = |service: &str, operation: &str, key: &str| generator.business[&(service.to_string(), operation.to_string(), key.to_string())].clone();
+    let amounts = business("checkout", "POST /orders", "order.amount");
+    let methods = business("checkout", "POST /orders", "payment.method");
+    let types = business("frontend", "GET /checkout", "order.type");
+
+    let body = {
+        let (status, body) = json(server.port, "/api/v1/transactions?window=24h");
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let checkout = body["data"].as_array().unwrap().iter().find(|t| t["name"] == "checkout").expect("the checkout transaction").clone();
+    let count = entries.len() as u64;
+    assert!(count > 50, "{count} checkouts");
+    assert_eq!(checkout["count"].as_u64(), Some(count), "{checkout}");
+    assert_eq!(checkout["errors"].as_u64(), Some(entries.iter().filter(|(_, s)| failed(s)).count() as u64));
+    // Every checkout places an order and ships it; those paid by voucher reach no card provider.
+    let charged: BTreeSet<usize> = charges.iter().map(|(t, _)| *t).collect();
+    assert!(charged.len() < entries.len(), "some checkouts skip the card provider");
+    assert_eq!(checkout["complete"].as_u64(), Some(charged.len() as u64), "complete = every step present");
+    assert!((checkout["coverage"].as_f64().unwrap() - charged.len() as f64 / count as f64).abs() < 1e-12);
+    let mean_ms = entries.iter().map(|(_, s)| duration_ms(s)).sum::<f64>() / count as f64;
+    assert!((checkout["avg_ms"].as_f64().unwrap() - mean_ms).abs() < 1e-6, "{checkout}");
+    let amount = &checkout["metrics"][0];
+    assert_eq!((amount["name"].as_str(), amount["count"].as_u64()), (Some("order-amount"), Some(amounts.count)));
+    assert!((amount["sum"].as_f64().unwrap() - amounts.sum).abs() < 1e-6 * amounts.sum, "{amount} vs {}", amounts.sum);
+    let by_method: std::collections::BTreeMap<String, u64> =
+        checkout["counts_by"][0]["values"].as_array().unwrap().iter().map(|v| (v["value"].as_str().unwrap().to_string(), v["count"].as_u64().unwrap())).collect();
+    assert_eq!(by_method, methods.values, "counts by payment.method");
+    let by_type: std::collections::BTreeMap<String, u64> = checkout["splits"].as_array().unwrap().iter().map(|v| (v["value"].as_str().unwrap().to_string(), v["count"].as_u64().unwrap())).collect();
+    assert_eq!(by_type, types.values, "split by order.type");
+    let steps = checkout["steps"].as_array().unwrap();
+    for (step, spans) in [(&steps[1], &charges), (&steps[2], &shipped)] {
+        assert_eq!(step["count"].as_u64(), Some(spans.len() as u64), "{step}");
+        assert_eq!(step["errors"].as_u64(), Some(spans.iter().filter(|(_, s)| failed(s)).count() as u64), "{step}");
+        let mean = spans.iter().map(|(_, s)| duration_ms(s)).sum::<f64>() / spans.len() as f64;
+        assert!((step["avg_ms"].as_f64().unwrap() - mean).abs() < 1e-6, "{step}: mean {mean}");
+    }
+
+    // The funnel: every journey the generator began closed (the clock moved on an hour).
+    let journey = &generator.journeys[0];
+    let funnel = &body["funnels"][0];
+    assert_eq!(funnel["name"], "purchase");
+    assert_eq!(funnel["journeys"].as_u64(), Some(journey.reached[0]), "{funnel}");
+    assert!(journey.reached[2] > 0 && journey.reached[1] < journey.reached[0], "{journey:?}");
+    for (k, reached) in journey.reached.iter().enumerate() {
+        let step = &funnel["steps"][k];
+        assert_eq!(step["reached"].as_u64(), Some(*reached), "{step}");
+        assert!((step["conversion"].as_f64().unwrap() - *reached as f64 / journey.reached[0] as f64).abs() < 1e-12);
+    }
+    assert_eq!(funnel["complete"].as_u64(), Some(journey.reached[2]));
+    bad(server.port, "/api/v1/transactions?window=0s", 400, "window");
+
+    // What a person sees.
+    let url = format!("{base}/#/transactions");
+    let dom = chromium_dom(&url, None);
+    assert!(dom.contains(r#"data-ready="transactions""#), "#/transactions rendered: {dom}");
+    chromium_dom(&url, Some(&artefacts.join("transactions.png")));
+    let text = visible_text(&dom);
+    for wrong in ["[object", "undefined", "NaN", "Could not load"] {
+        assert!(!text.contains(wrong), "#/transactions shows `{wrong}`: {text}");
+    }
+    assert_eq!(dom.matches(r#"class="card transaction""#).count(), 2, "{text}");
+    let coverage = format!("traced end to end {:.1}% {} of {} with every step", charged.len() as f64 * 100.0 / count as f64, charged.len(), count);
+    assert!(text.contains(&coverage), "`{coverage}` in {text}");
+    let sum = format!("order-amount order.amount {} {}", amounts.count, grouped(amounts.sum, 2));
+    assert!(text.contains(&sum), "`{sum}` in {text}");
+    for (method, n) in &methods.values {
+        assert!(text.contains(&format!("{method} {n} ")), "payment method {method}: {text}");
+    }
+    let track = format!("3. track-order {} {:.1}%", journey.reached[2], journey.reached[2] as f64 * 100.0 / journey.reached[0] as f64);
+    assert!(text.contains(&track), "`{track}` in {text}");
+    assert!(text.contains(&format!("{} journeys closed, {} through every step", journey.reached[0], journey.reached[2])), "{text}");
     eprintln!("screenshots: {}", artefacts.display());
 }

@@ -29,19 +29,49 @@ pub fn slos() -> std::sync::Arc<[tracepipe_analytics::slo::SloSpec]> {
     slos.into()
 }
 
+/// topology.yaml's business transactions and funnels, which the demo shop's scenario feeds.
+pub fn transactions_and_funnels() -> (std::sync::Arc<[tracepipe_analytics::transactions::TransactionSpec]>, std::sync::Arc<[tracepipe_analytics::transactions::FunnelSpec]>) {
+    let topology: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(super::repo_path("topology.yaml")).unwrap()).unwrap();
+    let mut problems = tracepipe_processor::config::Problems::default();
+    let transactions = tracepipe_analytics::transactions::validate_transactions("transactions", topology.get("transactions").cloned(), &mut problems);
+    let funnels = tracepipe_analytics::transactions::validate_funnels("funnels", topology.get("funnels").cloned(), &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(!transactions.is_empty() && !funnels.is_empty());
+    (transactions.into(), funnels.into())
+}
+
+/// The generator [`records`] draws its traces from for `start_ns`: other times, other traces.
+pub fn generator(scenario: &str, start_ns: u64) -> TraceGenerator {
+    let mut scenario = Scenario::from_yaml(scenario).unwrap();
+    scenario.seed ^= start_ns;
+    TraceGenerator::new(scenario)
+}
+
+/// The `traces` traces [`records`] generates for `start_ns`, and the generator's ground truth after them.
+pub fn generated(scenario: &str, traces: usize, start_ns: u64) -> (Vec<tracepipe::loadgen::GeneratedTrace>, TraceGenerator) {
+    let mut generator = generator(scenario, start_ns);
+    let traces = (0..traces).map(|i| generator.generate(start_ns + i as u64 * 20_000_000, i as f64 * 0.02)).collect();
+    (traces, generator)
+}
+
 /// One record for the sink: (input index, payload).
 pub type SinkRecord = (u16, Vec<u8>);
 
 /// `traces` generated traces of `scenario` (the same ones for the same start) starting at `start_ns`, 20 ms apart, as the sink's
 /// input records: every trace (sampled by rule `test`), then the rollups and edge windows the
-/// analyzer and the dependencies processor made of them, then one alert that fired and resolved.
+/// analyzer, the funnels processor and the dependencies processor made of them (the funnels'
+/// journeys closed by the clock an hour on), then one alert that fired and resolved.
 pub fn records(scenario: &str, traces: usize, start_ns: u64) -> (Vec<SinkRecord>, Vec<[u8; 16]>) {
-    let mut scenario = Scenario::from_yaml(scenario).unwrap();
-    // Other times, other traces (the generator is seeded).
-    scenario.seed ^= start_ns;
-    let mut generator = TraceGenerator::new(scenario);
+    let mut generator = generator(scenario, start_ns);
     let encoder = MessageEncoder::new(Encoding::OtlpProto, generator.scenario(), generator.services());
-    let mut analyzer = Analyzer::new(AnalyzerConfig::default(), AnalyzerOutputs { rollups: OutputId(0), alerts: OutputId(1) }).with_slos(slos());
+    let (transactions, funnels) = transactions_and_funnels();
+    let funnel_steps = OutputId(2);
+    let mut analyzer = Analyzer::new(AnalyzerConfig::default(), AnalyzerOutputs { rollups: OutputId(0), alerts: OutputId(1) })
+        .with_slos(slos())
+        .with_transactions(transactions)
+        .with_funnels(funnels.clone(), funnel_steps);
+    let mut join = tracepipe_funnels::FunnelJoin::new(funnels, tracepipe_funnels::FunnelsConfig::default(), OutputId(0));
+    let mut journeys_out = Emitter::default();
     let mut dependencies = Dependencies::new(DependenciesConfig::default(), DependenciesOutputs { edges: OutputId(0), alerts: OutputId(1) });
     let mut out = Emitter::default();
     let mut records = Vec::new();
@@ -60,10 +90,19 @@ pub fn records(scenario: &str, traces: usize, start_ns: u64) -> (Vec<SinkRecord>
         ids.push(trace.trace_id);
     }
     analyzer.drain(now, &mut out);
+    let steps: Vec<Vec<u8>> = out.records().filter(|(output, _, _)| *output == funnel_steps).map(|(_, _, value)| value.to_vec()).collect();
+    for (offset, payload) in steps.iter().enumerate() {
+        let input = InputRecord { source: SourcePartition { input: 0, partition: 0 }, topic: "tracepipe.funnel-steps", offset: offset as i64, key: None, payload, timestamp_ms: None };
+        join.on_input(&input, now, &mut journeys_out).unwrap();
+    }
+    join.on_tick(now + 3_600_000_000_000, &mut journeys_out);
     let mut edges_out = Emitter::default();
     dependencies.drain(now, &mut edges_out);
-    for (output, _, value) in out.records() {
+    for (output, _, value) in out.records().filter(|(output, _, _)| *output != funnel_steps) {
         records.push((if output == OutputId(0) { 2 } else { 3 }, value.to_vec()));
+    }
+    for (_, _, value) in journeys_out.records() {
+        records.push((2, value.to_vec()));
     }
     for (output, _, value) in edges_out.records() {
         records.push((if output == OutputId(0) { 1 } else { 3 }, value.to_vec()));

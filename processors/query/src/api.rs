@@ -30,6 +30,8 @@ pub struct ApiState {
     pub store: Arc<Mutex<Store>>,
     pub sampling: Arc<AdaptiveSampling>,
     pub slos: Arc<[tracepipe_analytics::slo::SloSpec]>,
+    pub transactions: Arc<[tracepipe_analytics::transactions::TransactionSpec]>,
+    pub funnels: Arc<[tracepipe_analytics::transactions::FunnelSpec]>,
 }
 
 pub struct ApiError {

@@ -1,5 +1,6 @@
-//! `/api/v1/slos` and `/api/v1/services`: SLO status, budgets, burn rates and burn-down, and each
-//! service's health, computed from the store by the same code the SLO evaluator runs.
+//! `/api/v1/slos`, `/api/v1/services` and `/api/v1/transactions`: SLO status, budgets, burn rates
+//! and burn-down, each service's health, and business transactions and funnels, computed from the
+//! store by the same code the SLO evaluator runs.
 
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ const BURN_DOWN_POINTS: i64 = 96;
 const MAX_BURN_DOWN_POINTS: i64 = 2_000;
 /// The span of the latest stored windows a service's figures cover unless `window` says.
 const SERVICE_WINDOW_US: i64 = 5 * 60 * 1_000_000;
+/// The span of the latest stored windows transactions and funnels cover unless `window` says.
+const TRANSACTION_WINDOW_US: i64 = 60 * 60 * 1_000_000;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -144,6 +147,26 @@ pub async fn services(State(state): State<ApiState>, Query(pairs): Query<Vec<(St
     .await?;
     let services = serde_json::to_value(&overview.services).unwrap_or_default();
     let mut body = envelope(services);
+    body.0["from_unix_ms"] = json!(overview.from_unix_ms);
+    body.0["to_unix_ms"] = json!(overview.to_unix_ms);
+    Ok(body)
+}
+
+/// Every business transaction and funnel of topology.yaml over the latest `window` (1 hour) of
+/// stored windows: volume, failures, latency, coverage, value metrics, counts by value, splits,
+/// steps; each funnel's journeys, conversion per step and time between steps.
+pub async fn transactions(State(state): State<ApiState>, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult {
+    let params = Params::new(pairs);
+    let window_us = params.duration_us("window")?.unwrap_or(TRANSACTION_WINDOW_US);
+    if window_us <= 0 {
+        return Err(BadParameter(format!("parameter 'window' must be longer than zero, got {window_us} µs")).into());
+    }
+    let over = Duration::from_micros(window_us as u64);
+    let (transactions, funnels) = (state.transactions.clone(), state.funnels.clone());
+    let now = now_ms();
+    let overview = read(&state, move |store| tracepipe_health::transactions::overview(store, &transactions, &funnels, now, over)).await?;
+    let mut body = envelope(serde_json::to_value(&overview.transactions).unwrap_or_default());
+    body.0["funnels"] = serde_json::to_value(&overview.funnels).unwrap_or_default();
     body.0["from_unix_ms"] = json!(overview.from_unix_ms);
     body.0["to_unix_ms"] = json!(overview.to_unix_ms);
     Ok(body)

@@ -33,17 +33,20 @@ pub struct QueryConfig {
     pub adaptive_sampling: sampling::AdaptiveSampling,
     /// The SLOs of topology.yaml, whose status `/api/v1/slos` and `/api/v1/services` report.
     pub slos: Arc<[tracepipe_analytics::slo::SloSpec]>,
+    /// The business transactions and funnels of topology.yaml, for `/api/v1/transactions`.
+    pub transactions: Arc<[tracepipe_analytics::transactions::TransactionSpec]>,
+    pub funnels: Arc<[tracepipe_analytics::transactions::FunnelSpec]>,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { bearer_token: None, adaptive_sampling: Default::default(), slos: Arc::from(Vec::new()) }
+        QueryConfig { bearer_token: None, adaptive_sampling: Default::default(), slos: Arc::from(Vec::new()), transactions: Arc::from(Vec::new()), funnels: Arc::from(Vec::new()) }
     }
 }
 
 /// The whole HTTP surface over `store`.
 pub fn router(store: Store, config: QueryConfig) -> Router {
-    let state = api::ApiState { store: Arc::new(Mutex::new(store)), sampling: Arc::new(config.adaptive_sampling), slos: config.slos };
+    let state = api::ApiState { store: Arc::new(Mutex::new(store)), sampling: Arc::new(config.adaptive_sampling), slos: config.slos, transactions: config.transactions, funnels: config.funnels };
     let bearer_token = config.bearer_token;
     let api = Router::new()
         .route("/api/services", get(api::services))
@@ -62,6 +65,7 @@ pub fn router(store: Store, config: QueryConfig) -> Router {
         .route("/api/v1/slos", get(health::slos))
         .route("/api/v1/slos/{name}", get(health::slo))
         .route("/api/v1/services", get(health::services))
+        .route("/api/v1/transactions", get(health::transactions))
         .route("/api/{*rest}", get(api::not_found))
         .with_state(state)
         .layer(middleware::from_fn_with_state(Arc::new(bearer_token), require_token));

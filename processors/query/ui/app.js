@@ -1,5 +1,5 @@
 // tracepipe's UI: plain JavaScript over the query API, one view per hash route
-// (#/search, #/trace/ID, #/services, #/slos, #/map, #/alerts, #/bottlenecks, #/errors).
+// (#/search, #/trace/ID, #/services, #/slos, #/transactions, #/map, #/alerts, #/bottlenecks, #/errors).
 "use strict";
 
 const view = document.getElementById("view");
@@ -19,19 +19,22 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
-async function api(path) {
+// The whole response body, for the endpoints that answer more than `data`.
+async function apiBody(path) {
   const headers = {};
   const token = localStorage.getItem("tracepipe.token");
   if (token) headers.Authorization = "Bearer " + token;
   const response = await fetch(path, { headers });
   if (response.status === 401) {
     const entered = prompt("This tracepipe requires a bearer token:");
-    if (entered) { localStorage.setItem("tracepipe.token", entered); return api(path); }
+    if (entered) { localStorage.setItem("tracepipe.token", entered); return apiBody(path); }
   }
   const body = await response.json();
   if (!response.ok) throw new Error((body.errors && body.errors[0] && body.errors[0].msg) || response.statusText);
-  return body.data;
+  return body;
 }
+
+async function api(path) { return (await apiBody(path)).data; }
 
 function range() {
   const end = Date.now() * 1000;
@@ -291,6 +294,67 @@ async function slosView(query) {
   view.replaceChildren(title, h("p", { class: "muted" }, "Good and total events counted from every trace before sampling; burn rate is the error ratio over the budget."), ...cards);
 }
 
+// ---- business transactions and funnels -------------------------------------------------------
+
+function num(v, digits) { return v === null || v === undefined ? "—" : v.toLocaleString([], { minimumFractionDigits: digits, maximumFractionDigits: digits }); }
+function figure(label, value, note, cls) { return h("div", {}, h("span", { class: "muted" }, label), h("b", { class: cls || "" }, value), h("span", { class: "muted" }, note || "")); }
+
+function transactionCard(t) {
+  const metrics = t.metrics.map((m) => h("tr", { class: "metric-row", "data-metric": m.name },
+    h("td", {}, h("b", {}, m.name), h("span", { class: "muted" }, " " + m.attribute)), h("td", {}, num(m.count, 0)), h("td", {}, h("b", {}, num(m.sum, 2))),
+    h("td", {}, num(m.avg, 2)), h("td", {}, num(m.min, 2) + " – " + num(m.max, 2)), h("td", {}, num(m.p50, 2) + " · " + num(m.p90, 2) + " · " + num(m.p99, 2))));
+  const counts = t.counts_by.map((c) => h("div", { class: "counts" }, h("h4", {}, "By " + c.attribute),
+    h("table", {}, c.values.map((v) => h("tr", { class: "value-row", "data-value": v.value },
+      h("td", { style: "width:20%" }, h("b", {}, v.value)), h("td", { style: "width:50%" }, h("div", { class: "bar", style: `width:${(v.share * 100).toFixed(1)}%` })),
+      h("td", {}, num(v.count, 0)), h("td", { class: "muted" }, pct(v.share, 1)))))));
+  const splits = t.splits.length ? h("div", {}, h("h4", {}, "By split"), h("table", {},
+    h("tr", {}, h("th", {}, "Value"), h("th", {}, "Count"), h("th", {}, "Failed"), h("th", {}, "p50"), h("th", {}, "p99")),
+    t.splits.map((s) => h("tr", { class: "split-row", "data-split": s.value }, h("td", {}, h("b", {}, s.value || "(none)")), h("td", {}, num(s.count, 0)), h("td", {}, num(s.errors, 0)), h("td", {}, msOrDash(s.p50_ms)), h("td", {}, msOrDash(s.p99_ms)))))) : "";
+  const steps = t.steps.length ? h("div", {}, h("h4", {}, "Steps"), h("table", {},
+    h("tr", {}, h("th", {}, "Step"), h("th", {}, "Present"), h("th", {}, "Failed"), h("th", {}, "Mean"), h("th", {}, "p50"), h("th", {}, "p99")),
+    t.steps.map((s) => h("tr", { class: "step-row", "data-step": s.name }, h("td", {}, h("b", {}, s.name)),
+      h("td", {}, num(s.count, 0) + " (" + (s.presence === null ? "—" : pct(s.presence, 1)) + ")"),
+      h("td", { class: s.failure_ratio > 0.05 ? "bad" : "" }, num(s.errors, 0) + " (" + (s.failure_ratio === null ? "—" : pct(s.failure_ratio, 2)) + ")"),
+      h("td", {}, msOrDash(s.avg_ms)), h("td", {}, msOrDash(s.p50_ms)), h("td", {}, msOrDash(s.p99_ms)))))) : "";
+  return h("div", { class: "card transaction", "data-transaction": t.name },
+    h("div", { class: "slo-head" }, h("b", {}, t.name), " ", t.description ? h("span", { class: "muted" }, t.description) : ""),
+    h("div", { class: "slo-figures" },
+      figure("volume", num(t.count, 0), t.per_second.toFixed(2) + " per second"),
+      figure("failed", pct(t.error_ratio), num(t.errors, 0) + " entries failed", t.error_ratio > 0.05 ? "bad" : ""),
+      figure("latency p50 · p90 · p99", msOrDash(t.p50_ms) + " · " + msOrDash(t.p90_ms) + " · " + msOrDash(t.p99_ms), "mean " + msOrDash(t.avg_ms)),
+      figure("traced end to end", t.coverage === null ? "—" : pct(t.coverage, 1), num(t.complete, 0) + " of " + num(t.count, 0) + " with every step")),
+    metrics.length ? h("table", { class: "metrics" }, h("tr", {}, h("th", {}, "Metric"), h("th", {}, "Count"), h("th", {}, "Sum"), h("th", {}, "Average"), h("th", {}, "Min – max"), h("th", {}, "p50 · p90 · p99")), metrics) : "",
+    h("div", { class: "transaction-parts" }, counts, splits), steps);
+}
+
+function funnelCard(f) {
+  const first = f.steps.length ? Math.max(f.steps[0].reached, 1) : 1;
+  return h("div", { class: "card funnel", "data-funnel": f.name },
+    h("div", { class: "slo-head" }, h("b", {}, f.name), " ", h("span", { class: "muted" }, (f.description ? f.description + " · " : "") + "joined on " + f.correlation)),
+    h("p", { class: "muted" }, `${num(f.journeys, 0)} journeys closed, ${num(f.complete, 0)} through every step`),
+    h("table", {},
+      h("tr", {}, h("th", {}, "Step"), h("th", {}, "Reached"), h("th", {}, ""), h("th", {}, "Conversion"), h("th", {}, "From the step before"), h("th", {}, "Time from the step before (median · p90)")),
+      f.steps.map((s, i) => h("tr", { class: "funnel-step", "data-step": s.name },
+        h("td", {}, h("b", {}, (i + 1) + ". " + s.name)), h("td", {}, num(s.reached, 0)),
+        h("td", { style: "width:30%" }, h("div", { class: "bar funnel-bar", style: `width:${(100 * s.reached / first).toFixed(1)}%` })),
+        h("td", {}, s.conversion === null ? "—" : pct(s.conversion, 1)),
+        h("td", {}, s.from_previous === null || s.from_previous === undefined ? "—" : pct(s.from_previous, 1)),
+        h("td", {}, s.median_seconds === null ? "—" : s.median_seconds.toFixed(2) + " s · " + s.p90_seconds.toFixed(2) + " s")))));
+}
+
+async function transactionsView() {
+  const windowUs = Number(lookback.value);
+  const hours = lookback.options[lookback.selectedIndex].text;
+  const body = await apiBody(`/api/v1/transactions?window=${windowUs}us`);
+  const title = h("h2", {}, "Business transactions");
+  if (!body.data.length && !body.funnels.length) { view.replaceChildren(title, h("p", { class: "muted" }, "No transactions or funnels are defined: add them under transactions: and funnels: in topology.yaml (docs/transactions.md).")); return; }
+  view.replaceChildren(title,
+    h("p", { class: "muted" }, "Counted from every trace before sampling, over the latest " + hours + " stored (" + clock(body.from_unix_ms) + " – " + clock(body.to_unix_ms) + ")."),
+    ...body.data.map(transactionCard),
+    body.funnels.length ? h("h2", {}, "Funnels") : "",
+    ...body.funnels.map(funnelCard));
+}
+
 // ---- alerts, bottlenecks, errors -------------------------------------------------------------
 
 async function alertsView(query) {
@@ -343,6 +407,7 @@ async function route() {
       case "trace": await traceView(parts[1]); break;
       case "services": await servicesView(); break;
       case "slos": await slosView(query); break;
+      case "transactions": await transactionsView(); break;
       case "map": await mapView(); break;
       case "alerts": await alertsView(query); break;
       case "bottlenecks": await bottlenecksView(); break;
