@@ -2,7 +2,9 @@
 //! on checkout's `POST /orders` pages within the short window's span of its onset and resolves
 //! after it; nothing fires before the burst; and the events the evaluator sums in the store equal
 //! the load generator's ground truth, each counted once across the two analyzers; the alert's
-//! exemplar traces are stored, kept by the sampler for the SLO.
+//! exemplar traces are stored, kept by the sampler for the SLO. In the same run, the business
+//! transactions and the purchase funnel of the shipped topology, joined by the funnels processor
+//! across traces, add up in the store to the ground truth's counts, sums and journeys.
 
 mod support;
 
@@ -33,10 +35,15 @@ fn an_error_burst_pages_and_resolves_and_the_events_match_the_ground_truth() {
     let cluster = Cluster::start_with(|yaml| {
         let yaml = yaml.replace("url: sqlite://tracepipe.db", &url);
         let slos_at = yaml.find("\nslos:\n").expect("the shipped topology defines slos") + 1;
-        let processors_at = yaml.find("\nprocessors:\n").unwrap() + 1;
-        let yaml = format!("{}{SLOS}\n{}", &yaml[..slos_at], &yaml[processors_at..]);
+        // The shipped SLOs give way to this one; the transactions and funnels after them stay.
+        let after_slos = yaml.find("\n# Business transactions").unwrap() + 1;
+        let yaml = format!("{}{SLOS}\n{}", &yaml[..slos_at], &yaml[after_slos..]);
         // Short analyzer windows and a quick evaluator, so the test takes minutes, not hours.
-        yaml.replace("    window: 1m\n    lateness: 30s\n    # Cardinality caps", "    window: 10s\n    lateness: 5s\n    # Cardinality caps").replace("    interval: 15s", "    interval: 2s")
+        yaml.replace("    window: 1m\n    lateness: 30s\n    # Cardinality caps", "    window: 10s\n    lateness: 5s\n    # Cardinality caps")
+            .replace("    interval: 15s", "    interval: 2s")
+            // Journeys close 20 s after their first step, and a quiet partition's 5 s after its last.
+            .replace("    join_window: 30m", "    join_window: 20s")
+            .replace("    lateness: 30s\n    # Open journeys", "    lateness: 5s\n    # Open journeys")
     });
     let _router = cluster.spawn("router");
     let _assembler = cluster.spawn("assembler");
@@ -44,6 +51,7 @@ fn an_error_burst_pages_and_resolves_and_the_events_match_the_ground_truth() {
     let first = cluster.spawn("analyzer");
     let second = cluster.spawn("analyzer");
     let _sink = cluster.spawn("sink");
+    let _funnels = cluster.spawn("funnels");
     let slo = cluster.spawn("slo");
     first.wait_for_log("partitions assigned", Duration::from_secs(60));
     second.wait_for_log("partitions assigned", Duration::from_secs(60));
@@ -101,6 +109,62 @@ fn an_error_burst_pages_and_resolves_and_the_events_match_the_ground_truth() {
         assert_eq!(rows.first().map(|row| row[0].text().to_string()).as_deref(), Some(tracepipe_sampler::SLO_EXEMPLAR_RULE), "exemplar {id} stored as kept for the SLO");
     }
     eprintln!("{} exemplars of the page alert, all stored", exemplars.len());
+
+    // Business transactions: every checkout, its order amounts and payment methods, once.
+    let checkouts = truth.entries.iter().find(|e| e.service == "frontend" && e.operation == "GET /checkout").unwrap().spans;
+    let business = |operation: &str, key: &str| truth.business.iter().find(|b| b.operation == operation && b.key == key).unwrap().clone();
+    let (amounts, methods) = (business("POST /orders", "order.amount"), business("POST /orders", "payment.method"));
+    let started = Instant::now();
+    let stored = loop {
+        let stored = transaction_sums(&mut store);
+        if stored.0 == checkouts || started.elapsed() > Duration::from_secs(60) {
+            break stored;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!("stored checkouts {} (truth {checkouts}), order amounts {:.2} (truth {:.2}), by payment method {:?} (truth {:?})", stored.0, stored.1, amounts.sum, stored.2, methods.values);
+    assert_eq!(stored.0, checkouts);
+    assert!((stored.1 - amounts.sum).abs() < 1e-6 * amounts.sum, "order amounts {} against {}", stored.1, amounts.sum);
+    assert_eq!(stored.2, methods.values);
+
+    // The funnel: every journey the generator began, each once, as far as it went.
+    let journey = &truth.journeys[0];
+    let started = Instant::now();
+    let reached = loop {
+        let reached = journeys_reached(&mut store);
+        if reached.first() == journey.reached.first() || started.elapsed() > Duration::from_secs(60) {
+            break reached;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!("stored journeys reaching each step {reached:?}; ground truth {:?}", journey.reached);
+    assert_eq!(reached, journey.reached);
+}
+
+/// (checkouts, the sum of their order amounts, counts by payment method) in the store.
+fn transaction_sums(store: &mut tracepipe_store::Store) -> (u64, f64, std::collections::BTreeMap<String, u64>) {
+    let mut sums = (0, 0.0, std::collections::BTreeMap::new());
+    for row in store.query("SELECT body FROM rollups WHERE kind = 'transaction' AND service = 'checkout'", &[]).unwrap_or_default() {
+        let Ok(tracepipe_schemas::analytics::Rollup::Transaction(r)) = serde_json::from_str(row[0].text()) else { continue };
+        sums.0 += r.count;
+        sums.1 += r.metrics.iter().filter(|m| m.name == "order-amount").map(|m| m.sum).sum::<f64>();
+        for (value, n) in r.counts_by.iter().flat_map(|c| c.values.iter()) {
+            *sums.2.entry(value.clone()).or_default() += n;
+        }
+    }
+    sums
+}
+
+/// Stored journeys of the purchase funnel that reached each of its three steps.
+fn journeys_reached(store: &mut tracepipe_store::Store) -> Vec<u64> {
+    let mut reached = vec![0; 3];
+    for row in store.query("SELECT body FROM rollups WHERE kind = 'funnel_journey' AND service = 'purchase'", &[]).unwrap_or_default() {
+        let Ok(tracepipe_schemas::analytics::Rollup::FunnelJourney(j)) = serde_json::from_str(row[0].text()) else { continue };
+        for step in 0..j.reached.len().min(3) {
+            reached[step] += 1;
+        }
+    }
+    reached
 }
 
 fn store_sums(db: &std::path::Path) -> (u64, u64) {
