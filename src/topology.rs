@@ -417,6 +417,20 @@ mod tests {
     }
 
     #[test]
+    fn funnel_steps_need_a_topic_the_funnels_processor_reads() {
+        let shipped = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap();
+        assert_eq!((shipped.transactions.len(), shipped.funnels.len()), (2, 1));
+        let unset = DEFAULT_TOPOLOGY.replace("    funnel_steps: tracepipe.funnel-steps\n", "");
+        let messages: Vec<String> = Topology::from_yaml(&unset).unwrap_err().into_vec().iter().map(|p| p.to_string()).collect();
+        assert!(messages.iter().any(|m| m.starts_with("processors.analyzer.funnel_steps: is required when funnels: are defined")), "{messages:#?}");
+        assert!(messages.iter().any(|m| m.starts_with("processors.funnels.input: `tracepipe.funnel-steps` is not where the analyzer publishes funnel steps")), "{messages:#?}");
+        let wrong = DEFAULT_TOPOLOGY.replace("    join_window: 30m", "    join_window: 30 parsecs").replace("split_by: { attribute: order.type, max_values: 10 }", "split_by: { attribute: order.type, max_values: 0 }");
+        let messages: Vec<String> = Topology::from_yaml(&wrong).unwrap_err().into_vec().iter().map(|p| p.to_string()).collect();
+        assert!(messages.iter().any(|m| m.starts_with("funnels[0].join_window")), "{messages:#?}");
+        assert!(messages.iter().any(|m| m.starts_with("transactions[0].split_by.max_values: must be between 1 and 10000, got 0")), "{messages:#?}");
+    }
+
+    #[test]
     fn gateway_settings_are_checked() {
         let shipped = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap().processor::<GatewaySpec>().unwrap().clone();
         assert_eq!(shipped.config.grpc_listen, Some("127.0.0.1:4317".parse().unwrap()));

@@ -419,4 +419,25 @@ mod tests {
         let done = journeys(&out);
         assert_eq!((done.len(), done[0].correlation.as_str(), done[0].closed.as_str()), (1, "x", "evicted"));
     }
+
+    #[test]
+    fn unreadable_steps_are_poison_and_unknown_funnels_are_skipped() {
+        let mut join = join(100);
+        let mut out = Emitter::default();
+        let mut input = |payload: &[u8]| -> Result<(), Poison> {
+            let record = InputRecord { source: SourcePartition { input: 0, partition: 0 }, topic: "t", offset: 1, key: None, payload, timestamp_ms: None };
+            join.on_input(&record, 0, &mut out)
+        };
+        let poison = input(b"{\"funnel\": 1").unwrap_err();
+        assert_eq!(poison.kind, "decode");
+        let bad_id = br#"{"schema":"x","funnel":"purchase","step":0,"correlation":"a","at_unix_nanos":1,"trace_id":"zz"}"#;
+        assert_eq!(input(bad_id).unwrap_err().kind, "invalid_trace_id");
+        let unknown = format!(r#"{{"schema":"x","funnel":"gone","step":0,"correlation":"a","at_unix_nanos":1,"trace_id":"{:032x}"}}"#, 1);
+        input(unknown.as_bytes()).unwrap();
+        let past_the_steps = format!(r#"{{"schema":"x","funnel":"purchase","step":9,"correlation":"a","at_unix_nanos":1,"trace_id":"{:032x}"}}"#, 1);
+        input(past_the_steps.as_bytes()).unwrap();
+        drop(input);
+        assert_eq!(join.open_journeys(), 0);
+        assert_eq!(join.low_watermark(SourcePartition { input: 0, partition: 0 }), None, "nothing held");
+    }
 }
