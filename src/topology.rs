@@ -424,7 +424,7 @@ mod tests {
         let messages: Vec<String> = Topology::from_yaml(&unset).unwrap_err().into_vec().iter().map(|p| p.to_string()).collect();
         assert!(messages.iter().any(|m| m.starts_with("processors.analyzer.funnel_steps: is required when funnels: are defined")), "{messages:#?}");
         assert!(messages.iter().any(|m| m.starts_with("processors.funnels.input: `tracepipe.funnel-steps` is not where the analyzer publishes funnel steps")), "{messages:#?}");
-        let wrong = DEFAULT_TOPOLOGY.replace("    join_window: 30m", "    join_window: 30 parsecs").replace("split_by: { attribute: order.type, max_values: 10 }", "split_by: { attribute: order.type, max_values: 0 }");
+        let wrong = DEFAULT_TOPOLOGY.replace("    join_window: 2m", "    join_window: 30 parsecs").replace("split_by: { attribute: order.type, max_values: 10 }", "split_by: { attribute: order.type, max_values: 0 }");
         let messages: Vec<String> = Topology::from_yaml(&wrong).unwrap_err().into_vec().iter().map(|p| p.to_string()).collect();
         assert!(messages.iter().any(|m| m.starts_with("funnels[0].join_window")), "{messages:#?}");
         assert!(messages.iter().any(|m| m.starts_with("transactions[0].split_by.max_values: must be between 1 and 10000, got 0")), "{messages:#?}");

@@ -42,7 +42,7 @@ fn an_error_burst_pages_and_resolves_and_the_events_match_the_ground_truth() {
         yaml.replace("    window: 1m\n    lateness: 30s\n    # Cardinality caps", "    window: 10s\n    lateness: 5s\n    # Cardinality caps")
             .replace("    interval: 15s", "    interval: 2s")
             // Journeys close 20 s after their first step, and a quiet partition's 5 s after its last.
-            .replace("    join_window: 30m", "    join_window: 20s")
+            .replace("    join_window: 2m", "    join_window: 20s")
             .replace("    lateness: 30s\n    # Open journeys", "    lateness: 5s\n    # Open journeys")
     });
     let _router = cluster.spawn("router");

@@ -106,6 +106,8 @@ pub struct FunnelSummary {
     pub name: String,
     pub description: String,
     pub correlation: String,
+    /// A journey that stops short is counted once this has passed since its first step.
+    pub join_window_seconds: u64,
     /// Closed journeys that began in the span.
     pub journeys: u64,
     pub complete: u64,
@@ -343,6 +345,7 @@ pub fn funnel_summary(spec: &FunnelSpec, journeys: &[FunnelJourney]) -> FunnelSu
         name: spec.name.clone(),
         description: spec.description.clone(),
         correlation: spec.correlation.clone(),
+        join_window_seconds: spec.join_window.as_secs(),
         journeys: total,
         complete: journeys.iter().filter(|j| j.reached.len() == spec.steps.len()).count() as u64,
         steps,
