@@ -14,10 +14,6 @@ use tracepipe_store::{reads, Store, StoreError};
 use crate::slo::HealthStatus;
 use crate::slo_status::SloStatus;
 
-/// How far back the overview looks for the latest stored window: rollups reach the store when a
-/// window closes, a minute or two after its end, and a pipeline that has been down a while still
-/// shows where it left off.
-const LOOK_BACK: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Overview {
@@ -71,7 +67,7 @@ struct Served {
 /// Every service's health over the latest `over` of windows stored before `now_ms`, with the
 /// status of each of `slos`.
 pub fn overview(store: &mut Store, slos: &[(&SloSpec, &SloStatus)], now_ms: u64, over: Duration) -> Result<Overview, StoreError> {
-    let since = now_ms.saturating_sub((over + LOOK_BACK).as_millis() as u64) as i64;
+    let since = now_ms.saturating_sub((over + crate::LOOK_BACK).as_millis() as u64) as i64;
     let rollups: Vec<_> = reads::rollups(store, "operation", since, now_ms as i64, None)?
         .iter()
         .filter_map(|body| match serde_json::from_str(body) {
@@ -79,10 +75,7 @@ pub fn overview(store: &mut Store, slos: &[(&SloSpec, &SloStatus)], now_ms: u64,
             _ => None,
         })
         .collect();
-    let to = rollups.iter().map(|r| r.window_start_unix_ms + r.window_seconds * 1000).max().unwrap_or(now_ms).min(now_ms.max(1));
-    let from_limit = to.saturating_sub(over.as_millis() as u64);
-    let from = rollups.iter().map(|r| r.window_start_unix_ms).filter(|s| *s >= from_limit).min().unwrap_or(from_limit);
-    let seconds = to.saturating_sub(from) as f64 / 1000.0;
+    let (from, to, seconds) = crate::latest_span(rollups.iter().map(|r| (r.window_start_unix_ms, r.window_seconds)), now_ms, over);
 
     let mut served: BTreeMap<String, Served> = BTreeMap::new();
     for rollup in rollups.iter().filter(|r| r.window_start_unix_ms >= from) {

@@ -12,8 +12,6 @@ use tracepipe_analytics::transactions::{FunnelSpec, TransactionSpec};
 use tracepipe_schemas::analytics::{FunnelJourney, Rollup, TransactionRollup, VALUE_HISTOGRAM_SCALE};
 use tracepipe_store::{reads, Store, StoreError};
 
-/// How far back the summary looks for the latest stored window (as the service overview does).
-const LOOK_BACK: Duration = Duration::from_secs(3600);
 
 /// The most journeys one summary reads.
 pub const MAX_JOURNEYS: usize = 500_000;
@@ -197,7 +195,7 @@ fn nearest_rank(sorted: &[f64], q: f64) -> Option<f64> {
 
 /// The transactions and funnels over the latest `over` of windows stored before `now_ms`.
 pub fn overview(store: &mut Store, transactions: &[TransactionSpec], funnels: &[FunnelSpec], now_ms: u64, over: Duration) -> Result<TransactionsOverview, StoreError> {
-    let since = now_ms.saturating_sub((over + LOOK_BACK).as_millis() as u64) as i64;
+    let since = now_ms.saturating_sub((over + crate::LOOK_BACK).as_millis() as u64) as i64;
     let rollups: Vec<TransactionRollup> = reads::rollups(store, "transaction", since, now_ms as i64, None)?
         .iter()
         .filter_map(|body| match serde_json::from_str(body) {
@@ -205,10 +203,7 @@ pub fn overview(store: &mut Store, transactions: &[TransactionSpec], funnels: &[
             _ => None,
         })
         .collect();
-    let to = rollups.iter().map(|r| r.window_start_unix_ms + r.window_seconds * 1000).max().unwrap_or(now_ms).min(now_ms.max(1));
-    let from_limit = to.saturating_sub(over.as_millis() as u64);
-    let from = rollups.iter().map(|r| r.window_start_unix_ms).filter(|s| *s >= from_limit).min().unwrap_or(from_limit);
-    let seconds = to.saturating_sub(from) as f64 / 1000.0;
+    let (from, to, seconds) = crate::latest_span(rollups.iter().map(|r| (r.window_start_unix_ms, r.window_seconds)), now_ms, over);
 
     let mut sums: BTreeMap<String, Sums> = BTreeMap::new();
     for rollup in rollups.iter().filter(|r| r.window_start_unix_ms >= from) {

@@ -26,6 +26,15 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The `window` parameter, longer than zero, `default_us` when absent.
+fn window(params: &Params, default_us: i64) -> Result<Duration, BadParameter> {
+    let window_us = params.duration_us("window")?.unwrap_or(default_us);
+    if window_us <= 0 {
+        return Err(BadParameter(format!("parameter 'window' must be longer than zero, got {window_us} µs")));
+    }
+    Ok(Duration::from_micros(window_us as u64))
+}
+
 fn points(params: &Params) -> Result<u64, BadParameter> {
     match params.integer("points")? {
         None => Ok(BURN_DOWN_POINTS as u64),
@@ -131,12 +140,7 @@ fn slo_json(slo: &SloSpec, evaluated: &Evaluated, history: &[tracepipe_health::s
 /// Every service that serves requests or has an SLO: rate, error ratio, p50/p90/p99, Apdex and
 /// status over the latest `window` (5 minutes) of stored windows.
 pub async fn services(State(state): State<ApiState>, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult {
-    let params = Params::new(pairs);
-    let window_us = params.duration_us("window")?.unwrap_or(SERVICE_WINDOW_US);
-    if window_us <= 0 {
-        return Err(BadParameter(format!("parameter 'window' must be longer than zero, got {window_us} µs")).into());
-    }
-    let over = Duration::from_micros(window_us as u64);
+    let over = window(&Params::new(pairs), SERVICE_WINDOW_US)?;
     let slos = state.slos.clone();
     let now = now_ms();
     let overview = read(&state, move |store| {
@@ -156,12 +160,7 @@ pub async fn services(State(state): State<ApiState>, Query(pairs): Query<Vec<(St
 /// stored windows: volume, failures, latency, coverage, value metrics, counts by value, splits,
 /// steps; each funnel's journeys, conversion per step and time between steps.
 pub async fn transactions(State(state): State<ApiState>, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult {
-    let params = Params::new(pairs);
-    let window_us = params.duration_us("window")?.unwrap_or(TRANSACTION_WINDOW_US);
-    if window_us <= 0 {
-        return Err(BadParameter(format!("parameter 'window' must be longer than zero, got {window_us} µs")).into());
-    }
-    let over = Duration::from_micros(window_us as u64);
+    let over = window(&Params::new(pairs), TRANSACTION_WINDOW_US)?;
     let (transactions, funnels) = (state.transactions.clone(), state.funnels.clone());
     let now = now_ms();
     let overview = read(&state, move |store| tracepipe_health::transactions::overview(store, &transactions, &funnels, now, over)).await?;
