@@ -1,5 +1,6 @@
 //! The analyzer and the dependencies processor in spans per second, in process, on assembled
-//! traces of the 30-service scenario.
+//! traces of the 30-service scenario; and the analyzer on the demo shop's traces without and with
+//! the shipped topology's SLOs, business transactions and funnels, for what those cost.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tracepipe::loadgen::{MessageEncoder, Scenario, TraceGenerator};
@@ -11,9 +12,9 @@ use tracepipe_schemas::Encoding;
 const SCENARIO: &str = include_str!("../tests/scenarios/large.yaml");
 const START: u64 = 1_764_000_000_000_000_000;
 
-/// `tracepipe.traces` records for ~`spans` spans, as the assembler emits them.
-fn assembled_traces(spans: u64) -> (Vec<Vec<u8>>, u64) {
-    let scenario = Scenario::from_yaml(SCENARIO).unwrap();
+/// `tracepipe.traces` records for ~`spans` spans of `scenario`, as the assembler emits them.
+fn assembled_traces(scenario: &str, spans: u64) -> (Vec<Vec<u8>>, u64) {
+    let scenario = Scenario::from_yaml(scenario).unwrap();
     let mut generator = TraceGenerator::new(scenario.clone());
     let encoder = MessageEncoder::new(Encoding::OtlpProto, &scenario, generator.services());
     let (mut traces, mut total) = (Vec::new(), 0);
@@ -43,7 +44,7 @@ fn run(processor: &mut impl Processor, traces: &[Vec<u8>], out: &mut Emitter) {
 }
 
 fn analysis(c: &mut Criterion) {
-    let (traces, spans) = assembled_traces(200_000);
+    let (traces, spans) = assembled_traces(SCENARIO, 200_000);
     let bytes: usize = traces.iter().map(Vec::len).sum();
     eprintln!("{} traces, {spans} spans, {} bytes per span encoded", traces.len(), bytes as u64 / spans);
     let mut out = Emitter::default();
@@ -61,5 +62,33 @@ fn analysis(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, analysis);
+/// The shipped topology's SLOs, transactions and funnels.
+fn shipped_definitions() -> tracepipe::topology::Topology {
+    tracepipe::topology::Topology::from_yaml(include_str!("../topology.yaml")).expect("the shipped topology")
+}
+
+fn shop(c: &mut Criterion) {
+    let (traces, spans) = assembled_traces(include_str!("../tests/scenarios/small.yaml"), 100_000);
+    let topology = shipped_definitions();
+    let mut out = Emitter::default();
+    let mut group = c.benchmark_group("analyzer-shop");
+    group.throughput(Throughput::Elements(spans));
+    let outputs = AnalyzerOutputs { rollups: OutputId(0), alerts: OutputId(1) };
+    group.bench_function("plain", |b| b.iter(|| run(&mut Analyzer::new(AnalyzerConfig::default(), outputs), &traces, &mut out)));
+    group.bench_function("slos-transactions-funnels", |b| {
+        b.iter(|| {
+            let mut analyzer = Analyzer::new(AnalyzerConfig::default(), outputs)
+                .with_slos(topology.slos.clone())
+                .with_transactions(topology.transactions.clone())
+                .with_funnels(topology.funnels.clone(), OutputId(2));
+            run(&mut analyzer, &traces, &mut out)
+        })
+    });
+    group.bench_function("slos", |b| b.iter(|| run(&mut Analyzer::new(AnalyzerConfig::default(), outputs).with_slos(topology.slos.clone()), &traces, &mut out)));
+    group.bench_function("transactions", |b| b.iter(|| run(&mut Analyzer::new(AnalyzerConfig::default(), outputs).with_transactions(topology.transactions.clone()), &traces, &mut out)));
+    group.bench_function("funnels", |b| b.iter(|| run(&mut Analyzer::new(AnalyzerConfig::default(), outputs).with_funnels(topology.funnels.clone(), OutputId(2)), &traces, &mut out)));
+    group.finish();
+}
+
+criterion_group!(benches, analysis, shop);
 criterion_main!(benches);

@@ -14,11 +14,14 @@ use crate::metrics;
 
 pub struct FunnelSteps {
     funnels: Arc<[FunnelSpec]>,
+    /// Per funnel, its uncorrelated-steps counter, resolved once.
+    uncorrelated: Vec<prometheus::IntCounter>,
 }
 
 impl FunnelSteps {
     pub fn new(funnels: Arc<[FunnelSpec]>) -> Self {
-        FunnelSteps { funnels }
+        let uncorrelated = funnels.iter().map(|f| metrics::FUNNEL_STEPS_UNCORRELATED.with_label_values(&[&f.name])).collect();
+        FunnelSteps { funnels, uncorrelated }
     }
 }
 
@@ -26,8 +29,8 @@ impl Analysis for FunnelSteps {
     fn observe(&mut self, trace: &ObservedTrace<'_, '_>, _window: WindowRef, _names: &Names<'_>, out: &mut Publisher<'_>) {
         let view = trace.view;
         let root = view.root();
-        let trace_id = hex::encode(view.trace_id.0);
-        for funnel in self.funnels.iter() {
+        let mut trace_id: Option<String> = None;
+        for (funnel, uncorrelated) in self.funnels.iter().zip(&self.uncorrelated) {
             for (step_index, step) in funnel.steps.iter().enumerate() {
                 let mut first: Option<(usize, String)> = None;
                 for (index, span) in view.spans.iter().enumerate() {
@@ -37,7 +40,7 @@ impl Analysis for FunnelSteps {
                     let value = span.attribute(&funnel.correlation).or_else(|| view.resource_attribute(span, &funnel.correlation)).and_then(text);
                     match value {
                         Some(value) if !value.is_empty() && value.len() <= MAX_CORRELATION_BYTES => first = Some((index, value)),
-                        _ => metrics::FUNNEL_STEPS_UNCORRELATED.with_label_values(&[&funnel.name]).inc(),
+                        _ => uncorrelated.inc(),
                     }
                 }
                 let Some((index, correlation)) = first else { continue };
@@ -47,7 +50,7 @@ impl Analysis for FunnelSteps {
                     funnel: funnel.name.clone(),
                     step: step_index as u32,
                     at_unix_nanos: span.start_unix_nano,
-                    trace_id: trace_id.clone(),
+                    trace_id: trace_id.get_or_insert_with(|| hex::encode(view.trace_id.0)).clone(),
                     error: span.is_error(),
                     correlation,
                 };

@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
+use prometheus::{Histogram, IntCounter};
+use rustc_hash::{FxHashMap, FxHashSet};
 use tracepipe_analytics::latency::{new_histogram, record_nanos, sparse, LatencyHistogram};
 use tracepipe_analytics::transactions::{entry_attribute, number, text, AttributeSplit, TransactionSpec};
 use tracepipe_analytics::{bounded_name, OVERFLOW};
@@ -87,8 +88,65 @@ impl CappedValues {
     }
 }
 
+/// The Prometheus series of one (transaction, split value), resolved once.
+struct SplitSeries {
+    ok: IntCounter,
+    error: IntCounter,
+    complete: IntCounter,
+    duration: Histogram,
+}
+
+/// The Prometheus series of one transaction's metrics and steps, resolved once.
+struct TransactionSeries {
+    values: Vec<Histogram>,
+    steps: Vec<(IntCounter, IntCounter, Histogram)>,
+    splits: FxHashMap<String, SplitSeries>,
+    /// Per count_by attribute, per value.
+    counted: Vec<FxHashMap<String, IntCounter>>,
+}
+
+impl TransactionSeries {
+    fn new(spec: &TransactionSpec) -> Self {
+        TransactionSeries {
+            values: spec.metrics.iter().map(|m| metrics::TRANSACTION_VALUE.with_label_values(&[&spec.name, &m.name])).collect(),
+            steps: spec
+                .steps
+                .iter()
+                .map(|step| {
+                    let (t, s) = (spec.name.as_str(), step.name.as_str());
+                    (metrics::TRANSACTION_STEPS.with_label_values(&[t, s, "ok"]), metrics::TRANSACTION_STEPS.with_label_values(&[t, s, "error"]), metrics::TRANSACTION_STEP_DURATION.with_label_values(&[t, s]))
+                })
+                .collect(),
+            splits: FxHashMap::default(),
+            counted: spec.count_by.iter().map(|_| FxHashMap::default()).collect(),
+        }
+    }
+
+    fn split(&mut self, transaction: &str, split: &str) -> &SplitSeries {
+        if !self.splits.contains_key(split) {
+            let series = SplitSeries {
+                ok: metrics::TRANSACTIONS.with_label_values(&[transaction, split, "ok"]),
+                error: metrics::TRANSACTIONS.with_label_values(&[transaction, split, "error"]),
+                complete: metrics::TRANSACTIONS_COMPLETE.with_label_values(&[transaction, split]),
+                duration: metrics::TRANSACTION_DURATION.with_label_values(&[transaction, split]),
+            };
+            self.splits.insert(split.to_string(), series);
+        }
+        &self.splits[split]
+    }
+
+    fn counted(&mut self, transaction: &str, index: usize, attribute: &str, value: &str) -> &IntCounter {
+        let values = &mut self.counted[index];
+        if !values.contains_key(value) {
+            values.insert(value.to_string(), metrics::TRANSACTION_VALUES.with_label_values(&[transaction, attribute, value]));
+        }
+        &values[value]
+    }
+}
+
 pub struct Transactions {
     specs: Arc<[TransactionSpec]>,
+    series: Vec<TransactionSeries>,
     /// Per window: (transaction index, split value) → what was counted.
     windows: SegmentWindows<BTreeMap<(usize, String), TransactionWindow>>,
     /// Per transaction: its split's values, and each count_by attribute's.
@@ -103,7 +161,8 @@ impl Transactions {
     pub fn new(specs: Arc<[TransactionSpec]>) -> Self {
         let splits = specs.iter().map(|_| CappedValues::default()).collect();
         let counted = specs.iter().map(|spec| spec.count_by.iter().map(|_| CappedValues::default()).collect()).collect();
-        Transactions { specs, windows: SegmentWindows::default(), splits, counted, below: Vec::new(), stack: Vec::new() }
+        let series = specs.iter().map(TransactionSeries::new).collect();
+        Transactions { specs, series, windows: SegmentWindows::default(), splits, counted, below: Vec::new(), stack: Vec::new() }
     }
 }
 
@@ -140,9 +199,10 @@ impl Analysis for Transactions {
                 state.sum_nanos = state.sum_nanos.saturating_add(duration);
                 state.max_nanos = state.max_nanos.max(duration);
                 record_nanos(&mut state.histogram_us, duration);
-                let labels = [spec.name.as_str(), split.as_str()];
-                metrics::TRANSACTIONS.with_label_values(&[labels[0], labels[1], if failed { "error" } else { "ok" }]).inc();
-                metrics::TRANSACTION_DURATION.with_label_values(&labels).observe(duration as f64 / 1e9);
+                let series = &mut self.series[t];
+                let split_series = series.split(&spec.name, &split);
+                if failed { &split_series.error } else { &split_series.ok }.inc();
+                split_series.duration.observe(duration as f64 / 1e9);
                 for (m, metric) in spec.metrics.iter().enumerate() {
                     let Some(value) = entry_attribute(view, entry, self.below.iter().copied(), &metric.attribute).and_then(number) else { continue };
                     let stats = &mut state.metrics[m];
@@ -153,12 +213,12 @@ impl Analysis for Transactions {
                     if value >= 0.0 {
                         let _ = stats.histogram.record(((value * VALUE_HISTOGRAM_SCALE).round() as u64).clamp(1, MAX_RECORDED_VALUE));
                     }
-                    metrics::TRANSACTION_VALUE.with_label_values(&[&spec.name, &metric.name]).observe(value);
+                    series.values[m].observe(value);
                 }
                 for (c, split) in spec.count_by.iter().enumerate() {
                     let Some(value) = entry_attribute(view, entry, self.below.iter().copied(), &split.attribute).and_then(text) else { continue };
                     let value = self.counted[t][c].label(value, split);
-                    metrics::TRANSACTION_VALUES.with_label_values(&[&spec.name, &split.attribute, &value]).inc();
+                    series.counted(&spec.name, c, &split.attribute, &value).inc();
                     *state.counts_by[c].entry(value).or_default() += 1;
                 }
                 let mut complete = true;
@@ -176,12 +236,13 @@ impl Analysis for Transactions {
                     stats.errors += u64::from(failed);
                     stats.sum_nanos = stats.sum_nanos.saturating_add(duration);
                     record_nanos(&mut stats.histogram_us, duration);
-                    metrics::TRANSACTION_STEPS.with_label_values(&[spec.name.as_str(), step.name.as_str(), if failed { "error" } else { "ok" }]).inc();
-                    metrics::TRANSACTION_STEP_DURATION.with_label_values(&[&spec.name, &step.name]).observe(duration as f64 / 1e9);
+                    let (ok, error, step_duration) = &series.steps[s];
+                    if failed { error } else { ok }.inc();
+                    step_duration.observe(duration as f64 / 1e9);
                 }
                 state.complete += u64::from(complete);
                 if complete {
-                    metrics::TRANSACTIONS_COMPLETE.with_label_values(&labels).inc();
+                    series.split(&spec.name, &split).complete.inc();
                 }
             }
         }

@@ -106,7 +106,10 @@ pub struct FunnelSummary {
     pub correlation: String,
     /// A journey that stops short is counted once this has passed since its first step.
     pub join_window_seconds: u64,
-    /// Closed journeys that began in the span.
+    /// The journeys counted began no later than this: every journey that began by then has
+    /// closed ([`settled_before`]).
+    pub settled_before_unix_ms: u64,
+    /// Closed journeys that began in the span, up to `settled_before_unix_ms`.
     pub journeys: u64,
     pub complete: u64,
     pub steps: Vec<FunnelStepSummary>,
@@ -301,13 +304,27 @@ pub fn overview(store: &mut Store, transactions: &[TransactionSpec], funnels: &[
                 _ => None,
             })
             .collect();
-        funnel_summaries.push(funnel_summary(spec, &journeys));
+        let settled = settled_before(spec, &journeys, now_ms);
+        let journeys: Vec<FunnelJourney> = journeys.into_iter().filter(|j| j.started_unix_nanos <= settled).collect();
+        funnel_summaries.push(funnel_summary(spec, &journeys, settled / 1_000_000));
     }
     Ok(TransactionsOverview { from_unix_ms: from, to_unix_ms: to, transactions: summaries, funnels: funnel_summaries })
 }
 
+/// How far the funnel's journeys have settled, in Unix nanoseconds. A journey is published as
+/// soon as it has every step, but one that stops short only once its join window has passed: among
+/// the journeys that began within the last join window, the complete ones are stored and the
+/// others not yet, and counting them would overstate conversion. Every journey that began no
+/// later than the latest one closed by its window has closed too, and so has every one that began
+/// a join window and a minute (more than the funnels processor's lateness) before now.
+pub fn settled_before(spec: &FunnelSpec, journeys: &[FunnelJourney], now_ms: u64) -> u64 {
+    let by_window = journeys.iter().filter(|j| j.closed == "join_window").map(|j| j.started_unix_nanos).max().unwrap_or(0);
+    let by_time = now_ms.saturating_mul(1_000_000).saturating_sub((spec.join_window + Duration::from_secs(60)).as_nanos() as u64);
+    by_window.max(by_time)
+}
+
 /// A funnel's conversion and step times over `journeys`.
-pub fn funnel_summary(spec: &FunnelSpec, journeys: &[FunnelJourney]) -> FunnelSummary {
+pub fn funnel_summary(spec: &FunnelSpec, journeys: &[FunnelJourney], settled_before_unix_ms: u64) -> FunnelSummary {
     let mut reached = vec![0u64; spec.steps.len()];
     let mut gaps: Vec<Vec<f64>> = vec![Vec::new(); spec.steps.len()];
     for journey in journeys {
@@ -341,6 +358,7 @@ pub fn funnel_summary(spec: &FunnelSpec, journeys: &[FunnelJourney]) -> FunnelSu
         description: spec.description.clone(),
         correlation: spec.correlation.clone(),
         join_window_seconds: spec.join_window.as_secs(),
+        settled_before_unix_ms,
         journeys: total,
         complete: journeys.iter().filter(|j| j.reached.len() == spec.steps.len()).count() as u64,
         steps,

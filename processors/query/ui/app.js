@@ -332,7 +332,7 @@ function funnelCard(f) {
   return h("div", { class: "card funnel", "data-funnel": f.name },
     h("div", { class: "slo-head" }, h("b", {}, f.name), " ", h("span", { class: "muted" }, (f.description ? f.description + " · " : "") + "joined on " + f.correlation)),
     h("p", { class: "muted" }, `${num(f.journeys, 0)} journeys closed, ${num(f.complete, 0)} through every step`,
-      h("span", { class: "muted" }, ` (a journey shows once it has every step, or ${f.join_window_seconds} s after its first when it stopped short)`)),
+      h("span", { class: "muted" }, ` (those that began by ${clock(f.settled_before_unix_ms)}: a journey that stops short closes ${f.join_window_seconds} s after its first step)`)),
     h("table", {},
       h("tr", {}, h("th", {}, "Step"), h("th", {}, "Reached"), h("th", {}, ""), h("th", {}, "Conversion"), h("th", {}, "From the step before"), h("th", {}, "Time from the step before (median · p90)")),
       f.steps.map((s, i) => h("tr", { class: "funnel-step", "data-step": s.name },
