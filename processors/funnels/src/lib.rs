@@ -420,6 +420,71 @@ mod tests {
         assert_eq!((done.len(), done[0].correlation.as_str(), done[0].closed.as_str()), (1, "x", "evicted"));
     }
 
+    /// Journeys by store key, the version with the most steps kept, as the store keeps them.
+    fn stored(into: &mut BTreeMap<(String, u64), FunnelJourney>, out: &Emitter) {
+        for journey in journeys(out) {
+            let key = (journey.correlation.clone(), journey.started_unix_nanos);
+            match into.get(&key) {
+                Some(kept) if kept.reached.len() >= journey.reached.len() => {}
+                _ => {
+                    into.insert(key, journey);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_crash_at_any_record_replayed_from_the_committed_position_stores_the_same_journeys() {
+        // 40 carts, steps shuffled within a few seconds, some repeated, some never finished.
+        let mut steps: Vec<(String, u32, u64)> = Vec::new();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        for cart in 0..40u64 {
+            // 30 s apart: the watermark closes the early carts' journeys while later ones come.
+            let start = 1_000 + cart * 30;
+            let reached = 1 + next() % 3;
+            for step in 0..reached {
+                steps.push((format!("c{cart}"), step as u32, start + step * 2 + next() % 2));
+                if next() % 5 == 0 {
+                    steps.push((format!("c{cart}"), step as u32, start + step * 2 + 1));
+                }
+            }
+        }
+        let mut keyed: Vec<(u64, (String, u32, u64))> = steps.into_iter().map(|step| (step.2 + next() % 3, step)).collect();
+        keyed.sort_by_key(|(key, _)| *key);
+        let steps: Vec<(String, u32, u64)> = keyed.into_iter().map(|(_, step)| step).collect();
+        let run = |from: usize, join: &mut FunnelJoin, out: &mut Emitter| {
+            for (offset, (cart, step, at)) in steps.iter().enumerate().skip(from) {
+                feed(join, offset as i64, cart, *step, *at, out);
+            }
+            join.on_tick(u64::MAX / 2, out);
+        };
+        let mut whole = BTreeMap::new();
+        let (mut join_all, mut out) = (join(100), Emitter::default());
+        run(0, &mut join_all, &mut out);
+        stored(&mut whole, &out);
+        assert_eq!(whole.len(), 40, "one journey per cart");
+        let source = SourcePartition { input: 0, partition: 0 };
+        for crash_after in 0..steps.len() {
+            // Everything published before the crash is stored; the state is lost; the next run
+            // starts at what was committed: the oldest offset still held.
+            let (mut first, mut out) = (join(100), Emitter::default());
+            for (offset, (cart, step, at)) in steps.iter().enumerate().take(crash_after) {
+                feed(&mut first, offset as i64, cart, *step, *at, &mut out);
+            }
+            let committed = first.low_watermark(source).map_or(crash_after, |offset| offset as usize);
+            let mut store = BTreeMap::new();
+            stored(&mut store, &out);
+            let (mut second, mut out) = (join(100), Emitter::default());
+            run(committed, &mut second, &mut out);
+            stored(&mut store, &out);
+            assert_eq!(store, whole, "a crash after {crash_after} records");
+        }
+    }
+
     #[test]
     fn unreadable_steps_are_poison_and_unknown_funnels_are_skipped() {
         let mut join = join(100);
