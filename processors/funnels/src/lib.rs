@@ -501,7 +501,6 @@ mod tests {
         input(unknown.as_bytes()).unwrap();
         let past_the_steps = format!(r#"{{"schema":"x","funnel":"purchase","step":9,"correlation":"a","at_unix_nanos":1,"trace_id":"{:032x}"}}"#, 1);
         input(past_the_steps.as_bytes()).unwrap();
-        drop(input);
         assert_eq!(join.open_journeys(), 0);
         assert_eq!(join.low_watermark(SourcePartition { input: 0, partition: 0 }), None, "nothing held");
     }
