@@ -5,7 +5,7 @@ CARGO_BIN ?= $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 TANSU ?= $(CARGO_BIN)/tansu
 export TANSU
 
-.PHONY: up test bench bench-instructions build-deps tansu prometheus chromium stunnel postgres python
+.PHONY: up test bench bench-instructions build-deps tansu prometheus chromium stunnel postgres python kubectl
 
 # Root installs packages directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -18,7 +18,7 @@ up: build-deps
 	cargo run --release --locked --bin tracepipe -- up --demo
 
 ## Every test, including the ones against a real Kafka-protocol broker (Tansu, installed once).
-test: build-deps tansu prometheus chromium stunnel postgres python
+test: build-deps tansu prometheus chromium stunnel postgres python kubectl
 	cargo test --workspace --locked --no-fail-fast -- --test-threads 2
 
 ## Criterion benchmarks in process, then the end-to-end run against Tansu.
@@ -28,6 +28,7 @@ bench: tansu
 	cargo bench --locked --bench analysis -- --warm-up-time 1 --measurement-time 3
 	cargo bench --locked --bench sink
 	cargo bench --locked --bench e2e
+	cargo bench --locked --bench scaling
 	cargo bench --locked -p tracepipe-instrument --bench spans -- --warm-up-time 1 --measurement-time 3
 	cargo bench --locked -p tracepipe-instrument --bench export -- --warm-up-time 1 --measurement-time 3
 	cargo build --release --locked --examples
@@ -67,6 +68,16 @@ stunnel:
 	@if ! command -v stunnel4 >/dev/null || ! command -v openssl >/dev/null; then \
 		echo "installing stunnel4 and openssl (Debian packages) for the TLS tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends stunnel4 openssl; \
+	fi
+
+## kubectl with its built-in kustomize (v5), which renders the k8s/ overlays for tests/k8s.rs.
+## Debian's own kubernetes-client is 1.20, whose kustomize predates components; the kubectl
+## package of Kubernetes' or Google Cloud's apt repository is what the test machines have.
+kubectl:
+	@if ! kubectl kustomize --help >/dev/null 2>&1; then \
+		echo "installing kubectl (apt) for the Kubernetes manifest tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubectl \
+			|| { echo "kubectl is not installable from this machine's apt sources: install kubectl 1.27 or later (https://kubernetes.io/docs/tasks/tools/)"; exit 1; }; \
 	fi
 
 ## Headless Chromium (Debian's package), for the UI test.

@@ -75,6 +75,10 @@ fn shop(c: &mut Criterion) {
     group.throughput(Throughput::Elements(spans));
     let outputs = AnalyzerOutputs { rollups: OutputId(0), alerts: OutputId(1) };
     group.bench_function("plain", |b| b.iter(|| run(&mut Analyzer::new(AnalyzerConfig::default(), outputs), &traces, &mut out)));
+    // The default analyzer splits requests into cohorts (versions, environments, feature flags);
+    // without them, what that costs.
+    let no_cohorts = AnalyzerConfig { cohorts: tracepipe_analyzer::cohorts::CohortConfig { attributes: Vec::new(), feature_flags: false, ..Default::default() }, ..AnalyzerConfig::default() };
+    group.bench_function("plain-without-cohorts", |b| b.iter(|| run(&mut Analyzer::new(no_cohorts.clone(), outputs), &traces, &mut out)));
     group.bench_function("slos-transactions-funnels", |b| {
         b.iter(|| {
             let mut analyzer = Analyzer::new(AnalyzerConfig::default(), outputs)

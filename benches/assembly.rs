@@ -133,6 +133,22 @@ fn assembler_and_sampler(c: &mut Criterion) {
     let traces = assemble(&records, &mut out);
     let topology = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap();
     let config = topology.processor::<tracepipe_sampler::config::SamplerSpec>().unwrap().config.clone();
+    // What the shipped rules keep of this traffic: what the sink writes, for sizing the store.
+    let mut sampler = TailSampler::new(config.clone(), OutputId(0));
+    let (mut kept, mut kept_bytes) = (0usize, 0usize);
+    for (i, trace) in traces.iter().enumerate() {
+        sampler.on_input(&input(trace, i as i64), i as u64 * 1_000_000, &mut out).unwrap();
+        kept += out.records().count();
+        kept_bytes += out.records().map(|(_, _, v)| v.len()).sum::<usize>();
+        out.clear();
+    }
+    let all_bytes: usize = traces.iter().map(Vec::len).sum();
+    println!(
+        "sampler keeps {kept} of {} traces ({:.1}%), {:.1}% of the bytes, with topology.yaml's rules",
+        traces.len(),
+        100.0 * kept as f64 / traces.len() as f64,
+        100.0 * kept_bytes as f64 / all_bytes as f64
+    );
     let mut group = c.benchmark_group("sampler");
     group.throughput(Throughput::Elements(traces.len() as u64));
     group.bench_function("traces", |b| {

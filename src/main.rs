@@ -139,6 +139,23 @@ enum TopicsCommand {
     Create {
         #[command(flatten)]
         topology: TopologyArgs,
+        /// Every topic's replication factor, overriding the topology's (e.g. 1 on a one-broker cluster).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=32))]
+        replication: Option<i32>,
+    },
+    /// Write the topology's topics as Strimzi KafkaTopic resources (for `k8s/`).
+    Manifest {
+        #[command(flatten)]
+        topology: TopologyArgs,
+        /// The Strimzi Kafka cluster the topics belong to (the `strimzi.io/cluster` label).
+        #[arg(long, default_value = "tracepipe")]
+        cluster: String,
+        /// The namespace to put them in (default: none, as kustomize sets it).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Where to write them (default: standard output).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
     },
 }
 
@@ -176,6 +193,13 @@ fn load_topology(args: &TopologyArgs) -> Result<Topology, ExitCode> {
             if let Some(brokers) = &args.brokers {
                 topology.kafka.brokers = brokers.clone();
             }
+            // TRACEPIPE_KAFKA_SASL_PASSWORD=… sets sasl.password for every client: how a
+            // container gets Kafka credentials from a Secret without a topology of its own.
+            for (name, value) in std::env::vars() {
+                if let Some(property) = kafka_property_from_env(&name) {
+                    topology.kafka.client.insert(property, value);
+                }
+            }
             if let Some(admin) = args.admin {
                 topology.admin_listen = admin;
             }
@@ -206,6 +230,32 @@ fn load_topology(args: &TopologyArgs) -> Result<Topology, ExitCode> {
             Err(ExitCode::from(EXIT_INVALID_CONFIG))
         }
     }
+}
+
+/// The librdkafka property an environment variable `TRACEPIPE_KAFKA_<PROPERTY>` sets: lower case,
+/// `_` read as `.` (librdkafka's property names have no underscores). The variables Kubernetes
+/// defines for a Service named `tracepipe-kafka...` (a Strimzi cluster named `tracepipe` in the
+/// same namespace: `TRACEPIPE_KAFKA_BOOTSTRAP_SERVICE_HOST`, `..._PORT_9092_TCP`) are not
+/// properties, and librdkafka would refuse them.
+fn kafka_property_from_env(name: &str) -> Option<String> {
+    let property = name.strip_prefix("TRACEPIPE_KAFKA_")?;
+    if is_service_link(property) {
+        tracing::debug!(variable = name, "a Kubernetes service link, not a Kafka property");
+        return None;
+    }
+    (!property.is_empty()).then(|| property.to_ascii_lowercase().replace('_', "."))
+}
+
+/// Whether `name` has the shape of a variable Kubernetes defines for a Service:
+/// `<SVC>_SERVICE_HOST`, `<SVC>_SERVICE_PORT[_<PORT NAME>]`, `<SVC>_PORT` and
+/// `<SVC>_PORT_<N>_<PROTOCOL>[_PROTO|_PORT|_ADDR]`.
+fn is_service_link(name: &str) -> bool {
+    // `_PORT` at the end covers `<SVC>_SERVICE_PORT` too.
+    if name.ends_with("_SERVICE_HOST") || name.contains("_SERVICE_PORT_") || name.ends_with("_PORT") || name == "PORT" {
+        return true;
+    }
+    let parts: Vec<&str> = name.split('_').collect();
+    parts.windows(3).any(|w| w[0] == "PORT" && !w[1].is_empty() && w[1].bytes().all(|b| b.is_ascii_digit()) && matches!(w[2], "TCP" | "UDP" | "SCTP"))
 }
 
 fn main() -> ExitCode {
@@ -241,11 +291,14 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Topics { command: TopicsCommand::Create { topology } } => {
-            let topology = match load_topology(&topology) {
+        Command::Topics { command: TopicsCommand::Create { topology, replication } } => {
+            let mut topology = match load_topology(&topology) {
                 Ok(t) => t,
                 Err(code) => return code,
             };
+            if let Some(replication) = replication {
+                topology.topics.values_mut().for_each(|topic| topic.replication = replication);
+            }
             match runtime.block_on(tracepipe::topics::create(&topology)) {
                 Ok(outcome) => {
                     for name in &outcome.created {
@@ -256,6 +309,20 @@ fn main() -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
+                Err(error) => fail(error),
+            }
+        }
+        Command::Topics { command: TopicsCommand::Manifest { topology, cluster, namespace, output } } => {
+            let topology = match load_topology(&topology) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let written = tracepipe::topics::manifest(&topology, &cluster, namespace.as_deref()).and_then(|text| match &output {
+                Some(path) => std::fs::write(path, text).with_context(|| format!("write {}", path.display())),
+                None => Ok(print!("{text}")),
+            });
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(error) => fail(error),
             }
         }
@@ -363,6 +430,10 @@ async fn terminated() {
 
 async fn up(mut topology: Topology, brokers_given: bool, listen: SocketAddr, demo_rate: Option<f64>) -> ExitCode {
     let shutdown = CancellationToken::new();
+    // The demo shows tracepipe's own work too: its services in the map, its traces in search.
+    if demo_rate.is_some() && topology.topics.contains_key(&topology.self_tracing.topic) {
+        topology.self_tracing.enabled = true;
+    }
     // The mock cluster is not Send; it lives on this task until the end of `up`.
     let mut embedded = None;
     if !brokers_given && (topology.kafka.brokers == "127.0.0.1:9092" || topology.kafka.brokers.is_empty()) {
@@ -530,5 +601,33 @@ async fn wait_for_any_exit(handles: &[(String, PipelineHandle)]) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_properties_from_the_environment_but_not_service_links() {
+        assert_eq!(kafka_property_from_env("TRACEPIPE_KAFKA_SASL_PASSWORD").as_deref(), Some("sasl.password"));
+        assert_eq!(kafka_property_from_env("TRACEPIPE_KAFKA_SASL_KERBEROS_SERVICE_NAME").as_deref(), Some("sasl.kerberos.service.name"));
+        assert_eq!(kafka_property_from_env("TRACEPIPE_KAFKA_SSL_CA_LOCATION").as_deref(), Some("ssl.ca.location"));
+        assert_eq!(kafka_property_from_env("TRACEPIPE_BROKERS"), None);
+        assert_eq!(kafka_property_from_env("TRACEPIPE_KAFKA_"), None);
+        // What Kubernetes defines for Strimzi's Services of a cluster named `tracepipe`.
+        for link in [
+            "TRACEPIPE_KAFKA_BOOTSTRAP_SERVICE_HOST",
+            "TRACEPIPE_KAFKA_BOOTSTRAP_SERVICE_PORT",
+            "TRACEPIPE_KAFKA_BOOTSTRAP_SERVICE_PORT_TCP_REPLICATION",
+            "TRACEPIPE_KAFKA_BOOTSTRAP_PORT",
+            "TRACEPIPE_KAFKA_BOOTSTRAP_PORT_9092_TCP",
+            "TRACEPIPE_KAFKA_BOOTSTRAP_PORT_9092_TCP_PROTO",
+            "TRACEPIPE_KAFKA_BOOTSTRAP_PORT_9092_TCP_PORT",
+            "TRACEPIPE_KAFKA_BOOTSTRAP_PORT_9092_TCP_ADDR",
+            "TRACEPIPE_KAFKA_BROKERS_SERVICE_HOST",
+        ] {
+            assert_eq!(kafka_property_from_env(link), None, "{link}");
+        }
     }
 }

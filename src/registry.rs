@@ -34,6 +34,8 @@ use tracepipe_sampler::TailSampler;
 use tracepipe_sink::{Sink, SinkSpec};
 use tracepipe_slo::config::SloEvaluatorSpec;
 use tracepipe_slo::SloEvaluator;
+use tracepipe_trends::config::TrendsSpec;
+use tracepipe_trends::TrendsEvaluator;
 use tracepipe_schemas::analytics::Alert;
 use tracepipe_store::{Store, StoreUrl};
 
@@ -50,6 +52,7 @@ pub const PROCESSORS: &[ProcessorEntry] = &[
     entry::<SinkSpec>("sink"),
     entry::<FunnelsSpec>("funnels"),
     entry::<SloEvaluatorSpec>("slo"),
+    entry::<TrendsSpec>("trends"),
     entry::<QuerySpec>("query"),
 ];
 
@@ -125,6 +128,9 @@ impl ProcessorSpec for RouterSpec {
         Box::pin(async move {
             let mut settings = context.topology.pipeline(&self.consumer, self.inputs.iter().map(|(topic, _)| topic.clone()).collect());
             let spans = settings.bind(&self.output);
+            // Spans enter tracepipe through the router or the gateway: each chooses what of its
+            // intake is followed.
+            settings.0.self_trace = context.topology.self_trace(true);
             let router = Router::new(self.inputs.iter().map(|(_, encoding)| *encoding).collect(), spans, self.max_message_bytes);
             pipeline(settings, router, context).await
         })
@@ -134,6 +140,7 @@ impl ProcessorSpec for RouterSpec {
 impl ProcessorSpec for AssemblerSpec {
     fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
         Box::pin(async move {
+            check_memory_limit(self.config.memory_budget_bytes, container_memory_limit())?;
             let mut settings = context.topology.pipeline(&self.consumer, vec![self.input.clone()]);
             let traces = settings.bind(&self.output);
             let config = fit_traces_to_topics(self.config.clone(), context.topology, &self.output).await;
@@ -142,6 +149,33 @@ impl ProcessorSpec for AssemblerSpec {
             pipeline(settings, TraceAssembler::new(config, traces), context).await
         })
     }
+}
+
+/// The memory limit of the container (cgroup) this process runs in, and the file that says so.
+fn container_memory_limit() -> Option<(u64, &'static str)> {
+    // cgroup v2, then v1; v1 reports no limit as a number near i64::MAX.
+    for path in ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text.trim().parse::<u64>().ok().filter(|&limit| limit < 1 << 60).map(|limit| (limit, path));
+        }
+    }
+    None
+}
+
+/// The assembler holds up to `memory_budget` of traces and Kafka buffers; the process needs a
+/// quarter more for everything else (allocator slack, the other threads, the binary). A budget
+/// the container cannot hold would be found by the OOM killer, in the middle of a busy hour.
+fn check_memory_limit(budget: usize, limit: Option<(u64, &str)>) -> anyhow::Result<()> {
+    let Some((limit, source)) = limit else { return Ok(()) };
+    let needed = budget as u64 / 4 * 5;
+    anyhow::ensure!(
+        needed <= limit,
+        "processors.assembler.memory_budget ({}) needs a memory limit of at least {} (the budget and a quarter), but this container's is {} ({source}): raise the limit or lower the budget",
+        bytesize::ByteSize(budget as u64).display().iec(),
+        bytesize::ByteSize(needed).display().iec(),
+        bytesize::ByteSize(limit).display().iec()
+    );
+    Ok(())
 }
 
 /// Cuts traces into fragments that the topics they go to take: if the broker says the assembler's
@@ -299,6 +333,21 @@ impl ProcessorSpec for SloEvaluatorSpec {
     }
 }
 
+impl ProcessorSpec for TrendsSpec {
+    fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
+        Box::pin(async move {
+            let store = open_store(&context.topology.storage.url, context.shutdown).await?;
+            let open = open_alerts(context.topology, &self.alerts, "trends").await?;
+            let publisher = tracepipe_runtime::publish::Publisher::new(&context.topology.kafka, "trends", self.alerts.clone(), Duration::from_secs(30))?;
+            let evaluator = TrendsEvaluator::new(self, context.topology.slos.clone(), store, publisher, open, unix_now() / 1_000_000);
+            let health = context.health.clone();
+            health.register("trends");
+            let task = tokio::spawn(evaluator.run(context.shutdown.clone(), health));
+            Ok(Started::Server { task, banner: Vec::new(), drains: true })
+        })
+    }
+}
+
 impl ProcessorSpec for QuerySpec {
     fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
         Box::pin(async move {
@@ -332,7 +381,8 @@ impl ProcessorSpec for QuerySpec {
 impl ProcessorSpec for GatewaySpec {
     fn start<'a>(&'a self, context: StartContext<'a>) -> Starting<'a> {
         Box::pin(async move {
-            let (listening, task) = tracepipe_gateway::start(&context.topology.kafka, &self.output, self.config.clone(), context.shutdown.clone()).await?;
+            let config = tracepipe_gateway::GatewayConfig { self_trace: context.topology.self_trace(true), ..self.config.clone() };
+            let (listening, task) = tracepipe_gateway::start(&context.topology.kafka, &self.output, config, context.shutdown.clone()).await?;
             let mut banner = Vec::new();
             if let Some(addr) = listening.grpc {
                 banner.push(format!("otlp:    grpc://{addr} (OTLP/gRPC)"));
@@ -373,5 +423,22 @@ pub async fn open_store(url: &StoreUrl, shutdown: &CancellationToken) -> anyhow:
             }
             outcome => return outcome.with_context(|| format!("open store {described}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_assembler_budget_must_fit_the_container_with_a_quarter_to_spare() {
+        let budget = 256 << 20;
+        assert!(check_memory_limit(budget, None).is_ok(), "no limit, nothing to check");
+        assert!(check_memory_limit(budget, Some((320 << 20, "/sys/fs/cgroup/memory.max"))).is_ok());
+        let error = check_memory_limit(budget, Some((300 << 20, "/sys/fs/cgroup/memory.max"))).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "processors.assembler.memory_budget (256.0 MiB) needs a memory limit of at least 320.0 MiB (the budget and a quarter), but this container's is 300.0 MiB (/sys/fs/cgroup/memory.max): raise the limit or lower the budget"
+        );
     }
 }

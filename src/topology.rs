@@ -42,6 +42,8 @@ struct RawTopology {
     transactions: Option<Value>,
     #[serde(default)]
     funnels: Option<Value>,
+    #[serde(default)]
+    self_tracing: Option<RawSelfTracing>,
     /// Read by each processor's entry in the registry.
     #[serde(default)]
     processors: BTreeMap<String, Value>,
@@ -76,6 +78,39 @@ struct RawTopic {
     config: BTreeMap<String, Value>,
 }
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSelfTracing {
+    enabled: Option<bool>,
+    ratio: Option<f64>,
+    topic: Option<String>,
+}
+
+/// tracepipe's own spans (`tracepipe_runtime::self_trace`): where they go and what share of the
+/// records entering the pipeline is followed through it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelfTracing {
+    pub enabled: bool,
+    pub ratio: f64,
+    pub topic: String,
+}
+
+const DEFAULT_SELF_TRACING_RATIO: f64 = 0.01;
+
+fn self_tracing(raw: Option<RawSelfTracing>, declared: &BTreeSet<String>, problems: &mut Problems) -> SelfTracing {
+    let raw = raw.unwrap_or_default();
+    let ratio = raw.ratio.unwrap_or(DEFAULT_SELF_TRACING_RATIO);
+    if !(ratio > 0.0 && ratio <= 1.0) {
+        problems.add("self_tracing.ratio", format!("must be more than 0 and at most 1 (a share of records), got {ratio}"));
+    }
+    let topic = raw.topic.unwrap_or_else(|| "otlp_spans".into());
+    let enabled = raw.enabled.unwrap_or(false);
+    if enabled && !declared.contains(&topic) {
+        problems.add("self_tracing.topic", format!("`{topic}` is not a topic under topics:"));
+    }
+    SelfTracing { enabled, ratio, topic }
+}
+
 /// topology.yaml, validated.
 #[derive(Debug)]
 pub struct Topology {
@@ -89,15 +124,20 @@ pub struct Topology {
     pub transactions: std::sync::Arc<[tracepipe_analytics::transactions::TransactionSpec]>,
     /// The funnels whose steps the analyzer publishes and the funnels processor joins.
     pub funnels: std::sync::Arc<[tracepipe_analytics::transactions::FunnelSpec]>,
+    pub self_tracing: SelfTracing,
     /// The configured processors, in the registry's order.
     processors: Vec<(&'static str, Box<dyn ProcessorSpec>)>,
 }
 
 /// Funnel steps reach the funnels processor only through the topic the analyzer publishes them to.
+/// The configured processor of type `S`, if its section is present.
+fn spec_of<'a, S: ProcessorSpec>(processors: &'a [(&'static str, Box<dyn ProcessorSpec>)]) -> Option<&'a S> {
+    processors.iter().find_map(|(_, spec)| (spec.as_ref() as &dyn Any).downcast_ref::<S>())
+}
+
 fn check_funnel_topics(funnels: &[tracepipe_analytics::transactions::FunnelSpec], processors: &[(&'static str, Box<dyn ProcessorSpec>)], problems: &mut Problems) {
-    let find = |name: &str| processors.iter().find(|(n, _)| *n == name).map(|(_, spec)| spec.as_ref() as &dyn Any);
-    let analyzer = find("analyzer").and_then(|spec| spec.downcast_ref::<tracepipe_analyzer::config::AnalyzerSpec>());
-    let joiner = find("funnels").and_then(|spec| spec.downcast_ref::<tracepipe_funnels::config::FunnelsSpec>());
+    let analyzer = spec_of::<tracepipe_analyzer::config::AnalyzerSpec>(processors);
+    let joiner = spec_of::<tracepipe_funnels::config::FunnelsSpec>(processors);
     if let (false, Some(analyzer)) = (funnels.is_empty(), analyzer) {
         if analyzer.funnel_steps.is_none() {
             problems.add("processors.analyzer.funnel_steps", "is required when funnels: are defined: the topic the analyzer publishes funnel steps to (e.g. tracepipe.funnel-steps)");
@@ -107,6 +147,27 @@ fn check_funnel_topics(funnels: &[tracepipe_analytics::transactions::FunnelSpec]
         if analyzer.funnel_steps.as_deref() != Some(joiner.input.as_str()) {
             problems.add("processors.funnels.input", format!("`{}` is not where the analyzer publishes funnel steps (processors.analyzer.funnel_steps: {})", joiner.input, analyzer.funnel_steps.as_deref().unwrap_or("not set")));
         }
+    }
+}
+
+/// tracepipe's own spans are OTLP requests: a topic the router reads them from as `otlp_proto`,
+/// or one it does not read (for a Collector or another backend), never one holding other records.
+fn check_self_tracing_topic(self_tracing: &SelfTracing, processors: &[(&'static str, Box<dyn ProcessorSpec>)], problems: &mut Problems) {
+    if !self_tracing.enabled {
+        return;
+    }
+    let topic = self_tracing.topic.as_str();
+    let router = spec_of::<tracepipe_router::config::RouterSpec>(processors);
+    let assembler = spec_of::<tracepipe_assembler::config::AssemblerSpec>(processors);
+    if let Some((_, encoding)) = router.and_then(|router| router.inputs.iter().find(|(input, _)| input == topic)) {
+        if *encoding != tracepipe_schemas::Encoding::OtlpProto {
+            problems.add("self_tracing.topic", format!("`{topic}` is read by the router as {encoding}, but tracepipe's own spans are OTLP protobuf: an otlp_proto input, or a topic the router does not read"));
+        }
+        return;
+    }
+    let internal = router.map(|r| r.output.as_str()).into_iter().chain(assembler.iter().flat_map(|a| [a.input.as_str(), a.output.as_str()]));
+    if internal.into_iter().any(|t| t == topic) {
+        problems.add("self_tracing.topic", format!("`{topic}` holds tracepipe's span or trace records, not OTLP requests: an otlp_proto input of the router, or a topic the router does not read"));
     }
 }
 
@@ -226,6 +287,7 @@ impl Topology {
         }
         let declared: BTreeSet<String> = topics.keys().cloned().collect();
 
+        let self_tracing = self_tracing(raw.self_tracing, &declared, &mut problems);
         let storage = match raw.storage {
             Some(value) => Section::new("storage", &declared).parse::<StorageSpec>(value, &mut problems).unwrap_or_default(),
             None => StorageSpec::default(),
@@ -267,9 +329,10 @@ impl Topology {
         }
         processors.sort_by_key(|(name, _)| PROCESSORS.iter().position(|entry| entry.name == *name));
         check_funnel_topics(&funnels, &processors, &mut problems);
+        check_self_tracing_topic(&self_tracing, &processors, &mut problems);
 
         if problems.is_empty() {
-            Ok(Topology { kafka, admin_listen, topics, storage, slos, transactions, funnels, processors })
+            Ok(Topology { kafka, admin_listen, topics, storage, slos, transactions, funnels, self_tracing, processors })
         } else {
             Err(problems)
         }
@@ -292,7 +355,7 @@ impl Topology {
 
     /// The configured processor whose section validates into `S`, e.g. `RouterSpec`.
     pub fn processor<S: ProcessorSpec>(&self) -> Option<&S> {
-        self.processors.iter().find_map(|(_, spec)| (spec.as_ref() as &dyn Any).downcast_ref::<S>())
+        spec_of(&self.processors)
     }
 
     /// Same, to change it (command-line overrides).
@@ -306,7 +369,15 @@ impl Topology {
         let mut settings = PipelineSettings::new(self.kafka.clone(), &consumer.group, inputs, Vec::new(), &consumer.dlq);
         settings.commit_interval = consumer.commit_interval;
         settings.max_in_flight = consumer.max_in_flight;
+        settings.self_trace = self.self_trace(false);
         PipelineOutputs(settings)
+    }
+
+    /// What a processor's own tracing needs when `self_tracing` is on; an `entry` chooses the
+    /// records followed, the others follow them.
+    pub fn self_trace(&self, entry: bool) -> Option<tracepipe_runtime::self_trace::SelfTraceSettings> {
+        let tracing = &self.self_tracing;
+        tracing.enabled.then(|| tracepipe_runtime::self_trace::SelfTraceSettings { topic: tracing.topic.clone(), ratio: tracing.ratio, entry })
     }
 }
 
@@ -359,6 +430,32 @@ mod tests {
 
     /// A secret kept out of topology.yaml: from an environment variable or a file (its trailing
     /// newline dropped, as a mounted Secret has one); what cannot be read is a problem at its path.
+    #[test]
+    fn trends_cohorts_and_retention_problems_have_paths() {
+        let text = DEFAULT_TOPOLOGY
+            .replace("      evaluations: 30\n", "      evaluations: 0\n")
+            .replace("      alpha: 0.01\n      min_effect: 0.05\n", "      alpha: 0.9\n      min_effect: 0.05\n")
+            .replace("{ service: checkout, operation: \"POST /orders\", metric: p99, above: 1000, horizon: 30m, history: 6h }", "{ service: checkout, operation: \"POST /orders\", metric: p42, above: -1, horizon: 2h, history: 1h }")
+            .replace("  analyzer:\n", "  analyzer:\n    cohorts: { attributes: [service.version, service.version, feature_flag.x], max_values: 0 }\n");
+        let text = text.replacen("    rollups: 30d\n", "    rollups: 1h\n    rollups_5m: 10m\n", 1);
+        assert_ne!(text, DEFAULT_TOPOLOGY);
+        let messages: Vec<String> = Topology::from_yaml(&text).unwrap_err().into_vec().iter().map(|p| p.to_string()).collect();
+        for expected in [
+            "processors.trends.canary.evaluations",
+            "processors.trends.canary.alpha",
+            "storage.retention.rollups_5m: must be at least retention.rollups",
+            "storage.retention.rollups: must be at least 2h",
+            "processors.analyzer.cohorts.attributes[1]: service.version is listed twice",
+            "processors.analyzer.cohorts.attributes[2]: feature flags are split by `feature_flags: true`",
+            "processors.analyzer.cohorts.max_values",
+            "processors.trends.forecasts[0].metric: must be p50, p90, p99 or error_ratio",
+            "processors.trends.forecasts[0].above",
+            "processors.trends.forecasts[0].history: must be at least the horizon",
+        ] {
+            assert!(messages.iter().any(|m| m.starts_with(expected)), "`{expected}` in {messages:#?}");
+        }
+    }
+
     #[test]
     fn kafka_secrets_come_from_the_environment_or_a_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -453,6 +550,21 @@ mod tests {
         let both_off = DEFAULT_TOPOLOGY.replace("grpc_listen: 127.0.0.1:4317", "grpc_listen: off").replace("http_listen: 127.0.0.1:4318", "http_listen: off");
         let messages: Vec<String> = Topology::from_yaml(&both_off).unwrap_err().into_vec().iter().map(|p| p.to_string()).collect();
         assert!(messages.iter().any(|m| m.contains("both off")), "{messages:#?}");
+    }
+
+    #[test]
+    fn tracepipes_own_spans_go_where_otlp_requests_are_read() {
+        let enabled = DEFAULT_TOPOLOGY.replace("  enabled: false ", "  enabled: true ");
+        assert!(Topology::from_yaml(&enabled).unwrap().self_tracing.enabled);
+        for (topic, expected) in [("jaeger-spans", "is read by the router as jaeger_proto"), ("tracepipe.spans", "holds tracepipe's span or trace records"), ("tracepipe.traces", "holds tracepipe's span or trace records")] {
+            let text = enabled.replace("  topic: otlp_spans", &format!("  topic: {topic}"));
+            let problems = Topology::from_yaml(&text).unwrap_err().into_vec();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].path, "self_tracing.topic");
+            assert!(problems[0].message.contains(expected), "{topic}: {}", problems[0].message);
+        }
+        // Off, the topic is not checked.
+        assert!(Topology::from_yaml(&DEFAULT_TOPOLOGY.replace("  topic: otlp_spans", "  topic: tracepipe.spans")).is_ok());
     }
 
     #[test]

@@ -260,3 +260,41 @@ fn slo_rules_pass_promtool_and_fire_only_on_the_burst() {
         assert!(output.status.success(), "promtool {args:?}: {}{}\n{test}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     }
 }
+
+/// `up --demo` traces tracepipe's own work: its processors are services of their own, and the
+/// Kafka hops between them are edges of the service map, router to assembler to the rest.
+#[test]
+fn the_demo_shows_tracepipe_itself_in_the_service_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("sqlite://{}", dir.path().join("tracepipe.db").display());
+    let (listen, admin, query) = (free_port(), free_port(), free_port());
+    let mut up = Process::spawn(
+        &[
+            "up", "--demo", "--listen", &format!("127.0.0.1:{listen}"), "--admin", &format!("127.0.0.1:{admin}"), "--query-listen", &format!("127.0.0.1:{query}"), "--storage", &storage,
+            "--otlp-grpc-listen", &format!("127.0.0.1:{}", free_port()), "--otlp-http-listen", &format!("127.0.0.1:{}", free_port()),
+        ],
+        dir.path(),
+        "up",
+    );
+    // Edge windows close a minute and the lateness after their start.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let wanted = [("tracepipe-router", "tracepipe-assembler"), ("tracepipe-assembler", "tracepipe-analyzer"), ("tracepipe-assembler", "tracepipe-sampler")];
+    loop {
+        let body: serde_json::Value = serde_json::from_str(support::http_body(&support::http_get(query, "/api/v1/edges"))).unwrap_or_default();
+        let edges: Vec<(String, String, String)> = body["data"]
+            .as_array()
+            .map(|edges| edges.iter().map(|e| (e["client"].as_str().unwrap_or("").into(), e["server"].as_str().unwrap_or("").into(), e["connection_type"].as_str().unwrap_or("").into())).collect())
+            .unwrap_or_default();
+        let found = wanted.iter().all(|(client, server)| edges.iter().any(|(c, s, kind)| c == client && s == server && kind == "messaging_system"));
+        if found {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tracepipe's own hops are not in the service map: {edges:?}\n{}", up.log_text());
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let published = metric_value(&metrics(admin), "tracepipe_self_trace_spans_total{outcome=\"published\",processor=\"router\"}");
+    assert!(published > 0.0, "the router published spans of its own");
+    let services: serde_json::Value = serde_json::from_str(support::http_body(&support::http_get(query, "/api/services"))).unwrap();
+    assert!(services["data"].as_array().unwrap().iter().any(|s| s == "tracepipe-sink"), "{services}");
+    assert_eq!(up.terminate(), Some(0), "{}", up.log_text());
+}

@@ -44,7 +44,7 @@ fn input(traces: usize, seed: u64) -> (Vec<Vec<Record>>, BTreeMap<(String, Strin
         let start = START + i as u64 * 50_000_000;
         let trace = generator.generate(start, i as f64 * 0.05);
         for (service, span) in &trace.spans {
-            *spans.entry((generator.services()[*service].clone(), span.name.clone())).or_insert(0) += 1;
+            *spans.entry((generator.service_of(*service).to_string(), span.name.clone())).or_insert(0) += 1;
         }
         let delay = if rng.u8(0..20) == 0 { rng.u64(20..90) * SECOND } else { rng.u64(2..5) * SECOND };
         let emitted = start + delay;

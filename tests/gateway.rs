@@ -385,3 +385,63 @@ fn request_bodies_are_accounted_for_by_their_length_before_they_are_read() {
     let answer = status_line(&mut stream);
     assert!(answer.contains(" 200 "), "{answer}");
 }
+
+#[test]
+fn with_self_tracing_the_gateway_starts_tracepipes_own_trace_for_the_requests_it_chooses() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    use rdkafka::message::{Headers, Message as _};
+    let cluster = Cluster::start_with(|yaml| {
+        let traced = yaml.replace("  enabled: false      # `tracepipe up --demo` turns it on\n  ratio: 0.01", "  enabled: true\n  ratio: 1.0");
+        assert_ne!(traced, yaml, "the topology's self_tracing section");
+        traced
+    });
+    let gateway = Gateway::start(&cluster);
+    let requests = export_requests(4, 5, 4);
+    let total: u64 = requests.iter().map(|(_, n)| n).sum();
+    runtime().block_on(async {
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", gateway.grpc)).await.unwrap();
+        for (request, _) in &requests {
+            // A client that sampled its own export: tracepipe's trace is new, linked to it.
+            let mut call = tonic::Request::new(request.clone());
+            call.metadata_mut().insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap());
+            client.export(call).await.expect("gRPC export accepted");
+        }
+    });
+
+    // Each record in tracepipe.spans carries the context of a `send` span of the gateway's.
+    let mut contexts = BTreeSet::new();
+    support::consume_until(&cluster.brokers(), "tracepipe.spans", Duration::from_secs(60), &mut contexts, |contexts, message| {
+        let header = message.headers().and_then(|h| h.iter().find(|h| h.key == "traceparent")).and_then(|h| h.value).unwrap();
+        contexts.insert(String::from_utf8(header.to_vec()).unwrap());
+    }, |contexts| !contexts.is_empty());
+    assert!(contexts.iter().all(|c| c.ends_with("-01")), "chosen (ratio 1.0): sampled, {contexts:?}");
+    assert!(contexts.iter().all(|c| !c.contains("0af7651916cd43dd8448eb211c80319c")), "a trace of tracepipe's own, not the client's");
+
+    // The spans, in otlp_spans with the guard header, published within a second or so.
+    let mut sends = Vec::new();
+    support::consume_until(&cluster.brokers(), "otlp_spans", Duration::from_secs(60), &mut sends, |sends, message| {
+        assert!(message.headers().is_some_and(|h| h.iter().any(|h| h.key == "tracepipe-self-telemetry")), "own spans carry the guard");
+        let request = ExportTraceServiceRequest::decode(message.payload().unwrap()).unwrap();
+        for resource in &request.resource_spans {
+            let service = resource.resource.as_ref().unwrap().attributes.iter().find(|a| a.key == "service.name").unwrap().value.clone();
+            for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
+                sends.push((format!("{service:?}"), span.clone()));
+            }
+        }
+    }, |sends| sends.len() >= requests.len());
+    assert_eq!(sends.len(), requests.len(), "a span per request: {sends:?}");
+    let mut span_contexts = BTreeSet::new();
+    for (service, span) in &sends {
+        assert!(service.contains("tracepipe-gateway"), "{service}");
+        assert_eq!((span.name.as_str(), span.kind), ("send tracepipe.spans", SpanKind::Producer as i32));
+        assert!(span.parent_span_id.is_empty(), "the root of tracepipe's trace");
+        assert_eq!(hex::encode(&span.links[0].trace_id), "0af7651916cd43dd8448eb211c80319c", "linked to the client's context");
+        assert!(span.end_time_unix_nano >= span.start_time_unix_nano && span.status.is_none());
+        span_contexts.insert(format!("00-{}-{}-01", hex::encode(&span.trace_id), hex::encode(&span.span_id)));
+    }
+    assert_eq!(span_contexts, contexts, "the records carry their send span's context");
+    let routed = read_routed(&cluster.brokers(), total, Duration::from_secs(30));
+    assert_eq!(routed.distinct_spans(), total, "the exported spans are all in tracepipe.spans");
+    assert!(support::metrics(gateway.admin).contains("tracepipe_self_trace_spans_total{outcome=\"published\",processor=\"gateway\"} 5"));
+}

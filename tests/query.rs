@@ -12,6 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use support::stored;
+use tracepipe::loadgen::TraceGenerator;
 use tokio_util::sync::CancellationToken;
 use tracepipe_sink::SinkConfig;
 use tracepipe_store::{Store, StoreUrl};
@@ -41,18 +42,35 @@ fn now_ns() -> u64 {
 }
 
 fn server(token: Option<&str>) -> Server {
+    server_of(SMALL, token)
+}
+
+/// A query server over the traces of `scenario` and their analytics.
+fn server_of(scenario: &str, token: Option<&str>) -> Server {
+    server_where(scenario, token, |_, _| true)
+}
+
+/// A query server over the traces of `scenario` and their analytics, of a start whose generated
+/// traces also satisfy `wanted`.
+fn server_where(scenario: &str, token: Option<&str>, wanted: impl Fn(&[tracepipe::loadgen::GeneratedTrace], &TraceGenerator) -> bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let url = StoreUrl::Sqlite(dir.path().join("tracepipe.db"));
     // The generator is seeded by the start time; of the starts a millisecond apart, the first
-    // whose traces include failures, so that every view has something to show.
+    // whose traces include failures (and what the test needs), so that every view has something
+    // to show whatever the clock says.
     let start = now_ns() - 60_000_000_000;
     let (start, mut records, ids) = (0..100)
-        .map(|k| {
-            let (records, ids) = stored::records(SMALL, TRACES, start - k * 1_000_000);
-            (start - k * 1_000_000, records, ids)
+        .map(|k| start - k * 1_000_000)
+        .filter(|start| {
+            let (traces, generator) = stored::generated(scenario, TRACES, *start);
+            wanted(&traces, &generator)
+        })
+        .map(|start| {
+            let (records, ids) = stored::records(scenario, TRACES, start);
+            (start, records, ids)
         })
         .find(|(_, records, _)| records.iter().any(|(input, payload)| *input == 2 && matches!(serde_json::from_slice(payload), Ok(tracepipe_schemas::analytics::Rollup::ErrorGroup(_)))))
-        .expect("a start whose traces include failures");
+        .expect("a start whose traces include failures and what the test needs");
     records.push((3, error_spike(&ids[..3])));
     let mut sink = stored::sink(&url, SinkConfig::default());
     stored::feed(&mut sink, &records, 0, now_ns());
@@ -66,6 +84,25 @@ fn server(token: Option<&str>) -> Server {
     let config = tracepipe_query::QueryConfig { bearer_token: token.map(str::to_string), slos: stored::slos(), transactions, funnels, ..Default::default() };
     tracepipe_query::serve_on(listener, store, config, shutdown.clone());
     Server { port, start, url, ids, shutdown, _runtime: runtime, _dir: dir }
+}
+
+fn is_checkout(trace: &tracepipe::loadgen::GeneratedTrace) -> bool {
+    trace.spans.iter().any(|(_, s)| s.parent_span_id.is_empty() && s.name == "GET /checkout")
+}
+
+/// Whether a checkout reached the card provider (those paid by voucher do not).
+fn charged(trace: &tracepipe::loadgen::GeneratedTrace, generator: &TraceGenerator) -> bool {
+    use tracepipe_schemas::otlp_trace::span::SpanKind;
+    trace.spans.iter().any(|(r, s)| generator.service_of(*r) == "checkout" && s.name == "POST" && s.kind == SpanKind::Client as i32)
+}
+
+/// A query server over the small shop's traces, of a start whose checkouts include charged ones
+/// and one paid by voucher (3% of checkouts, so some starts have none).
+fn server_with_voucher_checkouts() -> Server {
+    server_where(SMALL, None, |traces, generator| {
+        let checkouts = || traces.iter().filter(|t| is_checkout(t));
+        checkouts().any(|t| charged(t, generator)) && checkouts().any(|t| !charged(t, generator))
+    })
 }
 
 /// A firing error-spike alert whose exemplars are `traces`.
@@ -568,7 +605,7 @@ fn grouped(value: f64, decimals: usize) -> String {
 #[test]
 fn transactions_and_funnels_match_the_generated_traces_and_show_in_chromium() {
     use tracepipe_schemas::otlp_trace::span::SpanKind;
-    let server = server(None);
+    let server = server_with_voucher_checkouts();
     let base = format!("http://127.0.0.1:{}", server.port);
     let artefacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui");
     std::fs::create_dir_all(&artefacts).unwrap();
@@ -580,7 +617,7 @@ fn transactions_and_funnels_match_the_generated_traces_and_show_in_chromium() {
             .iter()
             .enumerate()
             .flat_map(|(t, trace)| trace.spans.iter().map(move |(s, span)| (t, *s, span)))
-            .filter(|(_, s, span)| generator.services()[*s] == service && span.name == operation && span.kind == kind as i32)
+            .filter(|(_, s, span)| generator.service_of(*s) == service && span.name == operation && span.kind == kind as i32)
             .map(|(t, _, span)| (t, span))
             .collect()
     };
@@ -670,4 +707,181 @@ fn transactions_and_funnels_match_the_generated_traces_and_show_in_chromium() {
     assert!(text.contains(&track), "`{track}` in {text}");
     assert!(text.contains(&format!("{} journeys closed, {} through every step", expected[0], expected[2])), "{text}");
     eprintln!("screenshots: {}", artefacts.display());
+}
+
+#[test]
+fn series_cohorts_and_comparisons_match_the_generated_traces_and_show_in_chromium() {
+    use tracepipe_schemas::otlp_trace::span::SpanKind;
+    let server = server(None);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let artefacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let (traces, generator) = stored::generated(SMALL, TRACES, server.start);
+    let products: Vec<&tracepipe_schemas::otlp_trace::Span> = traces
+        .iter()
+        .flat_map(|trace| trace.spans.iter())
+        .filter(|(s, span)| generator.service_of(*s) == "frontend" && span.name == "GET /product" && span.kind == SpanKind::Server as i32)
+        .map(|(_, span)| span)
+        .collect();
+    let failed = products.iter().filter(|s| s.status.as_ref().is_some_and(|s| s.code == 2)).count() as u64;
+    let (start_us, end_us) = (server.start / 1000 - 120_000_000, now_ns() / 1000);
+    let range = format!("start={start_us}&end={end_us}");
+
+    // The series adds up to every request, at any resolution.
+    for resolution in ["1m", "5m", "1h", "1d"] {
+        let (status, body) = json(server.port, &format!("/api/v1/series?service=frontend&operation=GET%20/product&resolution={resolution}&{range}"));
+        assert_eq!(status, 200, "{body}");
+        let points = body["data"]["points"].as_array().unwrap();
+        let total: u64 = points.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+        let errors: u64 = points.iter().map(|p| p["errors"].as_u64().unwrap()).sum();
+        assert_eq!((total, errors), (products.len() as u64, failed), "{resolution}: {body}");
+        assert!(points.iter().all(|p| p["p50_ms"].as_f64().unwrap() <= p["p99_ms"].as_f64().unwrap()));
+    }
+    // An SLO's events over time: its event count is the checkouts' (roots of GET /checkout).
+    let checkouts = traces.iter().filter(|t| t.spans.iter().any(|(_, s)| s.parent_span_id.is_empty() && s.name == "GET /checkout")).count() as u64;
+    let (status, body) = json(server.port, &format!("/api/v1/series?slo=checkout-availability&resolution=5m&{range}"));
+    assert_eq!(status, 200, "{body}");
+    let points = body["data"]["points"].as_array().unwrap();
+    assert_eq!(points.iter().map(|p| p["count"].as_u64().unwrap()).sum::<u64>(), checkouts, "{body}");
+    assert!(points.iter().all(|p| p["errors"].as_u64() <= p["count"].as_u64() && p["p99_ms"].is_null()), "{body}");
+    bad(server.port, "/api/v1/series?service=frontend&operation=x&resolution=2m", 400, "resolution");
+    bad(server.port, "/api/v1/series?service=frontend", 400, "operation");
+
+    // Cohorts: the version every request ran and the flag variants, as generated.
+    let (_, body) = json(server.port, &format!("/api/v1/cohorts?service=frontend&operation=GET%20/product&{range}"));
+    let cohorts = body["data"].as_array().unwrap();
+    let count_of = |attribute: &str, value: &str| cohorts.iter().find(|c| c["attribute"] == attribute && c["value"] == value).and_then(|c| c["count"].as_u64());
+    assert_eq!(count_of("service.version", "1.0.0"), Some(products.len() as u64), "{body}");
+    let variants = &generator.business[&("frontend".to_string(), "GET /product".to_string(), "feature_flag.recommendations".to_string())].values;
+    for (variant, n) in variants {
+        assert_eq!(count_of("feature_flag.recommendations", variant), Some(*n), "{variant}: {body}");
+    }
+
+    // The flag changes nothing, and neither does time: no significant difference.
+    let (status, body) = json(server.port, &format!("/api/v1/compare?service=frontend&operation=GET%20/product&attribute=feature_flag.recommendations&baseline=on&candidate=off&{range}"));
+    assert_eq!(status, 200, "{body}");
+    let c = &body["data"];
+    assert_eq!((c["baseline"]["count"].as_u64(), c["candidate"]["count"].as_u64()), (Some(variants["on"]), Some(variants["off"])), "{c}");
+    assert_eq!(c["verdict"], "no_significant_difference", "{c}");
+    assert!(c["latency"]["p_value"].as_f64().unwrap() > 0.005 && !c["distributions"]["baseline"].as_array().unwrap().is_empty());
+    let middle = server.start / 1000 + 4_000_000;
+    let (status, body) =
+        json(server.port, &format!("/api/v1/compare?service=frontend&operation=GET%20/product&baseline_start={start_us}&baseline_end={middle}&candidate_start={middle}&candidate_end={end_us}"));
+    assert_eq!(status, 200, "{body}");
+    let c = &body["data"];
+    assert_eq!(c["baseline"]["count"].as_u64().unwrap() + c["candidate"]["count"].as_u64().unwrap(), products.len() as u64, "{c}");
+    bad(server.port, "/api/v1/compare?service=frontend&operation=GET%20/product", 400, "two cohorts");
+    let (status, body) = json(server.port, &format!("/api/v1/changepoints?service=frontend&operation=GET%20/product&metric=p99&{range}"));
+    assert_eq!((status, body["data"]["changepoints"].as_array().map(Vec::len)), (200, Some(0)), "eight seconds of steady traffic: {body}");
+    bad(server.port, "/api/v1/changepoints?service=frontend&operation=x&metric=p42", 400, "metric");
+    // The stored minute has not settled yet (a forecast uses whole buckets only).
+    bad(server.port, &format!("/api/v1/forecast?service=frontend&operation=GET%20/product&{range}"), 404, "no stored requests");
+    bad(server.port, "/api/v1/forecast?service=frontend&operation=GET%20/product&horizon=1000d", 400, "horizon");
+    let (status, body) = json(server.port, "/api/v1/canaries");
+    assert_eq!((status, body["data"].as_array().map(Vec::len)), (200, Some(0)), "one version everywhere: {body}");
+    bad(server.port, &format!("/api/v1/compare?service=frontend&operation=x&baseline_start={start_us}"), 400, "baseline_end");
+    bad(server.port, "/api/v1/compare?service=frontend&operation=x&attribute=a&baseline=1&candidate=2&alpha=2", 400, "alpha");
+
+    // What a person sees: the charts and the comparison of the flag's variants.
+    let url = format!("{base}/#/trends?service=frontend&operation=GET%20%2Fproduct&resolution=1m");
+    let dom = chromium_dom(&url, None);
+    assert!(dom.contains(r#"data-ready="trends""#), "#/trends rendered: {dom}");
+    chromium_dom(&url, Some(&artefacts.join("trends.png")));
+    let text = visible_text(&dom);
+    for wrong in ["[object", "undefined", "NaN", "Could not load"] {
+        assert!(!text.contains(wrong), "#/trends shows `{wrong}`: {text}");
+    }
+    for chart in ["Requests per second", "Error ratio", "Latency"] {
+        assert!(dom.contains(&format!(r#"data-chart="{chart}""#)), "{chart} chart: {text}");
+    }
+    assert!(dom.matches(r#"class="series "#).count() >= 5, "rate, errors and three percentiles drawn");
+    assert!(text.contains("Change points No change points in this range."), "{text}");
+    assert!(text.contains("No p99 forecast: no stored requests in this range to forecast from"), "{text}");
+    let verdict = "feature_flag.recommendations=off against feature_flag.recommendations=on: no significant difference";
+    let (on, off) = (variants["on"], variants["off"]);
+    let (baseline, candidate) = if on >= off { ("on", "off") } else { ("off", "on") };
+    let verdict = if baseline == "on" { verdict.to_string() } else { verdict.replace("=off against", "=X against").replace("=on:", "=off:").replace("=X", "=on") };
+    assert!(text.contains(&verdict), "`{verdict}` in {text}");
+    assert!(text.contains(&format!("feature_flag.recommendations={candidate} {}", variants[candidate])), "{text}");
+    assert!(dom.contains(r#"data-chart="distributions""#) && dom.contains(r#"class="area candidate""#));
+    eprintln!("screenshots: {}", artefacts.display());
+}
+
+#[test]
+fn two_traces_compare_by_ancestry_and_a_trace_with_its_typical_one_in_chromium() {
+    let server = server_with_voucher_checkouts();
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let artefacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let (traces, generator) = stored::generated(SMALL, TRACES, server.start);
+    let checkouts: Vec<_> = traces.iter().filter(|t| is_checkout(t)).collect();
+    let a = checkouts.iter().find(|t| charged(t, &generator)).expect("a charged checkout");
+    let b = checkouts.iter().find(|t| !charged(t, &generator)).expect("a voucher checkout");
+    let (a_id, b_id) = (hex::encode(a.trace_id), hex::encode(b.trace_id));
+
+    let (status, body) = json(server.port, &format!("/api/v1/compare/traces?a={a_id}&b={b_id}"));
+    assert_eq!(status, 200, "{body}");
+    let c = &body["data"];
+    let nodes = c["nodes"].as_array().unwrap();
+    let node = |service: &str, operation: &str| nodes.iter().find(|n| n["service"] == service && n["operation"] == operation).unwrap_or_else(|| panic!("{service} {operation}: {c}"));
+    assert_eq!(node("checkout", "POST")["presence"], "only_a", "{c}");
+    assert_eq!(node("frontend", "GET /checkout")["presence"], "both");
+    assert_eq!(node("frontend", "GET /checkout")["depth"], 0);
+    let root_a = a.spans.iter().find(|(_, s)| s.parent_span_id.is_empty()).unwrap().1.clone();
+    let root_b = b.spans.iter().find(|(_, s)| s.parent_span_id.is_empty()).unwrap().1.clone();
+    let micros = |s: &tracepipe_schemas::otlp_trace::Span| ((s.end_time_unix_nano - s.start_time_unix_nano) / 1000) as f64 / 1000.0;
+    let delta = node("frontend", "GET /checkout")["delta_ms"].as_f64().unwrap();
+    assert!((delta - (micros(&root_b) - micros(&root_a))).abs() < 1e-9, "{delta}");
+    assert!(c["only_in_a"].as_u64().unwrap() >= 1);
+    // With its typical trace: another checkout.
+    let (status, body) = json(server.port, &format!("/api/v1/compare/traces?a={a_id}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["data"]["b_is_typical"].as_bool(), body["data"]["b"]["root_operation"].as_str()), (Some(true), Some("GET /checkout")), "{body}");
+    assert_ne!(body["data"]["b"]["trace_id"], body["data"]["a"]["trace_id"]);
+    bad(server.port, "/api/v1/compare/traces?b=1", 400, "'a'");
+
+    let url = format!("{base}/#/compare?a={a_id}&b={b_id}");
+    let dom = chromium_dom(&url, None);
+    assert!(dom.contains(r#"data-ready="compare""#), "#/compare rendered: {dom}");
+    chromium_dom(&url, Some(&artefacts.join("compare.png")));
+    let text = visible_text(&dom);
+    for wrong in ["[object", "undefined", "NaN", "Could not load"] {
+        assert!(!text.contains(wrong), "#/compare shows `{wrong}`: {text}");
+    }
+    assert!(text.contains("checkout POST only in A"), "{text}");
+    assert!(text.contains("operations only in A: 1 · only in B: 0"), "{text}");
+    let trace_page = chromium_dom(&format!("{base}/#/trace/{a_id}"), None);
+    assert!(visible_text(&trace_page).contains("Compare with the typical trace of this endpoint"), "{trace_page}");
+}
+
+#[test]
+fn the_service_map_labels_edges_with_the_change_between_two_versions_in_chromium() {
+    // Half of checkout's requests on 2.0.0 from the start, 30% slower.
+    let rollout = SMALL.replace("after_s: 240, share: 0.1, complete_after_s: 600, latency_factor: 1.3", "after_s: 0, share: 0.5, latency_factor: 1.3");
+    assert_ne!(rollout, SMALL);
+    let server = server_of(&rollout, None);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let artefacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let (status, body) = json(server.port, "/api/v1/edges?attribute=service.version&baseline=1.0.0&candidate=2.0.0");
+    assert_eq!(status, 200, "{body}");
+    let edges = body["data"].as_array().unwrap();
+    let into_checkout = edges.iter().find(|e| e["client"] == "frontend" && e["server"] == "checkout").expect("frontend → checkout");
+    let c = &into_checkout["comparison"];
+    assert!(c["baseline_requests"].as_u64().unwrap() > 20 && c["candidate_requests"].as_u64().unwrap() > 20, "{c}");
+    assert!(c["p50_delta_ms"].as_f64().unwrap() > 0.0, "2.0.0 is slower: {c}");
+    assert!(edges.iter().filter(|e| e["server"] != "checkout").all(|e| e["comparison"].is_null()), "only checkout ran two versions");
+    bad(server.port, "/api/v1/edges?attribute=service.version", 400, "go together");
+
+    let url = format!("{base}/#/map?attribute=service.version&baseline=1.0.0&candidate=2.0.0");
+    let dom = chromium_dom(&url, None);
+    assert!(dom.contains(r#"data-ready="map""#), "{dom}");
+    chromium_dom(&url, Some(&artefacts.join("map-versions.png")));
+    let text = visible_text(&dom);
+    let label = format!("Δp50 +{}", {
+        let d = c["p50_delta_ms"].as_f64().unwrap();
+        if d < 10.0 { format!("{d:.2} ms") } else { format!("{d:.1} ms") }
+    });
+    assert!(text.contains(&label), "`{label}` in {text}");
+    assert!(text.contains("running both service.version 1.0.0 and 2.0.0") || text.contains("ran both service.version 1.0.0 and 2.0.0"), "{text}");
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::stored::{self, count};
 use tracepipe_sink::SinkConfig;
-use tracepipe_store::{Retention, StoreUrl};
+use tracepipe_store::{Retention, Store, StoreUrl};
 
 const SMALL: &str = include_str!("scenarios/small.yaml");
 const SECOND: u64 = 1_000_000_000;
@@ -50,7 +50,7 @@ fn replay_writes_nothing_twice(url: StoreUrl) {
     let traces_only: Vec<_> = records.iter().filter(|(input, _)| *input == 0).cloned().collect();
     stored::feed(&mut restarted, &traces_only, 1_000_000, now_ns());
     assert_eq!(count(&mut restarted.store(), "spans"), first[0]);
-    assert_eq!(restarted.store().schema_version().unwrap(), 3, "every migration, each once");
+    assert_eq!(restarted.store().schema_version().unwrap(), 4, "every migration, each once");
 }
 
 fn retention_deletes_only_old_rows(url: StoreUrl) {
@@ -58,7 +58,7 @@ fn retention_deletes_only_old_rows(url: StoreUrl) {
     let (old, _) = stored::records(SMALL, 100, now - 3 * 86_400 * SECOND);
     let (fresh, fresh_ids) = stored::records(SMALL, 100, now - 60 * SECOND);
     let day = Duration::from_secs(86_400);
-    let config = SinkConfig { retention: Retention { traces: day, edges: day, rollups: day, alerts: day }, ..SinkConfig::default() };
+    let config = SinkConfig { retention: Retention { traces: day, edges: day, rollups: day, rollups_5m: day, rollups_1h: day, rollups_1d: day, alerts: day }, ..SinkConfig::default() };
     let mut sink = stored::sink(&url, config);
     stored::feed(&mut sink, &old, 0, now);
     stored::feed(&mut sink, &fresh, 10_000, now);
@@ -218,4 +218,81 @@ fn a_failed_flush_keeps_its_rows_with_those_read_after() {
     sink.flush(now_ns()).unwrap();
     assert_eq!(count(&mut sink.store(), "traces"), 20, "the rows of the failed flush and those read after it");
     assert_eq!(sink.low_watermark(SourcePartition { input: 0, partition: 0 }), None);
+}
+
+/// The sink downsamples the rollups into 5-minute, hourly and daily series that equal the
+/// 1-minute ones merged, and still answer once the 1-minute rollups are gone.
+#[test]
+fn downsampled_series_equal_the_minutes_merged_and_outlive_them() {
+    use tracepipe_health::series::{merged, Subject};
+    let dir = tempfile::tempdir().unwrap();
+    let url = StoreUrl::Sqlite(dir.path().join("tracepipe.db"));
+    let now = now_ns();
+    let mut sink = stored::sink(&url, SinkConfig::default());
+    for k in 0..12u64 {
+        let (records, _) = stored::records(SMALL, 60, now - 4 * 3600 * SECOND + k * 900 * SECOND);
+        stored::feed(&mut sink, &records, k as i64 * 100_000, now);
+    }
+    let subjects = [
+        Subject::Operation { service: "frontend".into(), operation: "GET /product".into(), span_kind: Some("SPAN_KIND_SERVER".into()) },
+        Subject::Cohort { service: "frontend".into(), operation: "GET /product".into(), span_kind: None, attribute: "feature_flag.recommendations".into(), value: "on".into() },
+    ];
+    let (from_ms, to_ms) = (((now / 1_000_000) as i64 - 5 * 3_600_000) / 3_600_000 * 3_600_000, (now / 1_000_000) as i64);
+    let figures = |store: &mut Store, bucket: i64| -> Vec<Vec<(i64, u64, u64, Option<f64>, Option<f64>)>> {
+        subjects
+            .iter()
+            .map(|s| merged(store, s, from_ms, to_ms, Some(bucket)).unwrap().into_iter().map(|(t, m)| (t, m.count, m.errors, m.latency_us.quantile_ms(0.5), m.latency_us.quantile_ms(0.99))).collect())
+            .collect()
+    };
+    let mut store = Store::open(&url).unwrap();
+    let minutes: Vec<_> = [300_000, 3_600_000].iter().map(|&b| figures(&mut store, b)).collect();
+    assert!(minutes[0][0].len() >= 12 && minutes[1][0].len() >= 3, "{:?}", minutes[1]);
+    sink.enforce_retention(now).unwrap();
+    let downsampled = count_where(&mut store, "kind LIKE '%@%'");
+    assert!(downsampled > 0);
+    sink.enforce_retention(now).unwrap();
+    assert_eq!(count_where(&mut store, "kind LIKE '%@%'"), downsampled, "merging again writes nothing new");
+    for (k, &bucket) in [300_000, 3_600_000].iter().enumerate() {
+        assert_eq!(figures(&mut store, bucket), minutes[k], "at {bucket} ms, with the downsampled buckets");
+    }
+    // Rollups that reach the store late, for buckets merged already (a sink that was down): the
+    // next pass merges them in.
+    let (late, _) = stored::records(SMALL, 60, now - 1800 * SECOND);
+    stored::feed(&mut sink, &late, 5_000_000, now);
+    // What the series should be: the 1-minute rollups merged by hand.
+    let by_hand = |store: &mut Store, bucket: i64| -> Vec<Vec<(i64, u64, u64, Option<f64>, Option<f64>)>> {
+        subjects
+            .iter()
+            .map(|s| {
+                let mut coarse: std::collections::BTreeMap<i64, tracepipe_health::series::Merged> = Default::default();
+                for (t, m) in merged(store, s, from_ms, to_ms, Some(60_000)).unwrap() {
+                    let c = coarse.entry(t.div_euclid(bucket) * bucket).or_default();
+                    c.count += m.count;
+                    c.errors += m.errors;
+                    c.latency_us.merge(&m.latency_us);
+                }
+                coarse.into_iter().map(|(t, m)| (t, m.count, m.errors, m.latency_us.quantile_ms(0.5), m.latency_us.quantile_ms(0.99))).collect()
+            })
+            .collect()
+    };
+    let with_late: Vec<_> = [300_000, 3_600_000].iter().map(|&b| by_hand(&mut store, b)).collect();
+    assert_ne!(with_late[0], minutes[0], "the late rollups are in the 1-minute series");
+    sink.enforce_retention(now).unwrap();
+    for (k, &bucket) in [300_000, 3_600_000].iter().enumerate() {
+        assert_eq!(figures(&mut store, bucket), with_late[k], "at {bucket} ms, the late rollups merged in");
+    }
+    let minutes = with_late;
+
+    // The 1-minute rollups expire; the settled buckets still answer from the downsampled ones.
+    let through_5m = tracepipe_sink::downsample::through_ms(&mut store, "5m").unwrap();
+    let through_1h = tracepipe_sink::downsample::through_ms(&mut store, "1h").unwrap();
+    store.execute("DELETE FROM rollups WHERE kind NOT LIKE '%@%' AND window_start_ms < $1", &[tracepipe_store::Param::Int(through_1h)]).unwrap();
+    for (k, &bucket) in [300_000, 3_600_000].iter().enumerate() {
+        assert_eq!(figures(&mut store, bucket), minutes[k], "at {bucket} ms, the 1-minute rollups gone");
+    }
+    eprintln!("{downsampled} downsampled rows; 5m merged through {through_5m}");
+}
+
+fn count_where(store: &mut Store, condition: &str) -> i64 {
+    store.query(&format!("SELECT COUNT(*) FROM rollups WHERE {condition}"), &[]).unwrap()[0][0].int()
 }

@@ -61,6 +61,7 @@ pub enum Rollup {
     Slo(SloRollup),
     Transaction(TransactionRollup),
     FunnelJourney(FunnelJourney),
+    Cohort(CohortRollup),
 }
 
 impl Rollup {
@@ -81,8 +82,33 @@ impl Rollup {
             // A journey is what its steps make it: a replay that rebuilds it with fewer steps
             // (its later steps were committed already) does not replace the whole one.
             Rollup::FunnelJourney(r) => Some((key_of(("funnel_journey", &r.funnel, &r.correlation, r.started_unix_nanos)), r.reached.len() as u64)),
+            Rollup::Cohort(r) => {
+                counted(&r.counted_in).map(|(at, n)| (key_of(("cohort", r.window_start_unix_ms, &r.span_kind, &r.service, &r.operation, &r.attribute, &r.value, at)), n))
+            }
         }
     }
+}
+
+/// Latency and errors of the requests one (service, operation, span kind) served over one window
+/// that carried one value of a cohort attribute (`service.version`, `deployment.environment.name`,
+/// a feature flag's variant): what comparisons of versions and variants are computed from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortRollup {
+    pub schema: String,
+    pub window_start_unix_ms: u64,
+    pub window_seconds: u64,
+    pub service: String,
+    pub operation: String,
+    pub span_kind: String,
+    /// The attribute (`feature_flag.<key>` for a flag's variant).
+    pub attribute: String,
+    /// Its value, the overflow label past the attribute's cap.
+    pub value: String,
+    pub count: u64,
+    pub errors: u64,
+    pub histogram_us: SparseHistogram,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_in: Option<CountedIn>,
 }
 
 /// Latency and errors of one (service, operation, span kind) over one window.
@@ -382,6 +408,9 @@ pub enum AlertKind {
     EdgeAppeared,
     EdgeVanished,
     SloBurnRate,
+    CanaryVerdict,
+    Regression,
+    ForecastBreach,
 }
 
 impl AlertKind {
@@ -392,6 +421,9 @@ impl AlertKind {
             AlertKind::EdgeAppeared => "edge_appeared",
             AlertKind::EdgeVanished => "edge_vanished",
             AlertKind::SloBurnRate => "slo_burn_rate",
+            AlertKind::CanaryVerdict => "canary_verdict",
+            AlertKind::Regression => "regression",
+            AlertKind::ForecastBreach => "forecast_breach",
         }
     }
 }
@@ -427,6 +459,9 @@ pub enum AlertDetails {
     Errors(ErrorDetails),
     Edge(EdgeDetails),
     Slo(SloBurnDetails),
+    Canary(CanaryDetails),
+    Regression(RegressionDetails),
+    Forecast(ForecastDetails),
 }
 
 /// Percentiles of an endpoint's duration over some traces.
@@ -476,6 +511,73 @@ pub struct EdgeDetails {
     pub calls: u64,
     pub first_seen_unix_ms: u64,
     pub last_seen_unix_ms: u64,
+}
+
+/// A canary's verdict: a new value of a cohort attribute (a new `service.version`) of one
+/// operation compared with the incumbent on a fixed schedule (`tracepipe_health::canary`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanaryDetails {
+    pub attribute: String,
+    pub baseline_value: String,
+    pub candidate_value: String,
+    /// `better`, `worse`, `no_significant_difference` or `not_enough_data`.
+    pub verdict: String,
+    /// The deciding evaluation of the schedule, and the schedule's length.
+    pub evaluation: u32,
+    pub evaluations: u32,
+    pub alpha_per_evaluation: f64,
+    pub candidate_since_unix_ms: u64,
+    pub evaluated_until_unix_ms: u64,
+    pub baseline_requests: u64,
+    pub candidate_requests: u64,
+    pub baseline_error_ratio: f64,
+    pub candidate_error_ratio: f64,
+    /// Mann-Whitney's p-value and the Hodges-Lehmann shift (candidate − baseline) with its interval.
+    pub latency_p_value: Option<f64>,
+    pub shift_ms: Option<f64>,
+    pub shift_low_ms: Option<f64>,
+    pub shift_high_ms: Option<f64>,
+    /// The shift relative to the baseline's median.
+    pub relative_shift: Option<f64>,
+    pub errors_p_value: Option<f64>,
+    pub evidence: Vec<String>,
+}
+
+/// A recent rise of an operation's p99 or error ratio found by change-point detection, with what
+/// changed then (`tracepipe_health::changepoints`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionDetails {
+    /// `p99` (ms) or `error_ratio`.
+    pub metric: String,
+    /// The start of the first bucket at the new level.
+    pub changed_at_unix_ms: u64,
+    /// Medians of the metric before and after.
+    pub level_before: f64,
+    pub level_after: f64,
+    pub change: f64,
+    pub p_value: f64,
+    /// Cohort values that appeared or took over then, in words.
+    pub what_changed: Vec<String>,
+}
+
+/// A series forecast to cross a threshold within a horizon, or an SLO's error budget forecast to run
+/// out within one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecastDetails {
+    /// `p99` (ms), `error_ratio`, … or `error_budget` for an SLO.
+    pub metric: String,
+    pub threshold: f64,
+    pub horizon_seconds: u64,
+    /// When the forecast crosses the threshold (the budget runs out).
+    pub crossing_unix_ms: u64,
+    /// The forecast at the crossing with its 95% interval (for a budget: what is left now).
+    pub forecast: f64,
+    pub forecast_lower: Option<f64>,
+    pub forecast_upper: Option<f64>,
+    /// The model, or how the crossing was projected.
+    pub model: String,
+    /// The model's backtest sMAPE, when it was backtested.
+    pub backtest_smape: Option<f64>,
 }
 
 /// Why an SLO alert fires: the burn rates of its alerting windows, and what is left of the budget.

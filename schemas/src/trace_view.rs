@@ -74,6 +74,41 @@ impl<'a> SpanView<'a> {
         self.status_code == STATUS_ERROR || self.exception.is_some()
     }
 
+    /// One pass over the span's fields: the value of each of `keys` it has (the last, if
+    /// repeated) into `found` (as long as `keys`), and each feature flag evaluated, as
+    /// [`SpanView::feature_flags`] reads them, to `flag`. Cheaper than a lookup per key.
+    pub fn scan<K: AsRef<str>>(&self, keys: &[K], found: &mut [Option<AttributeValue<'a>>], mut flag: impl FnMut(&'a str, &'a str)) {
+        found.iter_mut().for_each(|f| *f = None);
+        for field in Reader::new(self.body, 0).map_while(Result::ok) {
+            match (field.number, field.value) {
+                (9, Value::Len(kv)) => {
+                    if let Ok(Some((key, value))) = read_key_value(kv, |k| keys.iter().any(|w| w.as_ref().as_bytes() == k)) {
+                        if let Some(i) = keys.iter().position(|w| w.as_ref().as_bytes() == key) {
+                            found[i] = Some(value);
+                        }
+                    }
+                }
+                (11, Value::Len(event)) => {
+                    if let Some((key, variant)) = read_flag_evaluation(event) {
+                        flag(key, variant);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The feature flags evaluated in this span, as (flag key, variant) from its
+    /// `feature_flag.evaluation` events (OpenTelemetry's feature-flag conventions: the variant in
+    /// `feature_flag.result.variant`, or `feature_flag.variant` as earlier versions named it).
+    /// Events without a key or a variant are skipped.
+    pub fn feature_flags(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        Reader::new(self.body, 0).map_while(Result::ok).filter_map(|field| match (field.number, field.value) {
+            (11, Value::Len(event)) => read_flag_evaluation(event),
+            _ => None,
+        })
+    }
+
     /// No parent ([`crate::ids::is_root_parent`]).
     pub fn is_root(&self) -> bool {
         self.parent_span_id.is_none()
@@ -362,6 +397,30 @@ fn read_span_attribute<'a>(kv: &'a [u8], span: &mut SpanView<'a>) -> Result<(), 
     Ok(())
 }
 
+fn read_flag_evaluation(event: &[u8]) -> Option<(&str, &str)> {
+    let mut is_evaluation = false;
+    let (mut key, mut variant, mut old_variant) = (None, None, None);
+    for field in Reader::new(event, 0) {
+        let field = field.ok()?;
+        match (field.number, field.value) {
+            (2, Value::Len(name)) => is_evaluation = name == b"feature_flag.evaluation",
+            (3, Value::Len(kv)) if is_evaluation => {
+                let wanted = |k: &[u8]| k == b"feature_flag.key" || k == b"feature_flag.result.variant" || k == b"feature_flag.variant";
+                if let Ok(Some((k, value))) = read_key_value(kv, wanted) {
+                    let slot = match k {
+                        b"feature_flag.key" => &mut key,
+                        b"feature_flag.result.variant" => &mut variant,
+                        _ => &mut old_variant,
+                    };
+                    *slot = value.as_str();
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((key.filter(|k| !k.is_empty())?, variant.or(old_variant).filter(|v| !v.is_empty())?)).filter(|_| is_evaluation)
+}
+
 fn read_exception(event: &[u8]) -> Result<Option<Exception<'_>>, DecodeError> {
     let mut is_exception = false;
     let mut exception = Exception::default();
@@ -433,6 +492,20 @@ mod tests {
             start_time_unix_nano: 5,
             end_time_unix_nano: 50,
             attributes: vec![attributes::string("sampler.type", "probabilistic"), attributes::double("sampler.param", 0.25)],
+            events: vec![
+                span::Event {
+                    name: "feature_flag.evaluation".into(),
+                    attributes: vec![attributes::string("feature_flag.key", "new-checkout"), attributes::string("feature_flag.result.variant", "on")],
+                    ..Default::default()
+                },
+                span::Event {
+                    name: "feature_flag.evaluation".into(),
+                    attributes: vec![attributes::string("feature_flag.key", "dark-mode"), attributes::string("feature_flag.variant", "blue")],
+                    ..Default::default()
+                },
+                span::Event { name: "feature_flag.evaluation".into(), attributes: vec![attributes::string("feature_flag.key", "no-variant")], ..Default::default() },
+                span::Event { name: "log".into(), attributes: vec![attributes::string("feature_flag.key", "not-a-flag"), attributes::string("feature_flag.variant", "x")], ..Default::default() },
+            ],
             ..Default::default()
         };
         let message = AssembledTrace {
@@ -468,6 +541,12 @@ mod tests {
         assert_eq!(view.spans[0].parent_span_id, None);
         assert_eq!(view.spans[0].head_sampling_probability, Some(0.25));
         assert_eq!(db.head_sampling_probability, None);
+        assert_eq!(view.spans[0].feature_flags().collect::<Vec<_>>(), vec![("new-checkout", "on"), ("dark-mode", "blue")]);
+        let (mut found, mut flags) = ([None; 3], Vec::new());
+        view.spans[0].scan(&["sampler.param", "missing", "sampler.type"], &mut found, |k, v| flags.push((k, v)));
+        assert_eq!(found, [Some(AttributeValue::Double(0.25)), None, Some(AttributeValue::Str(b"probabilistic"))]);
+        assert_eq!(flags, vec![("new-checkout", "on"), ("dark-mode", "blue")]);
+        assert_eq!(db.feature_flags().count(), 0);
         // Any attribute by key, from the span or its resource.
         assert_eq!(db.attribute("unrelated"), Some(AttributeValue::Str(b"x")));
         assert_eq!(db.attribute("http.response.status_code"), Some(AttributeValue::Int(503)));

@@ -78,6 +78,13 @@ pub struct TraceGenerator {
     correlation: Option<(String, String)>,
     pub business: std::collections::BTreeMap<(String, String, String), BusinessTruth>,
     pub journeys: Vec<JourneyTruth>,
+    /// Rollouts draw from a generator of their own too.
+    rollout_rng: SmallRng,
+    /// The rollout serving the operation span being generated, by service: its calls are made
+    /// from the new version's instances.
+    serving: Vec<(usize, usize)>,
+    /// Requests each (service, version) served, and how many failed.
+    pub versions: std::collections::BTreeMap<(String, String), (u64, u64)>,
 }
 
 const MS: f64 = 1_000_000.0;
@@ -101,6 +108,7 @@ impl TraceGenerator {
         TraceGenerator {
             rng: SmallRng::seed_from_u64(scenario.seed),
             business_rng: SmallRng::seed_from_u64(scenario.seed ^ 0x6275_7369_6e65_7373),
+            rollout_rng: SmallRng::seed_from_u64(scenario.seed ^ 0x726f_6c6c_6f75_74),
             scenario,
             services,
             entry_weights,
@@ -112,11 +120,22 @@ impl TraceGenerator {
             correlation: None,
             business: Default::default(),
             journeys,
+            serving: Vec::new(),
+            versions: Default::default(),
         }
     }
 
     pub fn services(&self) -> &[String] {
         &self.services
+    }
+
+    /// The service whose resource a generated span is on (the index beside it in
+    /// [`GeneratedTrace::spans`]): one of [`Self::services`], or a rollout's new instances.
+    pub fn service_of(&self, resource: usize) -> &str {
+        match self.services.get(resource) {
+            Some(service) => service,
+            None => &self.scenario.rollouts[resource - self.services.len()].service,
+        }
     }
 
     pub fn scenario(&self) -> &Scenario {
@@ -134,6 +153,22 @@ impl TraceGenerator {
 
     fn sample_ms(&mut self, latency: &Latency) -> f64 {
         lognormal(latency).sample(&mut self.rng)
+    }
+
+    /// The rollout serving this request of `service`, if one is under way and draws it.
+    fn rollout(&mut self, service: &str) -> Option<usize> {
+        let elapsed = self.elapsed_s;
+        let rng = &mut self.rollout_rng;
+        self.scenario.rollouts.iter().position(|r| {
+            let share = if r.complete_after_s.is_some_and(|s| elapsed >= s) { 1.0 } else { r.share };
+            r.service == service && elapsed >= r.after_s && rng.random::<f64>() < share
+        })
+    }
+
+    /// The resource `service`'s spans are on: its new version's while that serves the request.
+    fn instance_of(&self, service: &str) -> usize {
+        let index = self.service_index(service);
+        self.serving.iter().rev().find(|(s, _)| *s == index).map_or(index, |&(_, resource)| resource)
     }
 
     fn service_index(&self, name: &str) -> usize {
@@ -253,6 +288,11 @@ impl TraceGenerator {
         let span_id = self.id::<8>();
         let (fault_latency_ms, fault_errors) = self.fault(service, operation_name);
         let self_ms = self.sample_ms(&operation.latency) + fault_latency_ms;
+        let rollout = self.rollout(service);
+        let (latency_factor, rollout_errors) = rollout.map_or((1.0, 0.0), |r| (self.scenario.rollouts[r].latency_factor, self.scenario.rollouts[r].error_rate));
+        let service_index = self.service_index(service);
+        let resource = rollout.map_or(service_index, |r| self.services.len() + r);
+        self.serving.push((service_index, resource));
         // A tenth of the own time before the first call, the rest after the last.
         let mut t = start + (self_ms * 0.1 * MS) as u64;
         let mut child_error: Option<[u8; 8]> = None;
@@ -266,8 +306,11 @@ impl TraceGenerator {
                 child_error = failed_span;
             }
         }
+        self.serving.pop();
+        // A slower version takes `latency_factor` times as long in all: its own time and its calls'.
         let end = t + (self_ms * 0.9 * MS) as u64;
-        let own_error = self.rng.random::<f64>() < (operation.error_rate + fault_errors).min(1.0);
+        let end = start + ((end - start) as f64 * latency_factor) as u64;
+        let own_error = self.rng.random::<f64>() < (operation.error_rate + fault_errors).min(1.0) || (rollout_errors > 0.0 && self.rollout_rng.random::<f64>() < rollout_errors);
         let mut s = Span {
             trace_id: trace.trace_id.to_vec(),
             span_id: span_id.to_vec(),
@@ -291,6 +334,18 @@ impl TraceGenerator {
             let value = self.business_attribute(service, operation_name, attribute);
             s.attributes.push(value);
         }
+        for flag in &operation.feature_flags {
+            // Counted in the truth as the cohort attribute the analyzer names it by.
+            let drawn = BusinessAttribute { key: format!("feature_flag.{}", flag.key), ..flag.clone() };
+            let variant = self.business_attribute(service, operation_name, &drawn).value.and_then(|v| v.value);
+            let Some(tracepipe_schemas::otlp_common::any_value::Value::StringValue(variant)) = variant else { continue };
+            s.events.push(span::Event {
+                time_unix_nano: start,
+                name: "feature_flag.evaluation".into(),
+                attributes: vec![attributes::string("feature_flag.key", flag.key.clone()), attributes::string("feature_flag.result.variant", variant)],
+                ..Default::default()
+            });
+        }
         if parent.is_none() {
             if let Some((key, value)) = &self.correlation {
                 s.attributes.push(attributes::string(key.clone(), value.clone()));
@@ -308,15 +363,19 @@ impl TraceGenerator {
         } else if child_error.is_some() {
             s.status = Some(Status { code: 2, message: "downstream call failed".into() });
         }
-        let index = self.service_index(service);
-        trace.spans.push((index, s));
-        Frame { error: own_error || child_error.is_some(), end }
+        let failed = own_error || child_error.is_some();
+        let version = rollout.map_or_else(|| self.scenario.services[service].version.clone().unwrap_or_else(|| "1.0.0".into()), |r| self.scenario.rollouts[r].version.clone());
+        let served = self.versions.entry((service.to_string(), version)).or_default();
+        served.0 += 1;
+        served.1 += u64::from(failed);
+        trace.spans.push((resource, s));
+        Frame { error: failed, end }
     }
 
     /// One outgoing call from `caller`; returns when the caller resumes, and the id of the
     /// failing client span if the call failed.
     fn call(&mut self, trace: &mut GeneratedTrace, caller: &str, parent: [u8; 8], call: &Call, start: u64) -> (u64, Option<[u8; 8]>) {
-        let caller_index = self.service_index(caller);
+        let caller_index = self.instance_of(caller);
         let client_id = self.id::<8>();
         let mut client = Span {
             trace_id: trace.trace_id.to_vec(),

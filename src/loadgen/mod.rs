@@ -60,6 +60,17 @@ pub struct GroundTruth {
     /// How far each journey across traces went.
     #[serde(default)]
     pub journeys: Vec<JourneyTruth>,
+    /// Requests (server and consumer spans) each version of each service served, and how many failed.
+    #[serde(default)]
+    pub versions: Vec<VersionTruth>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionTruth {
+    pub service: String,
+    pub version: String,
+    pub requests: u64,
+    pub errors: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,10 +151,13 @@ pub struct MessageEncoder {
 
 impl MessageEncoder {
     pub fn new(encoding: Encoding, scenario: &Scenario, services: &[String]) -> Self {
-        let resources = services
+        // One resource per service, then one per rollout: the instances of its new version.
+        let instances = services
             .iter()
-            .map(|name| {
-                let version = scenario.services[name].version.clone().unwrap_or_else(|| "1.0.0".into());
+            .map(|name| (name.clone(), scenario.services[name].version.clone().unwrap_or_else(|| "1.0.0".into())))
+            .chain(scenario.rollouts.iter().map(|r| (r.service.clone(), r.version.clone())));
+        let resources = instances
+            .map(|(name, version)| {
                 Resource {
                     attributes: vec![
                         attributes::string(attributes::SERVICE_NAME, name.clone()),
@@ -306,6 +320,7 @@ pub fn run(scenario: Scenario, options: LoadgenOptions, shutdown: &CancellationT
     truth.entries = entries.into_iter().map(|((service, operation), spans)| OperationTruth { service: services[service].clone(), operation, spans, errors: 0 }).collect();
     truth.business = generator.business.values().cloned().collect();
     truth.journeys = generator.journeys.clone();
+    truth.versions = generator.versions.iter().map(|((service, version), &(requests, errors))| VersionTruth { service: service.clone(), version: version.clone(), requests, errors }).collect();
     truth.edge_calls = generator.edge_calls.iter().map(|(e, calls)| EdgeCalls { client: e.client.clone(), server: e.server.clone(), kind: e.kind.clone(), calls: *calls }).collect();
     if let Some(path) = &options.truth {
         std::fs::write(path, serde_json::to_vec_pretty(&truth)?).with_context(|| format!("write {}", path.display()))?;

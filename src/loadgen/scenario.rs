@@ -30,6 +30,32 @@ pub struct Scenario {
     /// Journeys across traces: a correlation value carried from one entry's trace to the next.
     #[serde(default)]
     pub journeys: Vec<Journey>,
+    /// New versions of services, serving a share of their requests from some time on.
+    #[serde(default)]
+    pub rollouts: Vec<Rollout>,
+}
+
+/// From `after_s` seconds into the run, `share` of `service`'s requests are served by instances
+/// of `version` (their own resource, `service.version` = `version`), each taking
+/// `latency_factor` times as long and failing `error_rate` more often; from `complete_after_s`
+/// on, all of them (the rollout completes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    pub service: String,
+    pub version: String,
+    pub after_s: f64,
+    pub share: f64,
+    #[serde(default)]
+    pub complete_after_s: Option<f64>,
+    #[serde(default = "default_factor")]
+    pub latency_factor: f64,
+    #[serde(default)]
+    pub error_rate: f64,
+}
+
+fn default_factor() -> f64 {
+    1.0
 }
 
 fn default_seed() -> u64 {
@@ -78,6 +104,10 @@ pub struct Operation {
     /// Business attributes set on the operation's span.
     #[serde(default)]
     pub attributes: Vec<BusinessAttribute>,
+    /// Feature flags the operation evaluates: `key` is the flag, `values` its variants; each
+    /// evaluation is a `feature_flag.evaluation` event on the span.
+    #[serde(default)]
+    pub feature_flags: Vec<BusinessAttribute>,
 }
 
 /// A business attribute of a span: a number drawn uniformly from `min`..`max` (with `decimals`),
@@ -271,8 +301,30 @@ impl Scenario {
             }
             check_rate(&format!("faults[{i}].error_rate"), fault.error_rate, &mut problems);
         }
+        for (i, rollout) in self.rollouts.iter().enumerate() {
+            match self.services.get(&rollout.service) {
+                None => problems.push(format!("rollouts[{i}]: no service `{}`", rollout.service)),
+                Some(service) if service.version.as_deref().unwrap_or("1.0.0") == rollout.version => {
+                    problems.push(format!("rollouts[{i}]: `{}` already runs version {}", rollout.service, rollout.version))
+                }
+                Some(_) => {}
+            }
+            check_rate(&format!("rollouts[{i}].share"), rollout.share, &mut problems);
+            check_rate(&format!("rollouts[{i}].error_rate"), rollout.error_rate, &mut problems);
+            if rollout.complete_after_s.is_some_and(|s| s <= rollout.after_s) {
+                problems.push(format!("rollouts[{i}].complete_after_s: must come after after_s"));
+            }
+            if !(rollout.latency_factor.is_finite() && rollout.latency_factor > 0.0) {
+                problems.push(format!("rollouts[{i}].latency_factor: must be a positive number"));
+            }
+        }
         for (service_name, service) in &self.services {
             for (operation_name, operation) in &service.operations {
+                for (i, flag) in operation.feature_flags.iter().enumerate() {
+                    if flag.values.is_empty() || flag.min.is_some() || flag.max.is_some() {
+                        problems.push(format!("services.{service_name}.operations.{operation_name}.feature_flags[{i}]: a flag has `values` (its variants), not min and max"));
+                    }
+                }
                 for (i, attribute) in operation.attributes.iter().enumerate() {
                     let at = format!("services.{service_name}.operations.{operation_name}.attributes[{i}]");
                     let numeric = attribute.min.is_some() || attribute.max.is_some();

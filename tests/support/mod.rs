@@ -4,6 +4,7 @@
 
 pub mod secure;
 pub mod stored;
+pub mod totals;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{TcpListener, TcpStream};
@@ -328,6 +329,20 @@ impl Process {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// The partitions (input index, partition) the process was last assigned, from its log;
+    /// `None` before its first assignment.
+    pub fn assigned(&self) -> Option<BTreeSet<(u16, i32)>> {
+        let ansi = regex::Regex::new("\x1b\\[[0-9;]*m").unwrap();
+        let log = ansi.replace_all(&self.log_text(), "").into_owned();
+        let line = log.lines().rev().find(|line| line.contains("partitions assigned") || line.contains("partitions revoked"))?;
+        if line.contains("partitions revoked") {
+            return Some(BTreeSet::new());
+        }
+        let list = line.split("partitions=[").nth(1)?.split(']').next()?;
+        let pair = regex::Regex::new(r"\((\d+), (\d+)\)").unwrap();
+        Some(pair.captures_iter(list).map(|c| (c[1].parse().unwrap(), c[2].parse().unwrap())).collect())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -449,7 +464,7 @@ impl RoutedSpans {
 
 /// Reads `topic` from the beginning, handing each record to `on_record`, until `done` holds and
 /// nothing new came for 2 s, or `timeout`.
-fn consume_until<S>(
+pub fn consume_until<S>(
     brokers: &str,
     topic: &str,
     timeout: Duration,

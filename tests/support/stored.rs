@@ -31,7 +31,7 @@ pub fn slos() -> std::sync::Arc<[tracepipe_analytics::slo::SloSpec]> {
 
 /// topology.yaml's business transactions and funnels, which the demo shop's scenario feeds.
 pub fn transactions_and_funnels() -> (std::sync::Arc<[tracepipe_analytics::transactions::TransactionSpec]>, std::sync::Arc<[tracepipe_analytics::transactions::FunnelSpec]>) {
-    let topology: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(super::repo_path("topology.yaml")).unwrap()).unwrap();
+    let topology: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology.yaml")).unwrap()).unwrap();
     let mut problems = tracepipe_processor::config::Problems::default();
     let transactions = tracepipe_analytics::transactions::validate_transactions("transactions", topology.get("transactions").cloned(), &mut problems);
     let funnels = tracepipe_analytics::transactions::validate_funnels("funnels", topology.get("funnels").cloned(), &mut problems);

@@ -44,7 +44,7 @@ pub struct MergedHistogram {
 }
 
 impl MergedHistogram {
-    pub fn add(&mut self, histogram: &SparseHistogram) {
+    pub fn add(&mut self, histogram: &[(u64, u64)]) {
         for &(value, count) in histogram {
             *self.buckets.entry(value).or_default() += count;
             self.count += count;
@@ -53,6 +53,31 @@ impl MergedHistogram {
 
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    pub fn merge(&mut self, other: &MergedHistogram) {
+        for (&value, &count) in &other.buckets {
+            *self.buckets.entry(value).or_default() += count;
+        }
+        self.count += other.count;
+    }
+
+    /// (bucket value, count), ascending.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.buckets.iter().map(|(&value, &count)| (value, count))
+    }
+
+    /// The value of the `rank`-th smallest recorded value (1-based, clamped to the count).
+    pub fn value_at_rank(&self, rank: u64) -> Option<u64> {
+        let rank = rank.clamp(1, self.count.max(1));
+        let mut seen = 0;
+        for (&value, &count) in &self.buckets {
+            seen += count;
+            if seen >= rank {
+                return Some(value);
+            }
+        }
+        None
     }
 
     /// The value at quantile `q` in ms (the bucket holding rank ⌈q·n⌉), `None` when empty.
@@ -65,15 +90,7 @@ impl MergedHistogram {
         if self.count == 0 {
             return None;
         }
-        let rank = ((q * self.count as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (&value, &count) in &self.buckets {
-            seen += count;
-            if seen >= rank {
-                return Some(value);
-            }
-        }
-        None
+        self.value_at_rank((q * self.count as f64).ceil() as u64)
     }
 }
 

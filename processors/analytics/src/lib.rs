@@ -7,6 +7,7 @@
 //! link this crate.
 
 pub mod alerts;
+pub mod compare;
 pub mod latency;
 pub mod matcher;
 mod metrics;
@@ -27,6 +28,19 @@ pub const SPAN_DURATION_BUCKETS_MS: [f64; 16] = [2.0, 4.0, 6.0, 8.0, 10.0, 50.0,
 /// a longer one is cut at this many bytes (on a character boundary), so what the analyses hold is
 /// bounded in bytes by their series caps, whatever the input's names.
 pub const MAX_NAME_BYTES: usize = 256;
+
+/// The median of `values` (sorted in place); 0 for none.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
 
 /// `name` cut to at most [`MAX_NAME_BYTES`] bytes, on a character boundary.
 pub fn bounded_name(name: &str) -> &str {

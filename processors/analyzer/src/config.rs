@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tracepipe_processor::config::{positive, whole_seconds, within, ConsumerSpec, Problems, RawConsumer, Section, SectionConfig};
 
+use crate::cohorts::CohortConfig;
 use crate::{AnalyzerConfig, ApdexThresholds, DetectionConfig};
 
 /// The analyzer's section, validated.
@@ -41,6 +42,8 @@ pub struct RawAnalyzer {
     detection: RawDetection,
     #[serde(default)]
     apdex: RawApdex,
+    #[serde(default)]
+    cohorts: RawCohorts,
     #[serde(default, with = "humantime_serde")]
     commit_interval: Option<Duration>,
     max_in_flight: Option<i64>,
@@ -62,6 +65,16 @@ struct RawDetection {
     resolve_after: Option<i64>,
     error_min_count: Option<i64>,
     error_ratio: Option<f64>,
+}
+
+/// `cohorts: {attributes: [service.version], feature_flags: true, max_values: 32, max_flags: 64}`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCohorts {
+    attributes: Option<Vec<String>>,
+    feature_flags: Option<bool>,
+    max_values: Option<i64>,
+    max_flags: Option<i64>,
 }
 
 /// `apdex: {threshold: 500ms, services: {frontend: 300ms}}`.
@@ -99,9 +112,33 @@ impl SectionConfig for AnalyzerSpec {
             error_traces: raw.error_traces.unwrap_or(defaults.error_traces),
             detection,
             apdex: validate_apdex(&section.at("apdex"), raw.apdex, problems),
+            cohorts: validate_cohorts(&section.at("cohorts"), raw.cohorts, &defaults.cohorts, problems),
         };
         whole_seconds(section.at("window"), config.window, problems);
         Some(AnalyzerSpec { consumer: consumer?, input: input?, output: output?, alerts: alerts?, funnel_steps, config })
+    }
+}
+
+fn validate_cohorts(at: &str, raw: RawCohorts, defaults: &CohortConfig, problems: &mut Problems) -> CohortConfig {
+    let attributes = raw.attributes.unwrap_or_else(|| defaults.attributes.clone());
+    for (i, attribute) in attributes.iter().enumerate() {
+        if attribute.trim().is_empty() {
+            problems.add(format!("{at}.attributes[{i}]"), "must not be empty");
+        } else if attribute.starts_with(crate::cohorts::FLAG_PREFIX) {
+            problems.add(format!("{at}.attributes[{i}]"), "feature flags are split by `feature_flags: true`, as feature_flag.<key>");
+        } else if attributes[..i].contains(attribute) {
+            problems.add(format!("{at}.attributes[{i}]"), format!("{attribute} is listed twice"));
+        }
+    }
+    if attributes.len() > crate::cohorts::MAX_ATTRIBUTES {
+        problems.add(format!("{at}.attributes"), format!("at most {} attributes, got {}", crate::cohorts::MAX_ATTRIBUTES, attributes.len()));
+    }
+    let attributes = attributes.into_iter().take(crate::cohorts::MAX_ATTRIBUTES).collect();
+    CohortConfig {
+        attributes,
+        feature_flags: raw.feature_flags.unwrap_or(defaults.feature_flags),
+        max_values: within(format!("{at}.max_values"), raw.max_values, defaults.max_values as i64, 1..=10_000, problems) as usize,
+        max_flags: within(format!("{at}.max_flags"), raw.max_flags, defaults.max_flags as i64, 0..=10_000, problems) as usize,
     }
 }
 

@@ -29,6 +29,7 @@ use tracepipe_schemas::analytics::{
 
 use tracepipe_analytics::alerts::AlertBook;
 use tracepipe_analytics::latency::{new_histogram, record_nanos, LatencyHistogram};
+use tracepipe_analytics::median;
 use crate::errors::{ErrorGroups, GroupId};
 use crate::series::{OperationId, SeriesId, SeriesTable};
 
@@ -103,17 +104,6 @@ pub struct Detector {
     groups: FxHashMap<GroupId, GroupState>,
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_unstable_by(|a, b| a.total_cmp(b));
-    let n = values.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
 
 /// Microseconds to milliseconds, to the microsecond.
 fn ms(us: f64) -> f64 {

@@ -31,6 +31,7 @@
 
 pub mod analysis;
 pub mod bottlenecks;
+pub mod cohorts;
 pub mod config;
 pub mod detect;
 pub mod error_groups;
@@ -69,6 +70,8 @@ pub struct AnalyzerConfig {
     pub error_traces: bool,
     pub detection: DetectionConfig,
     pub apdex: ApdexThresholds,
+    /// The attributes that split each operation's requests into cohorts ([`cohorts`]).
+    pub cohorts: cohorts::CohortConfig,
 }
 
 /// Apdex's threshold T per service: the latency a user is satisfied with.
@@ -102,6 +105,7 @@ impl Default for AnalyzerConfig {
             error_traces: true,
             detection: DetectionConfig::default(),
             apdex: ApdexThresholds::default(),
+            cohorts: cohorts::CohortConfig::default(),
         }
     }
 }
@@ -160,13 +164,16 @@ impl Analyzer {
     pub fn with_open_alerts(config: AnalyzerConfig, outputs: AnalyzerOutputs, open_alerts: Vec<tracepipe_schemas::analytics::Alert>, now: UnixNanos) -> Self {
         let mut detection = detect::Detection::new(config.detection.clone());
         detection.restore(open_alerts, now / 1_000_000);
-        let analyses: Vec<Box<dyn Analysis>> = vec![
+        let mut analyses: Vec<Box<dyn Analysis>> = vec![
             Box::new(span_metrics::SpanMetrics::default()),
             Box::new(operations::Operations::new(config.apdex.clone())),
             Box::new(bottlenecks::Bottlenecks::default()),
             Box::new(error_groups::ErrorGroupRollups::new(config.error_traces)),
             Box::new(detection),
         ];
+        if config.cohorts.is_enabled() {
+            analyses.push(Box::new(cohorts::Cohorts::new(config.cohorts.clone())));
+        }
         Analyzer {
             table: SeriesTable::new(config.max_series, config.max_operations_per_service),
             groups: ErrorGroups::new(config.max_error_groups),

@@ -43,6 +43,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use prost::Message;
+use tracepipe_processor::trace_context::TraceContext;
 use tracepipe_processor::{Emitter, InputRecord, OutputId, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 use tracepipe_schemas::otlp_proto::IdHasher;
 use tracepipe_schemas::v1::{Completion, TraceSpans};
@@ -167,6 +168,9 @@ pub struct TraceAssembler {
     config: AssemblerConfig,
     output: OutputId,
     open: IdMap<u32>,
+    /// The trace context of open traces whose assembly tracepipe traces (self-tracing: few), so
+    /// the emitted trace continues it.
+    traced: IdMap<TraceContext>,
     slots: Vec<Option<OpenTrace>>,
     free_slots: Vec<u32>,
     /// (deadline, slot, generation): one entry per open trace, pushed when it opens and pushed
@@ -213,6 +217,7 @@ impl TraceAssembler {
             config,
             output,
             open: IdMap::default(),
+            traced: IdMap::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
             deadlines: BinaryHeap::new(),
@@ -282,6 +287,13 @@ impl TraceAssembler {
         trace
     }
 
+    fn forget_traced(&mut self, trace_id: &TraceId) -> Option<TraceContext> {
+        if self.traced.is_empty() {
+            return None;
+        }
+        self.traced.remove(trace_id)
+    }
+
     fn emit(&mut self, slot: u32, completion: Completion, now: UnixNanos, out: &mut Emitter) {
         let mut trace = self.remove(slot);
         let truncated = matches!(completion, Completion::MaxDuration | Completion::MaxSpans | Completion::MaxBytes | Completion::MemoryPressure);
@@ -299,6 +311,9 @@ impl TraceAssembler {
         prost::encoding::fixed64::encode(8, &trace.first_seen, buf);
         prost::encoding::fixed64::encode(9, &now, buf);
         out.emit_holding(self.output, &trace.trace_id.0, buf, Some(trace.first_offset));
+        if let Some(context) = self.forget_traced(&trace.trace_id) {
+            out.continue_context(context);
+        }
         self.emitted.record(trace.trace_id);
         metrics::EMITTED.with_label_values(&[completion.as_str()]).inc();
         if completion == Completion::MemoryPressure {
@@ -393,6 +408,10 @@ impl TraceAssembler {
         let all_new = self.mark_new_spans(open);
         if !all_new {
             self.encode_without_duplicates(payload)?;
+        }
+        // After everything that can refuse the record, which then changes nothing.
+        if out.traced() {
+            self.traced.entry(trace_id).or_insert(out.context());
         }
 
         let slot = match open {
@@ -531,6 +550,7 @@ impl Processor for TraceAssembler {
         for slot in slots {
             let mut trace = self.remove(slot);
             trace.body.release(&mut self.pages);
+            self.forget_traced(&trace.trace_id);
         }
         for source in sources {
             self.watermarks.remove(source);

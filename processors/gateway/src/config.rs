@@ -57,7 +57,7 @@ impl SectionConfig for GatewaySpec {
         if grpc_listen.is_none() && http_listen.is_none() {
             problems.add(section.path, "grpc_listen and http_listen are both off; remove the section instead");
         }
-        let config = GatewayConfig { grpc_listen, http_listen, max_request_bytes, max_in_flight_bytes, ack_timeout, retry_after };
+        let config = GatewayConfig { grpc_listen, http_listen, max_request_bytes, max_in_flight_bytes, ack_timeout, retry_after, self_trace: None };
         Some(GatewaySpec { output: output?, config })
     }
 }

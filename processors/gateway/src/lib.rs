@@ -49,6 +49,10 @@ pub struct GatewayConfig {
     pub ack_timeout: Duration,
     /// What clients are told to wait before retrying an overloaded or unavailable request.
     pub retry_after: Duration,
+    /// tracepipe's own tracing (`self_tracing` in the topology): the gateway is where records
+    /// enter tracepipe past the router, so it chooses a share of the requests to follow (a
+    /// `send` span each) and publishes the others' records unsampled, whatever the client sampled.
+    pub self_trace: Option<tracepipe_runtime::self_trace::SelfTraceSettings>,
 }
 
 impl Default for GatewayConfig {
@@ -60,6 +64,7 @@ impl Default for GatewayConfig {
             max_in_flight_bytes: 256 << 20,
             ack_timeout: Duration::from_secs(5),
             retry_after: Duration::from_secs(1),
+            self_trace: None,
         }
     }
 }
@@ -227,6 +232,11 @@ impl Ingest {
     pub fn flush(&self, timeout: Duration) {
         self.publisher.flush(timeout);
     }
+
+    /// tracepipe's own spans waiting for their interval, published (self-tracing only).
+    pub fn publish_own_spans_due(&self) {
+        self.publisher.publish_own_spans_due();
+    }
 }
 
 fn log_refusal(protocol: Protocol, error: &IngestError) {
@@ -299,9 +309,14 @@ async fn bind(protocol: &'static str, addr: SocketAddr) -> Result<(tokio::net::T
     bound.await.map_err(|source| StartError::Bind { protocol, addr, source })
 }
 
+/// This process in tracepipe's own spans: the pod's name in Kubernetes (HOSTNAME), else its pid.
+fn instance_name() -> String {
+    std::env::var("HOSTNAME").ok().filter(|name| !name.is_empty()).unwrap_or_else(|| format!("pid-{}", std::process::id()))
+}
+
 /// Binds both receivers and serves until `shutdown`; then flushes what is queued for Kafka.
 pub async fn start(kafka: &KafkaSettings, topic: &str, config: GatewayConfig, shutdown: CancellationToken) -> Result<(Listening, tokio::task::JoinHandle<()>), StartError> {
-    let publisher = Publisher::new(kafka, "gateway", topic, config.ack_timeout).map_err(|e| StartError::Producer(e.to_string()))?;
+    let publisher = Publisher::new(kafka, "gateway", topic, config.ack_timeout).map_err(|e| StartError::Producer(e.to_string()))?.self_traced(config.self_trace.clone(), &instance_name());
     let ingest = Arc::new(Ingest::new(publisher, config.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut listening = Listening { grpc: None, http: None };
@@ -314,6 +329,18 @@ pub async fn start(kafka: &KafkaSettings, topic: &str, config: GatewayConfig, sh
         let (listener, local) = bind("HTTP", addr).await?;
         listening.http = Some(local);
         tasks.spawn(http::serve(listener, ingest.clone(), shutdown.clone()));
+    }
+    if config.self_trace.is_some() {
+        let (ingest, shutdown) = (ingest.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut every_second = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = every_second.tick() => ingest.publish_own_spans_due(),
+                }
+            }
+        });
     }
     let handle = tokio::spawn(async move {
         while tasks.join_next().await.is_some() {}

@@ -116,6 +116,8 @@ pub struct Emitter {
     holds: Vec<SourceOffset>,
     current: Option<SourceOffset>,
     context: TraceContext,
+    /// Whether tracepipe traces its own work on the input being handled (self-tracing).
+    traced: bool,
     dead_letter: Option<Poison>,
 }
 
@@ -127,6 +129,7 @@ impl Default for Emitter {
             holds: Vec::new(),
             current: None,
             context: TraceContext::child_of(None),
+            traced: false,
             dead_letter: None,
         }
     }
@@ -153,6 +156,14 @@ impl Emitter {
             more_holds: self.holds.len()..self.holds.len(),
             context: self.context,
         });
+    }
+
+    /// The record emitted last continues `context` (that of an earlier input, kept by the
+    /// processor) instead of the current one.
+    pub fn continue_context(&mut self, context: TraceContext) {
+        if let Some(record) = self.records.last_mut() {
+            record.context = context;
+        }
     }
 
     /// Emits a record that keeps every offset in `holds` uncommitted until the broker acknowledges
@@ -222,6 +233,17 @@ impl Emitter {
     pub fn end_input(&mut self) {
         self.current = None;
         self.context = TraceContext::child_of(None);
+        self.traced = false;
+    }
+
+    /// The input being handled is one whose processing tracepipe traces: a processor that emits
+    /// its outputs later keeps [`Emitter::context`] for them ([`Emitter::continue_context`]).
+    pub fn trace_own_work(&mut self) {
+        self.traced = true;
+    }
+
+    pub fn traced(&self) -> bool {
+        self.traced
     }
 
     pub fn take_dead_letter(&mut self) -> Option<Poison> {

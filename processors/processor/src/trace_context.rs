@@ -53,6 +53,11 @@ impl TraceContext {
         }
     }
 
+    /// The W3C `sampled` flag.
+    pub fn is_sampled(&self) -> bool {
+        self.flags & 0x01 != 0
+    }
+
     pub fn to_header(&self) -> String {
         format!("00-{}-{}-{:02x}", hex::encode(self.trace_id), hex::encode(self.span_id), self.flags)
     }

@@ -152,7 +152,7 @@ pub async fn trace(State(state): State<ApiState>, Path(id): Path<String>) -> Api
     Ok(envelope(json!([jaeger_trace(&trace)])))
 }
 
-async fn one_trace(state: &ApiState, id: &str) -> Result<StoredTrace, ApiError> {
+pub(crate) async fn one_trace(state: &ApiState, id: &str) -> Result<StoredTrace, ApiError> {
     let id = normalize_trace_id(id)?;
     let wanted = id.clone();
     read(state, move |s| reader::traces(s, &[wanted]))
@@ -298,19 +298,65 @@ async fn requested_rollups(state: &ApiState, params: &Params, kind: &'static str
 }
 
 /// The rollups of `kind` whose window starts in [start_ms, end_ms], of `service` if given.
-async fn rollups_between(state: &ApiState, kind: &'static str, start_ms: i64, end_ms: i64, service: Option<String>) -> Result<Vec<Rollup>, ApiError> {
+pub(crate) async fn rollups_between(state: &ApiState, kind: &'static str, start_ms: i64, end_ms: i64, service: Option<String>) -> Result<Vec<Rollup>, ApiError> {
     let bodies = read(state, move |s| reader::rollups(s, kind, start_ms, end_ms, service.as_deref())).await?;
     Ok(bodies.iter().filter_map(|body| serde_json::from_str(body).ok()).collect())
 }
 
+/// The edges with calls, errors and percentiles; with `attribute`, `baseline` and `candidate`
+/// (two values of a cohort attribute, e.g. two `service.version`s) each edge whose server served
+/// requests of both also has `comparison`: the server's requests of the two, over all its
+/// operations, compared as `/api/v1/compare` compares them.
 pub async fn edges(State(state): State<ApiState>, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult {
     let params = Params::new(pairs);
     let (start_ms, end_ms) = range_ms(&params)?;
     let totals = edge_totals(&state, start_ms, end_ms).await?;
+    let versions = match (params.text("attribute"), params.text("baseline"), params.text("candidate")) {
+        (Some(a), Some(b), Some(c)) => Some((a.to_string(), b.to_string(), c.to_string())),
+        (None, None, None) => None,
+        _ => return Err(BadParameter("parameters 'attribute', 'baseline' and 'candidate' go together".into()).into()),
+    };
+    let comparisons = match &versions {
+        Some((attribute, baseline, candidate)) => {
+            let (attribute, baseline, candidate) = (attribute.clone(), baseline.clone(), candidate.clone());
+            let cohorts = read(&state, move |store| tracepipe_health::series::cohorts(store, None, None, start_ms, end_ms)).await?;
+            // Per server: its requests of each value, over all its operations.
+            let mut sides: BTreeMap<String, [(MergedHistogram, u64); 2]> = BTreeMap::new();
+            for c in cohorts.iter().filter(|c| c.attribute == attribute) {
+                let side = if c.value == baseline { 0 } else if c.value == candidate { 1 } else { continue };
+                let entry = sides.entry(c.service.clone()).or_default();
+                entry[side].0.merge(&c.merged.latency_us);
+                entry[side].1 += c.merged.errors;
+            }
+            sides
+                .into_iter()
+                .filter(|(_, [a, b])| a.0.count() > 0 && b.0.count() > 0)
+                .map(|(service, [a, b])| {
+                    let settings = tracepipe_analytics::compare::CompareSettings::default();
+                    let c = tracepipe_analytics::compare::compare(
+                        tracepipe_analytics::compare::Sample { latency_us: &a.0, errors: a.1 },
+                        tracepipe_analytics::compare::Sample { latency_us: &b.0, errors: b.1 },
+                        &settings,
+                    );
+                    let delta = |x: &Option<tracepipe_analytics::compare::Interval>, y: &Option<tracepipe_analytics::compare::Interval>| x.as_ref().zip(y.as_ref()).map(|(x, y)| y.estimate - x.estimate);
+                    let value = json!({
+                        "verdict": c.verdict, "verdict_label": c.verdict.label(),
+                        "baseline_requests": c.baseline.count, "candidate_requests": c.candidate.count,
+                        "p50_delta_ms": delta(&c.baseline.p50_ms, &c.candidate.p50_ms), "p99_delta_ms": delta(&c.baseline.p99_ms, &c.candidate.p99_ms),
+                        "error_ratio_delta": c.candidate.error_ratio - c.baseline.error_ratio, "evidence": c.evidence,
+                    });
+                    (service, value)
+                })
+                .collect()
+        }
+        None => BTreeMap::new(),
+    };
     let data: Vec<Value> = totals
         .into_values()
         .map(|e| {
+            let comparison = comparisons.get(&e.server).cloned();
             json!({
+                "comparison": comparison,
                 "client": e.client,
                 "server": e.server,
                 "connection_type": e.connection_type,

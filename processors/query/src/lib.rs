@@ -12,6 +12,8 @@ mod health;
 pub mod params;
 pub mod reader;
 pub mod sampling;
+mod trace_compare;
+mod trends;
 mod ui;
 
 use std::sync::{Arc, Mutex};
@@ -66,6 +68,13 @@ pub fn router(store: Store, config: QueryConfig) -> Router {
         .route("/api/v1/slos/{name}", get(health::slo))
         .route("/api/v1/services", get(health::services))
         .route("/api/v1/transactions", get(health::transactions))
+        .route("/api/v1/series", get(trends::series))
+        .route("/api/v1/cohorts", get(trends::cohorts))
+        .route("/api/v1/compare", get(trends::compare))
+        .route("/api/v1/canaries", get(trends::canaries))
+        .route("/api/v1/changepoints", get(trends::changepoints))
+        .route("/api/v1/forecast", get(trends::forecast))
+        .route("/api/v1/compare/traces", get(trace_compare::compare_traces))
         .route("/api/{*rest}", get(api::not_found))
         .with_state(state)
         .layer(middleware::from_fn_with_state(Arc::new(bearer_token), require_token));

@@ -1,5 +1,5 @@
 // tracepipe's UI: plain JavaScript over the query API, one view per hash route
-// (#/search, #/trace/ID, #/services, #/slos, #/transactions, #/map, #/alerts, #/bottlenecks, #/errors).
+// (#/search, #/trace/ID, #/services, #/slos, #/transactions, #/trends, #/map, #/alerts, #/bottlenecks, #/errors).
 "use strict";
 
 const view = document.getElementById("view");
@@ -168,16 +168,47 @@ async function traceView(id) {
       h("div", {}, h("b", {}, "Trace "), trace.traceID, " · ", ms(total), " · ", spans.length, " spans · ", new Set(spans.map(service)).size, " services · started ", when(t0)),
       h("div", {}, "Kept by rule ", h("b", {}, trace.sampling.rule || "—"), " (adjusted count ", trace.sampling.adjustedCount, ")",
         trace.sampling.truncated ? h("span", { class: "badge error" }, "truncated") : "",
-        errors ? [" · ", h("span", { class: "badge error" }, errors + " error span" + (errors > 1 ? "s" : ""))] : "")),
+        errors ? [" · ", h("span", { class: "badge error" }, errors + " error span" + (errors > 1 ? "s" : ""))] : ""),
+      h("div", { class: "compare-with" }, h("a", { href: "#/compare?a=" + trace.traceID, "data-compare": "typical" }, "Compare with the typical trace of this endpoint"), " or with trace ",
+        h("input", { id: "compare-with", placeholder: "trace id", size: 34 }),
+        h("button", { onclick: () => { const b = document.getElementById("compare-with").value.trim(); if (b) location.hash = "#/compare?a=" + trace.traceID + "&b=" + encodeURIComponent(b); } }, "Compare"))),
     h("div", { class: "legend" }, h("span", {}, h("i", { style: "background:var(--critical)" }), "critical path"), h("span", {}, h("i", { style: "background:var(--error)" }), "error"), h("span", {}, h("i", { style: "background:#9fb4dc" }), "other spans"), h("span", {}, "click a span for its tags and events")),
     h("div", { class: "waterfall", id: "waterfall" }, rows));
 }
 
+// ---- trace comparison ------------------------------------------------------------------------
+
+async function compareView(query) {
+  const params = new URLSearchParams({ a: query.get("a") || "" });
+  if (query.get("b")) params.set("b", query.get("b"));
+  const c = await api("/api/v1/compare/traces?" + params);
+  const name = (t) => `${t.root_service}: ${t.root_operation} · ${msOrDash(t.duration_ms)} · ${t.spans} spans`;
+  const delta = (n) => n.delta_ms === null ? "" : (n.delta_ms >= 0 ? "+" : "−") + msOrDash(Math.abs(n.delta_ms));
+  const rows = c.nodes.map((n) => h("tr", { class: "cmp-" + n.presence, "data-presence": n.presence },
+    h("td", { style: "padding-left:" + (6 + n.depth * 14) + "px" }, h("span", { class: "service" }, n.service), " ", n.operation,
+      n.presence === "only_a" ? h("span", { class: "badge error" }, " only in A") : n.presence === "only_b" ? h("span", { class: "badge" }, " only in B") : ""),
+    h("td", {}, n.spans_a), h("td", {}, n.spans_b),
+    h("td", {}, msOrDash(n.total_ms_a)), h("td", {}, msOrDash(n.total_ms_b)),
+    h("td", { class: n.delta_ms > 0 ? "bad" : "" }, delta(n))));
+  view.replaceChildren(h("h2", {}, "Trace comparison"),
+    h("div", { class: "card" },
+      h("div", {}, h("b", {}, "A "), traceLink(c.a.trace_id), " ", name(c.a)),
+      h("div", {}, h("b", {}, "B "), traceLink(c.b.trace_id), " ", name(c.b), c.b_is_typical ? h("span", { class: "muted" }, " (the typical trace of the endpoint: the median duration of the last hour's stored traces)") : ""),
+      h("div", {}, `operations only in A: ${c.only_in_a} · only in B: ${c.only_in_b}`)),
+    h("table", { class: "trace-compare" }, h("tr", {}, h("th", {}, "Service · operation (by ancestry)"), h("th", {}, "Spans A"), h("th", {}, "Spans B"), h("th", {}, "Time A"), h("th", {}, "Time B"), h("th", {}, "B − A")), rows));
+}
+
 // ---- service map -----------------------------------------------------------------------------
 
-async function mapView() {
+async function mapView(query) {
   const { start, end } = range();
-  const edges = await api(`/api/v1/edges?start=${start}&end=${end}`);
+  // Two versions to compare edge by edge: those asked for, or the first canary's.
+  let versions = query.get("candidate") ? { attribute: query.get("attribute") || "service.version", baseline: query.get("baseline"), candidate: query.get("candidate") } : null;
+  if (!versions) {
+    const canaries = await api("/api/v1/canaries");
+    if (canaries.length) versions = { attribute: canaries[0].attribute, baseline: canaries[0].baseline, candidate: canaries[0].candidate };
+  }
+  const edges = await api(`/api/v1/edges?start=${start}&end=${end}` + (versions ? "&" + new URLSearchParams(versions) : ""));
   if (!edges.length) { view.replaceChildren(h("h2", {}, "Service map"), h("p", { class: "muted" }, "No edges in this range yet.")); return; }
   const nodes = new Map();
   const node = (name) => { if (!nodes.has(name)) nodes.set(name, { name, layer: 0, virtual: false, errors: 0, calls: 0 }); return nodes.get(name); };
@@ -197,6 +228,7 @@ async function mapView() {
   const s = (tag, attrs, ...kids) => { const el = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v); kids.forEach((k) => el.append(k)); return el; };
   const svg = s("svg", { class: "map", viewBox: `0 0 ${width} ${height}`, height: Math.min(height, 900) });
   svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "9", markerHeight: "9", markerUnits: "userSpaceOnUse", orient: "auto" }, s("path", { d: "M0,0 L10,5 L0,10 z", fill: "#8da2c8" }))));
+  const deltas = [];
   for (const e of edges) {
     const a = nodes.get(e.client), b = nodes.get(e.server);
     const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
@@ -204,6 +236,12 @@ async function mapView() {
     const path = s("path", { class: cls, d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, "marker-end": "url(#arrow)", "stroke-width": String(1 + Math.min(4, Math.log10(1 + e.calls))) });
     path.append(s("title", {}, `${e.client} → ${e.server}${e.connection_type ? " (" + e.connection_type + ")" : ""}: ${e.calls} calls, ${e.errors} errors, p99 ${e.client_p99_ms ?? e.server_p99_ms ?? "?"} ms`));
     svg.append(path);
+    if (e.comparison && e.comparison.p50_delta_ms !== null) {
+      const d = e.comparison.p50_delta_ms;
+      const label = `Δp50 ${d >= 0 ? "+" : "−"}${msOrDash(Math.abs(d))} · ${e.comparison.verdict_label}`;
+      // Drawn over the nodes, just before the arrow's head, on a halo.
+      deltas.push(s("text", { x: x2 - 8, y: y2 + 16, "text-anchor": "end", class: "edge-delta " + e.comparison.verdict, "data-edge": e.client + "->" + e.server }, label));
+    }
   }
   for (const n of nodes.values()) {
     const failing = n.calls && n.errors / n.calls > 0.05;
@@ -211,7 +249,11 @@ async function mapView() {
     g.append(s("rect", { width: W, height: H, rx: n.virtual ? 14 : 4 }), s("text", { x: 8, y: 21 }, n.name.length > 24 ? n.name.slice(0, 23) + "…" : n.name), s("title", {}, `${n.name}: ${n.calls} calls in, ${n.errors} errors`));
     svg.append(g);
   }
-  view.replaceChildren(h("h2", {}, "Service map"), h("p", { class: "muted" }, `${nodes.size} nodes, ${edges.length} edges; dashed edges are Kafka hops, rounded grey nodes databases and uninstrumented peers, red more than 5% errors.`), svg);
+  deltas.forEach((d) => svg.append(d));
+  const compared = versions
+    ? h("p", { class: "muted", "data-versions": versions.candidate }, `Edges into a service that ran both ${versions.attribute} ${versions.baseline} and ${versions.candidate} are labelled with the median's change from ${versions.baseline} to ${versions.candidate} and the verdict (the server's requests of each, over all its operations).`)
+    : "";
+  view.replaceChildren(h("h2", {}, "Service map"), h("p", { class: "muted" }, `${nodes.size} nodes, ${edges.length} edges; dashed edges are Kafka hops, rounded grey nodes databases and uninstrumented peers, red more than 5% errors.`), compared, svg);
 }
 
 // ---- service health and SLOs -----------------------------------------------------------------
@@ -395,6 +437,156 @@ async function errorsView() {
       : h("p", { class: "muted" }, "No errors in this range."));
 }
 
+
+// ---- trends and comparisons ------------------------------------------------------------------
+
+const svgNs = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, ...kids) { const el = document.createElementNS(svgNs, tag); for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v); kids.forEach((k) => el.append(k)); return el; }
+
+function niceMax(v) { if (v <= 0) return 1; const p = Math.pow(10, Math.floor(Math.log10(v))); return [1, 2, 5, 10].map((m) => m * p).find((m) => m >= v); }
+
+// A time-series chart: `series` is [{name, cls, points: [[t_ms, value]]}], drawn as lines on one axis.
+// `markers` ([{t_ms, label}]) are drawn as dashed vertical lines: change points; `band`
+// ([[t_ms, point, lower, upper]]) as a forecast with its interval, past `endMs`.
+function lineChart(title, series, format, startMs, endMs, markers, band) {
+  const W = 640, H = 170, L = 64, B = 22, T = 10;
+  band = band || [];
+  if (band.length) endMs = Math.max(endMs, band[band.length - 1][0]);
+  const values = series.flatMap((s) => s.points.map((p) => p[1])).concat(band.map((b) => b[3])).filter((v) => v !== null);
+  const top = niceMax(Math.max(0, ...values));
+  const x = (t) => L + ((t - startMs) / Math.max(1, endMs - startMs)) * (W - L - 8);
+  const y = (v) => T + (1 - v / top) * (H - B - T);
+  const chart = svg("svg", { class: "line-chart", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": title });
+  for (const v of [0, top / 2, top]) chart.append(svg("line", { x1: L, x2: W - 8, y1: y(v), y2: y(v), class: "grid" }), svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, format(v)));
+  for (const t of [startMs, (startMs + endMs) / 2, endMs]) chart.append(svg("text", { x: x(t), y: H - 6, "text-anchor": t === startMs ? "start" : t === endMs ? "end" : "middle" }, clock(t)));
+  for (const s of series) {
+    const pts = s.points.filter((p) => p[1] !== null);
+    if (!pts.length) continue;
+    chart.append(svg("path", { d: pts.map(([t, v], i) => (i ? "L" : "M") + x(t).toFixed(1) + "," + y(v).toFixed(1)).join(" "), class: "series " + s.cls }));
+    // Points as dots too, so a lone one (a single bucket) shows.
+    if (pts.length <= 120) pts.forEach(([t, v]) => chart.append(svg("circle", { cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.5, class: "dot " + s.cls })));
+  }
+  if (band.length) {
+    const upper = band.map((b) => x(b[0]).toFixed(1) + "," + y(b[3]).toFixed(1));
+    const lower = band.slice().reverse().map((b) => x(b[0]).toFixed(1) + "," + y(Math.max(0, b[2])).toFixed(1));
+    chart.append(svg("polygon", { points: upper.concat(lower).join(" "), class: "forecast-band" }),
+      svg("path", { d: band.map((b, i) => (i ? "L" : "M") + x(b[0]).toFixed(1) + "," + y(b[1]).toFixed(1)).join(" "), class: "series forecast" }));
+  }
+  for (const m of markers || []) {
+    chart.append(svg("line", { x1: x(m.t_ms), x2: x(m.t_ms), y1: T, y2: H - B, class: "marker" }), svg("text", { x: x(m.t_ms) + 3, y: T + 10, class: "marker-label" }, m.label));
+  }
+  const legend = h("div", { class: "legend" }, series.map((s) => h("span", { class: "key " + s.cls }, s.name)));
+  return h("div", { class: "chart", "data-chart": title }, h("h4", {}, title), legend, chart);
+}
+
+// Two latency distributions overlaid on a logarithmic axis: the share of requests per bucket.
+function distributionChart(baselineName, candidateName, distributions) {
+  const W = 640, H = 180, L = 44, B = 22, T = 10;
+  const all = [...distributions.baseline, ...distributions.candidate];
+  if (!all.length) return h("p", { class: "muted" }, "No requests to draw.");
+  const lo = Math.log10(Math.max(0.001, Math.min(...all.map((b) => b[0])))), hi = Math.log10(Math.max(...all.map((b) => b[0])) * 1.05);
+  // Shares are summed into 60 bins on the log axis so the two sides are drawn alike.
+  const bins = 60, width = (hi - lo) / bins || 1;
+  const binned = (d) => { const out = new Array(bins).fill(0); d.forEach(([v, share]) => { out[Math.min(bins - 1, Math.max(0, Math.floor((Math.log10(Math.max(v, 0.001)) - lo) / width)))] += share; }); return out; };
+  const a = binned(distributions.baseline), b = binned(distributions.candidate);
+  const top = niceMax(Math.max(...a, ...b));
+  const x = (i) => L + (i / bins) * (W - L - 8);
+  const y = (v) => T + (1 - v / top) * (H - B - T);
+  const chart = svg("svg", { class: "distribution-chart", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": "latency distributions" });
+  for (const v of [0, top / 2, top]) chart.append(svg("line", { x1: L, x2: W - 8, y1: y(v), y2: y(v), class: "grid" }), svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, pct(v, 0)));
+  for (let d = Math.ceil(lo); d <= Math.floor(hi); d++) chart.append(svg("text", { x: x((d - lo) / width), y: H - 6, "text-anchor": "middle" }, msOrDash(Math.pow(10, d))));
+  const path = (bars) => "M" + x(0) + "," + y(0) + " " + bars.map((v, i) => "L" + x(i).toFixed(1) + "," + y(v).toFixed(1) + " L" + x(i + 1).toFixed(1) + "," + y(v).toFixed(1)).join(" ") + " L" + x(bins) + "," + y(0);
+  chart.append(svg("path", { d: path(a), class: "area baseline" }), svg("path", { d: path(b), class: "area candidate" }));
+  return h("div", { class: "chart", "data-chart": "distributions" }, h("div", { class: "legend" }, h("span", { class: "key baseline" }, baselineName), h("span", { class: "key candidate" }, candidateName)), chart);
+}
+
+function interval(i) { return i ? `${msOrDash(i.estimate)} (${i.low.toFixed(2)}–${i.high.toFixed(2)})` : "—"; }
+
+function comparisonCard(c, baselineName, candidateName) {
+  const cls = c.verdict === "worse" ? "firing" : c.verdict === "better" ? "status healthy" : "";
+  const side = (name, s) => h("tr", {}, h("td", {}, name), h("td", {}, num(s.count, 0)), h("td", {}, pct(s.error_ratio)), h("td", {}, interval(s.p50_ms)), h("td", {}, interval(s.p90_ms)), h("td", {}, interval(s.p99_ms)));
+  return h("div", { class: "card comparison", "data-verdict": c.verdict },
+    h("div", { class: "slo-head" }, h("b", {}, `${candidateName} against ${baselineName}: `), h("span", { class: "badge verdict " + cls }, c.verdict_label)),
+    h("ul", {}, c.evidence.map((e) => h("li", {}, e))),
+    h("table", {}, h("tr", {}, h("th", {}, "Cohort"), h("th", {}, "Requests"), h("th", {}, "Errors"), h("th", {}, "p50"), h("th", {}, "p90"), h("th", {}, "p99")),
+      side(baselineName, c.baseline), side(candidateName, c.candidate)),
+    h("p", { class: "muted" }, `Quantiles with their ${pct(c.confidence, 1)} intervals; Mann-Whitney U and the Hodges-Lehmann shift for latency, a two-proportion test for errors.`),
+    distributionChart(baselineName, candidateName, c.distributions));
+}
+
+async function trendsView(query) {
+  const { start, end } = range();
+  const operations = (await api(`/api/v1/operations?start=${start}&end=${end}`)).filter((o) => o.span_kind === "SPAN_KIND_SERVER" || o.span_kind === "SPAN_KIND_CONSUMER");
+  const title = h("h2", {}, "Trends");
+  if (!operations.length) { view.replaceChildren(title, h("p", { class: "muted" }, "No requests stored in this range yet.")); return; }
+  const busiest = operations.slice().sort((a, b) => b.count - a.count)[0];
+  const service = query.get("service") || busiest.service, operation = query.get("operation") || busiest.operation;
+  const resolution = query.get("resolution") || (Number(lookback.value) > 6 * 3600e6 ? "1h" : "1m");
+  const go = (s, o, r) => { location.hash = "#/trends?" + new URLSearchParams({ service: s, operation: o, resolution: r }); };
+  const picker = h("select", { onchange: (e) => { const [s, o] = JSON.parse(e.target.value); go(s, o, resolution); } },
+    operations.map((o) => h("option", { value: JSON.stringify([o.service, o.operation]), selected: o.service === service && o.operation === operation }, `${o.service} · ${o.operation}`)));
+  const resolutions = h("select", { onchange: (e) => go(service, operation, e.target.value) }, ["1m", "5m", "1h", "1d"].map((r) => h("option", { value: r, selected: r === resolution }, r)));
+  const subject = new URLSearchParams({ service, operation, start, end });
+  const [series, cohorts, latencyChanges, errorChanges] = await Promise.all([
+    api(`/api/v1/series?${subject}&resolution=${resolution}`),
+    api(`/api/v1/cohorts?${subject}`),
+    api(`/api/v1/changepoints?${subject}&resolution=${resolution}&metric=p99`),
+    api(`/api/v1/changepoints?${subject}&resolution=${resolution}&metric=error_ratio`),
+  ]);
+  const changes = [...latencyChanges.changepoints, ...errorChanges.changepoints];
+  // The p99 forecast a quarter of the range ahead; a short history has none.
+  const horizonMs = Math.max(60000, Math.round((end - start) / 4000 / 60000) * 60000);
+  const forecast = await api(`/api/v1/forecast?${subject}&resolution=${resolution}&metric=p99&horizon=${horizonMs / 1000}s`).catch((error) => ({ error: error.message }));
+  const marker = (c) => ({ t_ms: c.t_ms, label: (c.change >= 0 ? "+" : "") + (c.change * 100).toFixed(0) + "%" });
+  const points = series.points, s0 = series.start_ms, s1 = series.end_ms;
+  const charts = h("div", { class: "charts" },
+    lineChart("Requests per second", [{ name: "rate", cls: "rate", points: points.map((p) => [p.t_ms, p.rate_per_s]) }], (v) => v.toFixed(v < 10 ? 1 : 0), s0, s1),
+    lineChart("Error ratio", [{ name: "errors", cls: "errors", points: points.map((p) => [p.t_ms, p.error_ratio]) }], (v) => pct(v, v < 0.01 ? 2 : 1), s0, s1, errorChanges.changepoints.map(marker)),
+    lineChart("Latency", [["p50", "p50"], ["p90", "p90"], ["p99", "p99"]].map(([name, cls]) => ({ name, cls, points: points.map((p) => [p.t_ms, p[name + "_ms"]]) })), (v) => (v >= 1000 ? (v / 1000).toFixed(v >= 10000 ? 0 : 1) + " s" : msOrDash(v)), s0, s1, latencyChanges.changepoints.map(marker), forecast.forecast));
+  const forecastNote = forecast.error
+    ? h("p", { class: "muted", "data-forecast": "none" }, "No p99 forecast: " + forecast.error)
+    : h("p", { class: "muted", "data-forecast": forecast.model }, `p99 forecast (dashed, with its ${pct(forecast.level, 0)} interval): ${forecast.model}` +
+      (forecast.backtest ? `; backtest on the last ${forecast.backtest.held_back} points: sMAPE ${pct(forecast.backtest.smape, 1)}, ${pct(forecast.backtest.coverage, 0)} inside the interval` + (forecast.backtest.mase !== null ? `, MASE ${forecast.backtest.mase.toFixed(2)}` : "") : ""));
+  // Change points in words, with the local time.
+  const changeList = changes.length
+    ? h("ul", { class: "changepoints" }, changes.map((c) => h("li", { "data-changepoint": c.t_ms },
+      `${latencyChanges.changepoints.includes(c) ? "p99" : "error ratio"} ${c.change >= 0 ? "rose" : "fell"} ${Math.abs(c.change * 100).toFixed(0)}% at ${clock(c.t_ms)}`,
+      c.changed.length ? ", when " + c.changed.map((w) => w.appeared ? `${w.attribute} ${w.value} appeared` : `${w.attribute} ${w.value} went from ${pct(w.share_before, 0)} to ${pct(w.share_after, 0)} of requests`).join(" and ") : "")))
+    : h("p", { class: "muted" }, "No change points in this range.");
+
+  // The cohorts of this operation: each attribute with two or more values is compared, the
+  // incumbent as the baseline.
+  const byAttribute = {};
+  cohorts.filter((c) => c.operation === operation).forEach((c) => { (byAttribute[c.attribute] = byAttribute[c.attribute] || []).push(c); });
+  const comparisons = [];
+  for (const [attribute, values] of Object.entries(byAttribute)) {
+    if (values.length < 2) continue;
+    // The incumbent (the value seen first; the busier one of those seen together) is the baseline.
+    values.sort((a, b) => (a.first_window_ms - b.first_window_ms) || (b.count - a.count));
+    for (const candidate of values.slice(1, 4)) {
+      const params = new URLSearchParams({ service, operation, attribute, baseline: values[0].value, candidate: candidate.value, start, end });
+      comparisons.push(api(`/api/v1/compare?${params}`).then((c) => comparisonCard(c, `${attribute}=${values[0].value}`, `${attribute}=${candidate.value}`)));
+    }
+  }
+  const cards = await Promise.all(comparisons);
+  const canaries = await api("/api/v1/canaries");
+  const canaryRows = canaries.map((c) => h("tr", { "data-canary": c.service + " " + c.operation },
+    h("td", {}, h("a", { href: "#/trends?" + new URLSearchParams({ service: c.service, operation: c.operation, resolution }) }, `${c.service} · ${c.operation}`)),
+    h("td", {}, `${c.attribute}=${c.candidate} against ${c.baseline}`),
+    h("td", {}, h("span", { class: "badge verdict " + (c.verdict === "worse" ? "firing" : "") }, c.decided ? c.verdict_label : c.verdict_label + " yet")),
+    h("td", {}, `evaluation ${c.evaluation} of ${c.evaluations}`),
+    h("td", {}, c.comparison.evidence[0] || "")));
+  const canaryCard = canaries.length
+    ? h("div", { class: "card" }, h("h3", {}, "Canaries"), h("table", {}, h("tr", {}, h("th", {}, "Operation"), h("th", {}, "Version"), h("th", {}, "Verdict"), h("th", {}, "Schedule"), h("th", {}, "Evidence")), canaryRows))
+    : "";
+  view.replaceChildren(title, canaryCard, h("div", { class: "controls" }, picker, " at ", resolutions),
+    h("p", { class: "muted" }, `${service} · ${operation}: every request counted before sampling, merged from the stored histograms.`), charts,
+    forecastNote,
+    h("h3", {}, "Change points"), changeList,
+    h("h3", {}, "Cohorts compared"),
+    ...(cards.length ? cards : [h("p", { class: "muted" }, "Every request of this operation carried one value of each cohort attribute (service.version, deployment.environment.name, feature flags): nothing to compare.")]));
+}
+
 // ---- routing ---------------------------------------------------------------------------------
 
 async function route() {
@@ -402,14 +594,16 @@ async function route() {
   const [path, queryText] = hash.split("?");
   const query = new URLSearchParams(queryText || "");
   const parts = path.split("/").filter(Boolean);
-  document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === (parts[0] === "trace" ? "search" : parts[0])));
+  document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === (parts[0] === "trace" || parts[0] === "compare" ? "search" : parts[0])));
   try {
     switch (parts[0]) {
       case "trace": await traceView(parts[1]); break;
+      case "compare": await compareView(query); break;
       case "services": await servicesView(); break;
       case "slos": await slosView(query); break;
       case "transactions": await transactionsView(); break;
-      case "map": await mapView(); break;
+      case "trends": await trendsView(query); break;
+      case "map": await mapView(query); break;
       case "alerts": await alertsView(query); break;
       case "bottlenecks": await bottlenecksView(); break;
       case "errors": await errorsView(); break;

@@ -53,6 +53,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod publish;
 pub mod replay;
+pub mod self_trace;
 pub mod settings;
 
 pub use admin::{AdminServer, ComponentState, Health};

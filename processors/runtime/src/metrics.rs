@@ -17,7 +17,11 @@ pub const UNCOMMITTED: &str = "tracepipe_uncommitted_messages";
 pub const CONSUMER_LAG: &str = "tracepipe_consumer_lag_messages";
 pub const COMMITS: &str = "tracepipe_commits_total";
 pub const REBALANCES: &str = "tracepipe_rebalances_total";
+pub const SELF_TRACE: &str = "tracepipe_self_trace_spans_total";
 
+pub static SELF_TRACE_SPANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(SELF_TRACE, "The pipeline's own spans, by outcome: published, or dropped (too many waiting, or the producer refused them)", &["processor", "outcome"]).unwrap()
+});
 pub static CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(CONSUMED_MESSAGES, "Input records handed to the processor", &["processor", "topic"]).unwrap()
 });

@@ -30,6 +30,7 @@ use crate::error::RuntimeError;
 use crate::metrics;
 use tracepipe_processor::{EmittedRecord, Emitter, InputRecord, Poison, Processor, SourceOffset, SourcePartition, UnixNanos};
 use crate::progress::{Held, Progress};
+use crate::self_trace::{self, is_traced, ReadFrom, SelfTracer, SELF_TELEMETRY};
 use crate::settings::PipelineSettings;
 use tracepipe_processor::trace_context::{TraceContext, TRACEPARENT};
 
@@ -96,7 +97,7 @@ impl<P: Processor> Pipeline<P> {
             processor: self.processor,
             emitter: Emitter::default(),
             consumed,
-            outputs: OutputSender::new(name, producer, settings.clone()),
+            outputs: OutputSender::new(name, producer, settings.clone(), &client_id),
         }));
         let consumer: BaseConsumer<RebalanceContext<P>> = settings
             .kafka
@@ -128,6 +129,7 @@ impl<P: Processor> Pipeline<P> {
                 let mut engine = lock(&engine);
                 engine.outputs.serve_deliveries(Duration::ZERO)?;
                 let now = Instant::now();
+                engine.outputs.publish_own_spans(now, false);
                 if let (Some(due), Some(interval)) = (next_tick, tick_interval) {
                     if now >= due {
                         engine.tick()?;
@@ -226,10 +228,12 @@ impl<P: Processor> Engine<P> {
         records.inc();
         bytes.inc_by(payload.len() as u64);
 
-        let parent = message
-            .headers()
-            .and_then(|headers| headers.iter().find(|h| h.key == TRACEPARENT))
-            .and_then(|h| TraceContext::parse(h.value?));
+        let headers = message.headers();
+        let parent = headers.and_then(|headers| headers.iter().find(|h| h.key == TRACEPARENT)).and_then(|h| TraceContext::parse(h.value?));
+        let (context, process) = match &self.outputs.tracer {
+            Some(tracer) => tracer.begin(parent.as_ref(), headers.is_some_and(|headers| headers.iter().any(|h| h.key == SELF_TELEMETRY))),
+            None => (TraceContext::child_of(parent.as_ref()), None),
+        };
         self.emitter.clear();
         // What this input's outputs (and its dead letter) hold until the broker has them: its
         // offset, or the processor's low watermark of the partition if that is older. A processor
@@ -238,7 +242,10 @@ impl<P: Processor> Engine<P> {
         // from landing between two of them, whatever order acknowledgements come back in.
         let low = self.processor.low_watermark(at.source).map_or(at.offset, |low| low.min(at.offset));
         let hold = SourceOffset { source: at.source, offset: low };
-        self.emitter.begin_input(hold, TraceContext::child_of(parent.as_ref()));
+        self.emitter.begin_input(hold, context);
+        if process.is_some() {
+            self.emitter.trace_own_work();
+        }
         let record = InputRecord {
             source: at.source,
             topic,
@@ -254,12 +261,17 @@ impl<P: Processor> Engine<P> {
                 Some(poison)
             }
         };
+        let outputs = self.emitter.len();
         if let Err(rejected) = self.outputs.send(&mut self.emitter) {
             dead_letter = Some(rejected);
         }
-        if let Some(poison) = dead_letter {
+        if let Some(poison) = &dead_letter {
             warn!(processor = self.name, topic, partition = at.source.partition, offset = at.offset, kind = poison.kind, reason = %poison.reason, "input sent to dlq");
-            self.outputs.send_dead_letter(message, at, hold, &poison, self.emitter.context())?;
+            self.outputs.send_dead_letter(message, at, hold, poison, self.emitter.context())?;
+        }
+        if let (Some(process), Some(tracer)) = (process, &mut self.outputs.tracer) {
+            let read = ReadFrom { topic, partition: at.source.partition, offset: at.offset, group: &self.outputs.settings.group };
+            tracer.end(process, read, outputs, dead_letter.as_ref().map(|poison| poison.reason.as_str()));
         }
         self.emitter.end_input();
         Ok(())
@@ -368,6 +380,7 @@ impl<P: Processor> Engine<P> {
         self.emitter.clear();
         self.processor.drain(unix_nanos(), &mut self.emitter);
         self.send_without_input()?;
+        self.outputs.publish_own_spans(Instant::now(), true);
         let until = Instant::now() + deadline;
         while self.outputs.progress.in_flight() > 0 && Instant::now() < until {
             self.outputs.serve_deliveries(Duration::from_millis(20))?;
@@ -429,12 +442,17 @@ struct OutputSender {
     progress: Progress,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<usize>,
+    /// The pipeline's own spans, when self-tracing is on.
+    tracer: Option<SelfTracer>,
+    /// Per traced output context and target: the context of its `send` span and how many records.
+    sends: Vec<(TraceContext, usize, TraceContext, usize)>,
 }
 
 impl OutputSender {
-    fn new(name: &'static str, producer: BaseProducer<DeliveryContext>, settings: PipelineSettings) -> Self {
+    fn new(name: &'static str, producer: BaseProducer<DeliveryContext>, settings: PipelineSettings, instance: &str) -> Self {
         let targets = settings.outputs.iter().chain([&settings.dlq_topic]).map(|topic| Target::new(name, topic)).collect();
         OutputSender {
+            tracer: settings.self_trace.clone().map(|trace| SelfTracer::new(trace, name, instance)),
             name,
             producer,
             targets,
@@ -445,6 +463,7 @@ impl OutputSender {
             progress: Progress::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
+            sends: Vec::new(),
         }
     }
 
@@ -496,22 +515,58 @@ impl OutputSender {
     /// returned as poison so the input it came from can be dead-lettered.
     fn send(&mut self, emitter: &mut Emitter) -> Result<(), Poison> {
         let mut refused = None;
+        self.sends.clear();
         for record in emitter.emitted() {
-            if let Err(poison) = self.send_record(emitter, record) {
+            let context = self.send_context(record);
+            if let Err(poison) = self.send_record(emitter, record, context) {
                 refused = Some(poison);
             }
         }
         emitter.clear();
+        if let Some(tracer) = &mut self.tracer {
+            for &(parent, target, context, records) in &self.sends {
+                tracer.send(&parent, &self.targets[target].topic, context, records);
+            }
+        }
         refused.map_or(Ok(()), Err)
     }
 
-    fn send_record(&mut self, emitter: &Emitter, record: &EmittedRecord) -> Result<(), Poison> {
+    /// The context a record carries: its own, or, when its work is traced, that of the `send`
+    /// span of its input (or tick) and topic.
+    fn send_context(&mut self, record: &EmittedRecord) -> TraceContext {
+        if self.tracer.is_none() || !is_traced(&record.context) {
+            return record.context;
+        }
+        let target = record.output.0 as usize;
+        if let Some(send) = self.sends.iter_mut().find(|(parent, t, _, _)| parent.span_id == record.context.span_id && *t == target) {
+            send.3 += 1;
+            return send.2;
+        }
+        let context = TraceContext::child_of(Some(&record.context));
+        self.sends.push((record.context, target, context, 1));
+        context
+    }
+
+    /// Publishes the pipeline's own spans if it is time (or `force`): unkeyed, fire and forget,
+    /// holding no input; lost ones are counted.
+    fn publish_own_spans(&mut self, now: Instant, force: bool) {
+        let Some(tracer) = &mut self.tracer else { return };
+        let Some((payload, spans)) = tracer.flush(now, force) else { return };
+        let record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(tracer.topic(), OWN_SPANS - spans).payload(payload.as_slice()).headers(self_trace::record_headers());
+        // Counted published or dropped by its delivery report.
+        if let Err((error, _)) = self.producer.send(record) {
+            debug!(processor = self.name, %error, "own spans not published");
+            self_trace::count(self.name, "dropped", spans);
+        }
+    }
+
+    fn send_record(&mut self, emitter: &Emitter, record: &EmittedRecord, context: TraceContext) -> Result<(), Poison> {
         let value = emitter.value(record);
         let target = record.output.0 as usize;
         assert!(target < self.dlq_target(), "processor emitted to output {target}, which the pipeline does not declare");
         let slot = self.allocate(record.hold, emitter.more_holds(record), target, value.len());
         let headers = OwnedHeaders::new_with_capacity(1)
-            .insert(Header { key: TRACEPARENT, value: Some(&record.context.to_header()) });
+            .insert(Header { key: TRACEPARENT, value: Some(&context.to_header()) });
         let topic = self.targets[target].topic.clone();
         let base = BaseRecord::with_opaque_to(&topic, slot).key(emitter.key(record)).payload(value).headers(headers);
         self.enqueue(base, slot, true).map_err(|error| {
@@ -600,6 +655,11 @@ impl OutputSender {
     fn apply_reports(&mut self) -> Result<(), RuntimeError> {
         let reports = std::mem::take(&mut *self.producer.context().reports.lock().unwrap());
         for report in reports {
+            let (DeliveryReport::Delivered(index) | DeliveryReport::Failed { slot: index, .. }) = report;
+            if let Some(spans) = own_spans_of(index) {
+                self_trace::count(self.name, if matches!(report, DeliveryReport::Delivered(_)) { "published" } else { "dropped" }, spans);
+                continue;
+            }
             match report {
                 DeliveryReport::Delivered(index) => {
                     if let Some(slot) = self.free(index) {
@@ -744,6 +804,16 @@ struct ProgressSeen {
     partitions: HashMap<(String, i32), (i64, u32)>,
     /// Why the pipeline is not doing its work now, if it is not.
     not_ready: Option<String>,
+}
+
+/// The delivery opaques of the pipeline's own span records, above every slot: `OWN_SPANS - n` for
+/// a record of `n` spans, so its delivery report counts them published or dropped and holds nothing.
+const OWN_SPANS: usize = usize::MAX;
+
+/// How many of tracepipe's own spans a delivery opaque stands for, if it is of such a record.
+fn own_spans_of(opaque: usize) -> Option<usize> {
+    // A flush holds at most MAX_WAITING_SPANS spans, far fewer than a pipeline's slots can reach.
+    (opaque > OWN_SPANS - (1 << 24)).then(|| OWN_SPANS - opaque)
 }
 
 /// How long outputs may wait for the broker before the input is paused.

@@ -128,6 +128,8 @@ pub struct PipelineSettings {
     pub max_in_flight: usize,
     /// How long shutdown may take to drain; keep it below the session timeout.
     pub drain_deadline: Duration,
+    /// Where and how much of its own work the pipeline traces; `None` traces nothing.
+    pub self_trace: Option<crate::self_trace::SelfTraceSettings>,
 }
 
 impl PipelineSettings {
@@ -141,6 +143,7 @@ impl PipelineSettings {
             commit_interval: Duration::from_secs(1),
             max_in_flight: 50_000,
             drain_deadline: Duration::from_secs(8),
+            self_trace: None,
         }
     }
 }

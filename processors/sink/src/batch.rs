@@ -260,6 +260,10 @@ impl Batch {
                 counts = [r.reached.len() as i64, i64::from(complete)];
                 ("funnel_journey", r.started_unix_nanos / 1_000_000, r.funnel, r.correlation)
             }
+            Rollup::Cohort(r) => {
+                counts = [i64::try_from(r.count).unwrap_or(i64::MAX), i64::try_from(r.count.saturating_sub(r.errors)).unwrap_or(i64::MAX)];
+                ("cohort", r.window_start_unix_ms, r.service, r.operation)
+            }
         };
         self.rollups.add(WindowRow {
             key,

@@ -31,6 +31,7 @@
 //!
 pub mod batch;
 pub mod config;
+pub mod downsample;
 pub mod metrics;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -415,17 +416,27 @@ fn reconnect_if_gone(shared: &Shared) {
     }
 }
 
-/// Deletes what is older than its retention; the rows deleted per table.
+/// How long after a bucket's end its 1-minute rollups are all stored, so it can be downsampled:
+/// well past the analyzer's window and lateness (1m and 30s by default) and the sink's flush.
+const DOWNSAMPLE_SETTLE_MS: i64 = 10 * 60 * 1000;
+
+/// Downsamples what has settled ([`downsample`]), then deletes what is older than its retention;
+/// the rows deleted per table.
 fn delete_expired(store: &mut Store, retention: Retention, now: UnixNanos) -> Result<Vec<(&'static str, u64)>, StoreError> {
     let now_ms = (now / 1_000_000) as i64;
     let cutoff_ms = |age: Duration| now_ms.saturating_sub(age.as_millis() as i64);
     let r = retention;
-    let statements: [(&str, &str, i64); 6] = [
+    // Downsampled first, so buckets about to expire at the finer resolution are merged.
+    downsample::downsample(store, now_ms, DOWNSAMPLE_SETTLE_MS, cutoff_ms(r.rollups))?;
+    let statements: [(&str, &str, i64); 9] = [
         ("spans", "DELETE FROM spans WHERE start_us < $1", cutoff_ms(r.traces) * 1_000),
         ("traces", "DELETE FROM traces WHERE start_us < $1", cutoff_ms(r.traces) * 1_000),
         ("operations", "DELETE FROM operations WHERE last_seen_us < $1", cutoff_ms(r.traces) * 1_000),
         ("edges", "DELETE FROM edges WHERE window_start_ms < $1", cutoff_ms(r.edges)),
-        ("rollups", "DELETE FROM rollups WHERE window_start_ms < $1", cutoff_ms(r.rollups)),
+        ("rollups", "DELETE FROM rollups WHERE window_start_ms < $1 AND kind NOT LIKE '%@%'", cutoff_ms(r.rollups)),
+        ("rollups_5m", "DELETE FROM rollups WHERE window_start_ms < $1 AND kind LIKE '%@5m'", cutoff_ms(r.rollups_5m)),
+        ("rollups_1h", "DELETE FROM rollups WHERE window_start_ms < $1 AND kind LIKE '%@1h'", cutoff_ms(r.rollups_1h)),
+        ("rollups_1d", "DELETE FROM rollups WHERE window_start_ms < $1 AND kind LIKE '%@1d'", cutoff_ms(r.rollups_1d)),
         ("alerts", "DELETE FROM alerts WHERE event_ms < $1", cutoff_ms(r.alerts)),
     ];
     let mut deleted = Vec::with_capacity(statements.len());

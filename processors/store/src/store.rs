@@ -134,6 +134,10 @@ impl Cell {
         }
     }
 
+    pub fn is_null(&self) -> bool {
+        matches!(self, Cell::Null)
+    }
+
     pub fn into_text(self) -> String {
         match self {
             Cell::Text(v) => v,
@@ -249,6 +253,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE rollups ADD COLUMN total BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE rollups ADD COLUMN good BIGINT NOT NULL DEFAULT 0;
     CREATE INDEX rollups_by_kind_name_window ON rollups (kind, operation, window_start_ms);",
+    // 4: how far each downsampled resolution of the rollups (`operation@5m`, …) has been merged.
+    "CREATE TABLE downsampled (resolution TEXT PRIMARY KEY, through_ms BIGINT NOT NULL);",
 ];
 
 /// Rows per multi-row INSERT: well under SQLite's 32766 and PostgreSQL's 65535 parameters.
@@ -370,7 +376,7 @@ impl Transaction<'_> {
         }
     }
 
-    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+    pub fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
         match self {
             Transaction::Sqlite(tx) => sqlite_query(tx, sql, params),
             Transaction::Postgres(tx) => {
