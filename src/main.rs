@@ -428,11 +428,17 @@ async fn terminated() {
     }
 }
 
+/// The least share of records `up --demo` follows through the pipeline (`self_tracing.ratio`).
+const DEMO_SELF_TRACING_RATIO: f64 = 0.1;
+
 async fn up(mut topology: Topology, brokers_given: bool, listen: SocketAddr, demo_rate: Option<f64>) -> ExitCode {
     let shutdown = CancellationToken::new();
-    // The demo shows tracepipe's own work too: its services in the map, its traces in search.
+    // The demo shows tracepipe's own work too: its services in the map, its traces in search. It
+    // follows a tenth of the records at least, so that within its first minute some of the few it
+    // follows are of traces the sampler keeps, and so reach the sink.
     if demo_rate.is_some() && topology.topics.contains_key(&topology.self_tracing.topic) {
         topology.self_tracing.enabled = true;
+        topology.self_tracing.ratio = topology.self_tracing.ratio.max(DEMO_SELF_TRACING_RATIO);
     }
     // The mock cluster is not Send; it lives on this task until the end of `up`.
     let mut embedded = None;

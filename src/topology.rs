@@ -602,9 +602,9 @@ mod tests {
         assert!(messages[0].starts_with("processors.assembler.grace: must be shorter than idle_timeout"));
         assert!(messages[1].starts_with("processors.sampler.rules[0].type: unknown rule type `erors`"));
         assert!(messages[2].starts_with("processors.sampler.rules[1]: a latency rule takes either threshold"));
-        assert!(messages[3].starts_with("processors.sampler.rules[4].rate: must be between 0 and 1, got 5"));
+        assert!(messages[3].starts_with("processors.sampler.rules[5].rate: must be between 0 and 1, got 5"));
         let topology = Topology::from_yaml(DEFAULT_TOPOLOGY).unwrap();
-        assert_eq!(topology.processor::<SamplerSpec>().unwrap().config.rules.len(), 5);
+        assert_eq!(topology.processor::<SamplerSpec>().unwrap().config.rules.len(), 6);
         assert_eq!(topology.processor::<AssemblerSpec>().unwrap().config.memory_budget_bytes, 256 << 20);
     }
 
