@@ -1,8 +1,8 @@
-//! An OpenTelemetry span exporter that publishes OTLP to Kafka: one
-//! `ExportTraceServiceRequest` record per trace in each batch, keyed by the 16-byte trace id, on
-//! the topic tracepipe's router reads (`otlp_spans`) — what the OpenTelemetry Collector's kafka
-//! exporter writes with `partition_traces_by_id`, without a collector in between — or, with
-//! [`SpanRecords::PerBatch`], one unkeyed record per batch, as the Collector writes by default.
+//! An OpenTelemetry span exporter that publishes OTLP to Kafka, on the topic tracepipe's router
+//! reads (`otlp_spans`), without a collector in between: by default one unkeyed
+//! `ExportTraceServiceRequest` record per batch, as the OpenTelemetry Collector's kafka exporter
+//! writes by default, or, with [`SpanRecords::PerTrace`], one record per trace in each batch,
+//! keyed by the 16-byte trace id, as it writes with `partition_traces_by_id`.
 //!
 //! Exports are pipelined, as a Kafka producer is meant to be used: an export returns once its
 //! records are queued in the producer, while up to [`MAX_UNANSWERED_EXPORTS`] earlier ones wait
@@ -756,11 +756,11 @@ mod tests {
         (1..=20).map(|trace| span(trace, 2, &scope)).collect()
     }
 
-    /// Each trace's record lands keyed by its trace id, and a flush returns once Kafka answered
-    /// every one.
+    /// A record per trace: each lands keyed by its trace id, and a flush returns once Kafka
+    /// answered every one.
     #[test]
     fn exported_records_land_keyed_by_trace_id() {
-        let (flushed, landed) = land(|brokers| KafkaExport::new(brokers, "otlp_spans"), twenty_traces(), 20);
+        let (flushed, landed) = land(|brokers| KafkaExport { records: SpanRecords::PerTrace, ..KafkaExport::new(brokers, "otlp_spans") }, twenty_traces(), 20);
         flushed.unwrap();
         let mut keys: Vec<u8> = landed.into_iter().map(|(key, spans)| {
             assert_eq!(spans, 1);
@@ -1006,7 +1006,7 @@ mod tests {
     /// spans, resource and scopes included.
     #[test]
     fn each_trace_becomes_the_request_the_otlp_conversion_would_build() {
-        let mut exporter = KafkaSpanExporter::new(&KafkaExport::new("127.0.0.1:1", "otlp_spans")).unwrap();
+        let mut exporter = KafkaSpanExporter::new(&KafkaExport { records: SpanRecords::PerTrace, ..KafkaExport::new("127.0.0.1:1", "otlp_spans") }).unwrap();
         let resource = Resource::builder_empty().with_attributes([KeyValue::new("service.name", "checkout")]).with_schema_url([], "https://opentelemetry.io/schemas/1.26.0").build();
         exporter.set_resource(&resource);
         let http = InstrumentationScope::builder("http").with_version("1.0").build();

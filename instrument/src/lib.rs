@@ -2,7 +2,7 @@
 //!
 //! One call, [`init`], sets up the OpenTelemetry SDK behind `tracing`: every `tracing` span
 //! becomes an OpenTelemetry span (through `tracing-opentelemetry`), spans are exported as OTLP to
-//! Kafka keyed by trace id ([`KafkaSpanExporter`], what tracepipe's router reads) and head
+//! Kafka, one record per export batch ([`KafkaSpanExporter`], what tracepipe's router reads) and head
 //! sampling is parent-based, by ratio or by the per-operation probabilities tracepipe serves
 //! ([`sampling`]). W3C trace context crosses every boundary:
 //!
@@ -93,7 +93,7 @@ pub struct KafkaExport {
     /// unreachable, while new spans queue and then drop (the SDK logs that it drops, and how many
     /// at shutdown). `delivery.report.only.error` is always off: an export counts every answer.
     pub producer: Vec<(String, String)>,
-    /// A record per trace (the default) or per export batch. Either way a record holds as many
+    /// A record per export batch (the default) or per trace. Either way a record holds as many
     /// spans as fit in the producer's `message.max.bytes` (1 MB unless set), the rest going in
     /// further records; a single span larger than that is refused and reported as a failed
     /// export, and the other spans are still sent.
@@ -101,9 +101,9 @@ pub struct KafkaExport {
 }
 
 impl KafkaExport {
-    /// Spans to `topic` on `brokers`, a record per trace, with the producer's defaults.
+    /// Spans to `topic` on `brokers`, a record per export batch, with the producer's defaults.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> KafkaExport {
-        KafkaExport { brokers: brokers.into(), topic: topic.into(), producer: Vec::new(), records: SpanRecords::PerTrace }
+        KafkaExport { brokers: brokers.into(), topic: topic.into(), producer: Vec::new(), records: SpanRecords::PerBatch }
     }
 }
 
@@ -112,14 +112,16 @@ impl KafkaExport {
 pub enum SpanRecords {
     /// One record per trace in each export batch, keyed by the 16-byte trace id, so every span
     /// of a trace lands in one partition: the OpenTelemetry Collector's kafka exporter with
-    /// `partition_traces_by_id`.
-    #[default]
+    /// `partition_traces_by_id`, for other consumers of the topic that want a trace's spans
+    /// together. One or two records per trace cost the service's producer and the brokers far
+    /// more than a few a second.
     PerTrace,
-    /// One unkeyed record per export batch (more where one would pass the producer's
+    /// The default: one unkeyed record per export batch (more where one would pass the producer's
     /// `message.max.bytes`), as the Collector's kafka exporter writes by default: a few records a
     /// second instead of one or two per trace, less work for the service's producer and far
     /// less for the brokers. tracepipe's router groups the spans by trace itself; other
     /// consumers of the topic no longer find a trace's spans in one partition.
+    #[default]
     PerBatch,
 }
 
@@ -157,7 +159,7 @@ impl Config {
     }
 
     /// How the exporter writes spans to Kafka; call it after [`Config::kafka`], which starts
-    /// from a record per trace.
+    /// from a record per export batch.
     pub fn span_records(mut self, records: SpanRecords) -> Config {
         if let Some(kafka) = &mut self.kafka {
             kafka.records = records;
@@ -194,8 +196,8 @@ impl Config {
     /// librdkafka producer property as `TRACEPIPE_KAFKA_` and its name in capitals with `_` for
     /// `.` (`TRACEPIPE_KAFKA_SECURITY_PROTOCOL=SASL_SSL`, `TRACEPIPE_KAFKA_SASL_PASSWORD`: see
     /// [`producer_properties_from_env`]), and
-    /// `TRACEPIPE_SPANS_RECORDS` (`per-trace`, the default, or `per-batch`: [`SpanRecords`]; any
-    /// other value is reported on stderr and a record per trace written).
+    /// `TRACEPIPE_SPANS_RECORDS` (`per-batch`, the default, or `per-trace`: [`SpanRecords`]; any
+    /// other value is reported on stderr and a record per batch written).
     pub fn from_env(default_service: &str) -> Config {
         let mut config = Config::new(std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| default_service.to_string()));
         if let Ok(brokers) = std::env::var("TRACEPIPE_KAFKA_BROKERS") {
@@ -206,7 +208,7 @@ impl Config {
             if let Ok(records) = std::env::var("TRACEPIPE_SPANS_RECORDS") {
                 match records.parse() {
                     Ok(records) => config = config.span_records(records),
-                    Err(error) => eprintln!("TRACEPIPE_SPANS_RECORDS: {error}; writing a record per trace"),
+                    Err(error) => eprintln!("TRACEPIPE_SPANS_RECORDS: {error}; writing a record per export batch"),
                 }
             }
         }
@@ -346,10 +348,11 @@ mod tests {
         assert_eq!("per-trace".parse(), Ok(SpanRecords::PerTrace));
         assert_eq!(" per-batch ".parse(), Ok(SpanRecords::PerBatch));
         assert_eq!("batch".parse::<SpanRecords>().unwrap_err(), "\"batch\" is not a way to write span records (per-trace or per-batch)");
-        let config = Config::new("checkout").span_records(SpanRecords::PerBatch);
+        let config = Config::new("checkout").span_records(SpanRecords::PerTrace);
         assert!(config.kafka.is_none(), "no exporter, nothing to set");
-        let config = Config::new("checkout").kafka("kafka:9092", "otlp_spans").span_records(SpanRecords::PerBatch);
-        assert_eq!(config.kafka.unwrap().records, SpanRecords::PerBatch);
+        let config = Config::new("checkout").kafka("kafka:9092", "otlp_spans");
+        assert_eq!(config.kafka.as_ref().unwrap().records, SpanRecords::PerBatch, "a record per export batch unless asked");
+        assert_eq!(config.span_records(SpanRecords::PerTrace).kafka.unwrap().records, SpanRecords::PerTrace);
     }
 
     #[test]
