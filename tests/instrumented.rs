@@ -62,10 +62,10 @@ fn checkout_then_stop(requests: usize, frontend_port: u16, frontend: &mut Proces
 fn a_request_is_one_trace_across_the_http_call_and_the_kafka_hop() {
     let (cluster, _router, _assembler) = shop_cluster();
     let (orders_port, frontend_port) = (free_port(), free_port());
-    // The orders service writes a record per export batch, the frontend one per trace: the
-    // router assembles a trace from both.
-    let mut orders = start_service(&cluster, "shop_orders", orders_port, &[("TRACEPIPE_SPANS_RECORDS", "per-batch".into())]);
-    let mut frontend = start_service(&cluster, "shop_frontend", frontend_port, &[("ORDERS_URL", format!("http://127.0.0.1:{orders_port}"))]);
+    // The orders service writes a record per export batch (the default), the frontend one per
+    // trace: the router assembles a trace from both.
+    let mut orders = start_service(&cluster, "shop_orders", orders_port, &[]);
+    let mut frontend = start_service(&cluster, "shop_frontend", frontend_port, &[("ORDERS_URL", format!("http://127.0.0.1:{orders_port}")), ("TRACEPIPE_SPANS_RECORDS", "per-trace".into())]);
     let orders_pid = orders.pid();
     checkout_then_stop(REQUESTS, frontend_port, &mut frontend, &mut orders);
 
@@ -102,6 +102,59 @@ fn a_request_is_one_trace_across_the_http_call_and_the_kafka_hop() {
         assert_eq!(producer.attributes["messaging.operation.type"], "send");
         assert_eq!(consumer.attributes["messaging.operation.type"], "process");
         assert_eq!(consumer.attributes["messaging.consumer.group.name"], "shop-frontend");
+        joined += 1;
+    }
+    assert_eq!(joined, REQUESTS);
+}
+
+/// The reference profile (a SQLite catalog, pricing, JSON pages) traced by the standard
+/// OpenTelemetry Rust stack the instrumentation benches compare with (`INSTRUMENT=otel`:
+/// `tracing-opentelemetry`, the SDK's batch processor, `opentelemetry-otlp` over OTLP/HTTP to
+/// tracepipe's gateway): the same request is one trace across the HTTP call and the Kafka hop,
+/// with the orders service's database span, so both stacks record the same spans.
+#[test]
+fn the_reference_shop_traced_by_the_standard_stack_through_the_gateway_is_one_trace() {
+    let (cluster, _router, _assembler) = shop_cluster();
+    let gateway = support::Gateway::start(&cluster);
+    let (orders_port, frontend_port) = (free_port(), free_port());
+    let standard = |extra: Vec<(&'static str, String)>| {
+        let mut env = vec![
+            ("INSTRUMENT", "otel".to_string()),
+            ("SHOP_PROFILE", "reference".to_string()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", gateway.http)),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200".to_string()),
+        ];
+        env.extend(extra);
+        env
+    };
+    let mut orders = start_service(&cluster, "shop_orders", orders_port, &standard(vec![]));
+    let mut frontend = start_service(&cluster, "shop_frontend", frontend_port, &standard(vec![("ORDERS_URL", format!("http://127.0.0.1:{orders_port}"))]));
+    let page = support::http_body(&http_get(frontend_port, "/checkout/lamp")).to_string();
+    let page: serde_json::Value = serde_json::from_str(&page).unwrap_or_else(|e| panic!("{e}: {page}"));
+    assert!(page["lines"].as_array().is_some_and(|lines| lines.len() == 24), "a priced order of the catalog's lines: {page}");
+    assert_eq!(page["recommendations"].as_array().map(Vec::len), Some(5), "{page}");
+    checkout_then_stop(REQUESTS - 1, frontend_port, &mut frontend, &mut orders);
+
+    let complete = |t: &support::TraceRecord| t.spans.iter().any(|s| s.kind == CONSUMER) && t.spans.iter().any(|s| s.service == "frontend" && s.kind == SERVER);
+    let traces = read_traces(&cluster.brokers(), "tracepipe.traces", Duration::from_secs(90), |traces| traces.iter().filter(|t| complete(t)).count() >= REQUESTS);
+    let mut joined = 0;
+    for trace in traces.iter().filter(|t| complete(t)) {
+        let find = |service: &str, name: &str| trace.spans.iter().find(|s| s.service == service && s.name == name).unwrap_or_else(|| panic!("no {service} span {name:?} in {:?}", trace.spans));
+        let root = find("frontend", "GET /checkout/{item}");
+        let client = find("frontend", "POST");
+        let orders_server = find("orders", "POST /orders");
+        let query = find("orders", "SELECT products");
+        let producer = find("orders", "publish orders.placed");
+        let consumer = find("frontend", "process orders.placed");
+        let confirm = find("frontend", "confirm order");
+        assert!(root.parent_span_id.is_empty() && root.kind == SERVER, "{root:?}");
+        assert_eq!((&client.parent_span_id, client.kind), (&root.span_id, CLIENT));
+        assert_eq!(orders_server.parent_span_id, client.span_id, "the HTTP call carries the context");
+        assert_eq!((&query.parent_span_id, query.attributes.get("db.system.name").map(String::as_str)), (&orders_server.span_id, Some("sqlite")));
+        assert_eq!((&producer.parent_span_id, producer.kind), (&orders_server.span_id, PRODUCER));
+        assert_eq!((&consumer.parent_span_id, consumer.kind), (&producer.span_id, CONSUMER), "the Kafka hop carries the context");
+        assert_eq!(confirm.parent_span_id, consumer.span_id);
+        assert_eq!(trace.spans.len(), 7, "{:?}", trace.spans);
         joined += 1;
     }
     assert_eq!(joined, REQUESTS);
