@@ -39,6 +39,32 @@ impl Health {
         self.set(component, ComponentState::Starting);
     }
 
+    /// Runs one round of a periodic evaluator's blocking work (`round`, given what it owns, e.g.
+    /// its store connection) on tokio's blocking threads, and hands back what it owns with the
+    /// round's result; `None` if the round panicked, which is logged and reported as
+    /// `component` failed (`what` names the work), so the evaluator stops and an orchestrator
+    /// restarts it.
+    pub async fn blocking_round<R, T>(&self, component: &str, what: &str, owned: R, round: impl FnOnce(&mut R) -> T + Send + 'static) -> Option<(R, T)>
+    where
+        R: Send + 'static,
+        T: Send + 'static,
+    {
+        let mut owned = owned;
+        match tokio::task::spawn_blocking(move || {
+            let result = round(&mut owned);
+            (owned, result)
+        })
+        .await
+        {
+            Ok(done) => Some(done),
+            Err(error) => {
+                tracing::error!(%error, "{what} panicked");
+                self.set(component, ComponentState::Failed(format!("{what} panicked: {error}")));
+                None
+            }
+        }
+    }
+
     pub fn set(&self, component: &str, state: ComponentState) {
         let mut components = self.components.lock().unwrap();
         // A failed component stays failed: only a restart clears it.

@@ -65,26 +65,15 @@ impl SloEvaluator {
                 _ = ticker.tick() => {}
             }
             let now_ms = unix_ms();
-            let Some(mut store) = self.store.take() else { break };
+            let Some(store) = self.store.take() else { break };
             let slos = self.slos.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                let result: Result<(Vec<Evaluated>, Overview), StoreError> = (|| {
-                    let evaluated: Vec<Evaluated> = slos.iter().map(|slo| evaluate_from_store(&mut store, slo, now_ms)).collect::<Result<_, _>>()?;
-                    let statuses: Vec<_> = slos.iter().zip(evaluated.iter().map(|e| &e.status)).collect();
-                    let overview = services::overview(&mut store, &statuses, now_ms, SERVICE_WINDOW)?;
-                    Ok((evaluated, overview))
-                })();
-                (store, result)
-            })
-            .await;
-            let (store, result) = match read {
-                Ok(read) => read,
-                Err(error) => {
-                    tracing::error!(%error, "the SLO evaluation panicked");
-                    health.set("slo", ComponentState::Failed(format!("the SLO evaluation panicked: {error}")));
-                    break;
-                }
+            let round = move |store: &mut Store| -> Result<(Vec<Evaluated>, Overview), StoreError> {
+                let evaluated: Vec<Evaluated> = slos.iter().map(|slo| evaluate_from_store(store, slo, now_ms)).collect::<Result<_, _>>()?;
+                let statuses: Vec<_> = slos.iter().zip(evaluated.iter().map(|e| &e.status)).collect();
+                let overview = services::overview(store, &statuses, now_ms, SERVICE_WINDOW)?;
+                Ok((evaluated, overview))
             };
+            let Some((store, result)) = health.blocking_round("slo", "the SLO evaluation", store, round).await else { break };
             self.store = Some(store);
             match result {
                 Ok((evaluated_slos, overview)) => {

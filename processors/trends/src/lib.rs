@@ -76,38 +76,27 @@ impl TrendsEvaluator {
                 _ = ticker.tick() => {}
             }
             let now_ms = unix_ms();
-            let Some(mut store) = self.store.take() else { break };
+            let Some(store) = self.store.take() else { break };
             let settings = self.settings.clone();
             let slow_round = now_ms >= self.last_regression_ms + self.regression_every.as_millis() as u64;
             let regression = slow_round.then(|| self.regression.clone());
             let (forecasts, slos, budget_horizon) = (self.forecasts.clone(), self.slos.clone(), self.budget_horizon);
-            let read = tokio::task::spawn_blocking(move || {
-                let result: Result<(Vec<CanaryVerdict>, Option<SlowRound>), StoreError> = (|| {
-                    let verdicts = canaries(&mut store, &settings, now_ms)?;
-                    let slow = match regression {
-                        Some(r) => Some(SlowRound {
-                            regressions: regressions(&mut store, &r, now_ms)?,
-                            breaches: forecasts.iter().map(|rule| Ok((rule.clone(), breach(&mut store, rule, now_ms)?))).collect::<Result<_, StoreError>>()?,
-                            budgets: match budget_horizon {
-                                Some(h) => slos.iter().map(|slo| Ok((slo.clone(), tracepipe_health::slo::evaluate_from_store(&mut store, slo, now_ms)?.status, h))).collect::<Result<_, StoreError>>()?,
-                                None => Vec::new(),
-                            },
-                        }),
-                        None => None,
-                    };
-                    Ok((verdicts, slow))
-                })();
-                (store, result)
-            })
-            .await;
-            let (store, result) = match read {
-                Ok(read) => read,
-                Err(error) => {
-                    tracing::error!(%error, "the trends evaluation panicked");
-                    health.set("trends", ComponentState::Failed(format!("the trends evaluation panicked: {error}")));
-                    break;
-                }
+            let round = move |store: &mut Store| -> Result<(Vec<CanaryVerdict>, Option<SlowRound>), StoreError> {
+                let verdicts = canaries(store, &settings, now_ms)?;
+                let slow = match regression {
+                    Some(r) => Some(SlowRound {
+                        regressions: regressions(store, &r, now_ms)?,
+                        breaches: forecasts.iter().map(|rule| Ok((rule.clone(), breach(store, rule, now_ms)?))).collect::<Result<_, StoreError>>()?,
+                        budgets: match budget_horizon {
+                            Some(h) => slos.iter().map(|slo| Ok((slo.clone(), tracepipe_health::slo::evaluate_from_store(store, slo, now_ms)?.status, h))).collect::<Result<_, StoreError>>()?,
+                            None => Vec::new(),
+                        },
+                    }),
+                    None => None,
+                };
+                Ok((verdicts, slow))
             };
+            let Some((store, result)) = health.blocking_round("trends", "the trends evaluation", store, round).await else { break };
             self.store = Some(store);
             match result {
                 Ok((verdicts, found)) => {
