@@ -42,7 +42,7 @@ async fn place_order(State(orders): State<Arc<Orders>>, item: String) -> Result<
         Instrumentation::Tracepipe => tracepipe_instrument::kafka::send(&orders.producer, record, KAFKA_TIMEOUT).await,
         Instrumentation::Standard => {
             let span = tracing::info_span!(
-                "publish orders.placed",
+                "send orders.placed",
                 otel.kind = "producer",
                 messaging.system = "kafka",
                 messaging.operation.type = "send",

@@ -132,7 +132,7 @@ fn the_reference_shop_traced_by_the_standard_stack_through_the_gateway_is_one_tr
     let page = support::http_body(&http_get(frontend_port, "/checkout/lamp")).to_string();
     let page: serde_json::Value = serde_json::from_str(&page).unwrap_or_else(|e| panic!("{e}: {page}"));
     assert!(page["lines"].as_array().is_some_and(|lines| lines.len() == 24), "a priced order of the catalog's lines: {page}");
-    assert_eq!(page["recommendations"].as_array().map(Vec::len), Some(5), "{page}");
+    assert!(page["recommendations"].as_array().is_some_and(|names| names.len() > 5), "its best lines and related products: {page}");
     checkout_then_stop(REQUESTS - 1, frontend_port, &mut frontend, &mut orders);
 
     let complete = |t: &support::TraceRecord| t.spans.iter().any(|s| s.kind == CONSUMER) && t.spans.iter().any(|s| s.service == "frontend" && s.kind == SERVER);
@@ -144,7 +144,7 @@ fn the_reference_shop_traced_by_the_standard_stack_through_the_gateway_is_one_tr
         let client = find("frontend", "POST");
         let orders_server = find("orders", "POST /orders");
         let query = find("orders", "SELECT products");
-        let producer = find("orders", "publish orders.placed");
+        let producer = find("orders", "send orders.placed");
         let consumer = find("frontend", "process orders.placed");
         let confirm = find("frontend", "confirm order");
         assert!(root.parent_span_id.is_empty() && root.kind == SERVER, "{root:?}");
