@@ -5,7 +5,7 @@ CARGO_BIN ?= $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 TANSU ?= $(CARGO_BIN)/tansu
 export TANSU
 
-.PHONY: up test bench bench-instructions build-deps tansu prometheus chromium stunnel postgres python kubectl
+.PHONY: up test bench bench-instructions build-deps tansu prometheus chromium stunnel postgres python kubectl valgrind
 
 # Root installs packages directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -33,12 +33,23 @@ bench: tansu
 	cargo bench --locked -p tracepipe-instrument --bench export -- --warm-up-time 1 --measurement-time 3
 	cargo build --release --locked --examples
 	cargo bench --locked --bench instrumentation
+	$(MAKE) --no-print-directory bench-instructions
 
-## The example shop's instructions per request without and with instrumentation, counted by
-## callgrind: within a percent or two from run to run, unlike CPU time on a shared machine.
-bench-instructions: tansu
+## The example shop's instructions per request (reference and thin profiles) uninstrumented, with
+## tracepipe-instrument and with the standard OpenTelemetry Rust stack, counted by callgrind:
+## within a percent or two from run to run, unlike CPU time on a shared machine. Prints the three
+## figures (per request against the standard stack, per span, per unsampled hop) and where the
+## instructions go, by library.
+bench-instructions: tansu valgrind
 	cargo build --release --locked --examples --bin tracepipe
 	benches/instrumentation_instructions.sh
+
+## valgrind (Debian's package), whose callgrind counts instructions for bench-instructions.
+valgrind:
+	@if ! command -v valgrind >/dev/null || ! command -v callgrind_annotate >/dev/null; then \
+		echo "installing valgrind (Debian package) for the instruction counts"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind; \
+	fi
 
 ## Tansu, the Kafka-protocol broker the integration tests start; built from crates.io once (10-25 minutes).
 tansu:

@@ -1,22 +1,28 @@
 //! Two figures against Tansu, in one run:
 //!
 //! 1. The example shop (examples/shop_*.rs, release builds) without and with
-//!    `tracepipe-instrument` at 100% sampling, spans exported to Kafka, on `GET /checkout/{item}`
-//!    (frontend → HTTP → orders → Kafka, and the frontend consuming the event):
+//!    `tracepipe-instrument` (spans exported to Kafka) on `GET /checkout/{item}` (frontend → HTTP
+//!    → orders → Kafka, and the frontend consuming the event), in two profiles: `reference`,
+//!    services doing a typical request's work (SQLite queries over a few thousand rows, pricing,
+//!    JSON of a few kilobytes), at 100% and at parent-based 10% sampling; and `thin`, services
+//!    doing nearly nothing else, at 100%, the worst case for instrumentation's share:
 //!    - saturated, 16 clients in a closed loop: requests per second, and the CPU time both
 //!      services spent per request (from /proc/PID/stat, all threads, the Kafka clients' and the
 //!      exporter's included) with their CPU utilization, near 100% when they are the bottleneck;
-//!    - at a fixed rate both modes sustain ([`FIXED_RATE`], open loop, latency counted from when
-//!      each request was due, so a stall is not hidden): p50 and p99 latency and CPU per request.
+//!    - at a fixed rate every mode sustains (open loop, latency counted from when each request
+//!      was due, so a stall is not hidden): p50 and p99 latency and CPU per request; the
+//!      uninstrumented runs' own p99 spread is printed beside it.
 //!    The services share one CPU, the load generator and broker the other. Every run has a
 //!    broker of its own (one that piles up the earlier runs' records slows down as it goes); the
-//!    runs alternate (off, on, off, on, …) and each figure is the median of its runs. A run in
-//!    which the services' SDKs dropped spans (queue full) says how many, from the count the SDK
-//!    logs as it stops: such a run traced less than it claims to.
+//!    runs alternate, each round starting with another mode, and each figure is the median of
+//!    its runs. A run in which the services' SDKs dropped spans (queue full) says how many, from
+//!    the count the SDK logs as it stops: such a run traced less than it claims to.
 //! 2. The OTLP gateway's intake: spans per second stored in `tracepipe.spans` (acknowledged by
 //!    Kafka) over OTLP/HTTP protobuf and OTLP/gRPC, 16 concurrent exporters.
 //!
 //! Needs the release examples: `cargo build --release --examples` (`make bench` does it).
+//! Instructions per request, against the standard OpenTelemetry Rust stack too, are
+//! `make bench-instructions` (benches/instrumentation_instructions.sh).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -34,9 +40,31 @@ use support::{free_port, repo_path, Cluster, Process};
 const CONCURRENCY: usize = 16;
 const RUN: Duration = Duration::from_secs(10);
 /// Alternating runs of each kind in the shop comparison.
-const RUNS: usize = 3;
-/// Requests per second of the fixed-rate phase.
-const FIXED_RATE: u32 = 1_000;
+const RUNS: usize = 5;
+
+/// A profile of the example shop and the requests per second of its fixed-rate phase, about half
+/// what its uninstrumented services sustain on one CPU.
+struct Profile {
+    name: &'static str,
+    fixed_rate: u32,
+}
+
+const REFERENCE: Profile = Profile { name: "reference", fixed_rate: 250 };
+const THIN: Profile = Profile { name: "thin", fixed_rate: 1_000 };
+
+/// How the services are traced in a run: `INSTRUMENT`, and `OTEL_TRACES_SAMPLER` with its
+/// argument.
+#[derive(Clone, Copy)]
+struct Mode {
+    label: &'static str,
+    instrument: &'static str,
+    sampler: &'static str,
+    ratio: &'static str,
+}
+
+const OFF: Mode = Mode { label: "uninstrumented", instrument: "off", sampler: "", ratio: "" };
+const FULL: Mode = Mode { label: "instrumented, 100% sampled", instrument: "on", sampler: "parentbased_always_on", ratio: "" };
+const TENTH: Mode = Mode { label: "instrumented, parent-based 10%", instrument: "on", sampler: "parentbased_traceidratio", ratio: "0.1" };
 
 fn example(name: &str) -> PathBuf {
     let path = repo_path(&format!("target/release/examples/{name}"));
@@ -49,7 +77,7 @@ struct Figures {
     requests_per_second: f64,
     cpu_us_per_request: f64,
     cpu_utilization: f64,
-    /// At [`FIXED_RATE`]: latency percentiles (ms) and CPU µs per request.
+    /// At the profile's fixed rate: latency percentiles (ms) and CPU µs per request.
     fixed_p50_ms: f64,
     fixed_p99_ms: f64,
     fixed_cpu_us_per_request: f64,
@@ -99,14 +127,24 @@ fn percentile(sorted: &[Duration], p: usize) -> f64 {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)].as_secs_f64() * 1e3
 }
 
-/// A broker of its own, both services with `instrumented`, then the saturated and the
+/// A broker of its own, both services in `mode` and `profile`, then the saturated and the
 /// fixed-rate phase, each `RUN` long.
-fn run_shop(instrumented: bool, pinned: bool) -> Figures {
+fn run_shop(mode: Mode, profile: &Profile, pinned: bool) -> Figures {
     let cluster = shop_cluster();
     let (orders_port, frontend_port) = (free_port(), free_port());
-    let flag = if instrumented { "on" } else { "off" };
     // Logging as a production service would (warnings only), so what is measured is tracing.
-    let common = |port: u16| vec![("PORT", port.to_string()), ("KAFKA_BROKERS", cluster.brokers()), ("INSTRUMENT", flag.to_string()), ("RUST_LOG", "warn".to_string())];
+    let common = |port: u16| {
+        vec![
+            ("PORT", port.to_string()),
+            ("KAFKA_BROKERS", cluster.brokers()),
+            ("INSTRUMENT", mode.instrument.to_string()),
+            ("SHOP_PROFILE", profile.name.to_string()),
+            ("OTEL_TRACES_SAMPLER", mode.sampler.to_string()),
+            ("OTEL_TRACES_SAMPLER_ARG", mode.ratio.to_string()),
+            ("RUST_LOG", "warn".to_string()),
+        ]
+    };
+    let fixed_rate = profile.fixed_rate;
     let mut orders = spawn_service(&cluster, "shop_orders", orders_port, pinned, &common(orders_port));
     let mut env = common(frontend_port);
     env.push(("ORDERS_URL", format!("http://127.0.0.1:{orders_port}")));
@@ -148,11 +186,11 @@ fn run_shop(instrumented: bool, pinned: bool) -> Figures {
         let elapsed = started.elapsed().as_secs_f64();
         let saturated_cpu = cpu() - cpu_before;
 
-        // Fixed rate: one request due every 1/FIXED_RATE s, each on its own task.
+        // Fixed rate: one request due every 1/fixed_rate s, each on its own task.
         let cpu_before = cpu();
-        let interval = Duration::from_secs(1) / FIXED_RATE;
+        let interval = Duration::from_secs(1) / fixed_rate;
         let started = tokio::time::Instant::now();
-        let total = FIXED_RATE as u64 * RUN.as_secs();
+        let total = fixed_rate as u64 * RUN.as_secs();
         let mut tasks = Vec::with_capacity(total as usize);
         for i in 0..total {
             let due = started + interval * i as u32;
@@ -205,24 +243,30 @@ fn pin_away_from_services_cpu() -> bool {
     pinned
 }
 
-fn shop_overhead() {
-    let pinned = pin_away_from_services_cpu();
-    let mut off = Vec::new();
-    let mut on = Vec::new();
-    for _ in 0..RUNS {
-        off.push(run_shop(false, pinned));
-        on.push(run_shop(true, pinned));
+fn median(runs: &[Figures], figure: fn(&Figures) -> f64) -> f64 {
+    let mut values: Vec<f64> = runs.iter().map(figure).collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Each mode's runs, alternating, then their medians against the uninstrumented ones.
+fn shop_profile(profile: &Profile, modes: &[Mode], pinned: bool) {
+    let mut runs: Vec<Vec<Figures>> = modes.iter().map(|_| Vec::new()).collect();
+    // Each round starts with another mode, so none is always the one run last (a VM's speed
+    // drifts over minutes).
+    for round in 0..RUNS {
+        for i in 0..modes.len() {
+            let at = (i + round) % modes.len();
+            runs[at].push(run_shop(modes[at], profile, pinned));
+        }
     }
-    let median = |runs: &[Figures], figure: fn(&Figures) -> f64| {
-        let mut values: Vec<f64> = runs.iter().map(figure).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    println!("example shop, GET /checkout (HTTP call + Kafka hop), {}s phases, median of {RUNS} runs each:", RUN.as_secs());
-    for (label, runs) in [("uninstrumented", &off), ("instrumented, 100% sampled", &on)] {
-        for f in runs.iter() {
+    let fixed_rate = profile.fixed_rate;
+    println!("example shop, {} profile, GET /checkout (HTTP call + Kafka hop), {}s phases, median of {RUNS} runs each, in rotating order:", profile.name, RUN.as_secs());
+    for (mode, figures) in modes.iter().zip(&runs) {
+        for f in figures {
             println!(
-                "  {label:<28} saturated {:>5.0} req/s {:>4.0} µs CPU/req (CPU {:>3.0}%); at {FIXED_RATE}/s p50 {:.2} ms p99 {:.2} ms {:>4.0} µs CPU/req{}",
+                "  {:<31} saturated {:>5.0} req/s {:>5.0} µs CPU/req (CPU {:>3.0}%); at {fixed_rate}/s p50 {:.2} ms p99 {:.2} ms {:>5.0} µs CPU/req{}",
+                mode.label,
                 f.requests_per_second,
                 f.cpu_us_per_request,
                 f.cpu_utilization * 100.0,
@@ -233,25 +277,36 @@ fn shop_overhead() {
             );
         }
     }
-    let ratio = |figure: fn(&Figures) -> f64| median(&on, figure) / median(&off, figure);
-    println!(
-        "  saturated: throughput ratio {:.3} (overhead {:.1}%); CPU per request {:.0} -> {:.0} µs ({:+.1}%)",
-        ratio(|f| f.requests_per_second),
-        (1.0 - ratio(|f| f.requests_per_second)) * 100.0,
-        median(&off, |f| f.cpu_us_per_request),
-        median(&on, |f| f.cpu_us_per_request),
-        (ratio(|f| f.cpu_us_per_request) - 1.0) * 100.0
-    );
-    println!(
-        "  at {FIXED_RATE}/s: p50 {:.2} -> {:.2} ms, p99 {:.2} -> {:.2} ms; CPU per request {:.0} -> {:.0} µs ({:+.1}%)",
-        median(&off, |f| f.fixed_p50_ms),
-        median(&on, |f| f.fixed_p50_ms),
-        median(&off, |f| f.fixed_p99_ms),
-        median(&on, |f| f.fixed_p99_ms),
-        median(&off, |f| f.fixed_cpu_us_per_request),
-        median(&on, |f| f.fixed_cpu_us_per_request),
-        (ratio(|f| f.fixed_cpu_us_per_request) - 1.0) * 100.0
-    );
+    let off = &runs[0];
+    let spread = off.iter().map(|f| f.fixed_p99_ms).fold((f64::MAX, f64::MIN), |(lo, hi), p99| (lo.min(p99), hi.max(p99)));
+    for (mode, on) in modes.iter().zip(&runs).skip(1) {
+        let ratio = |figure: fn(&Figures) -> f64| median(on, figure) / median(off, figure);
+        let p99 = median(on, |f| f.fixed_p99_ms);
+        println!(
+            "  {}: saturated throughput ratio {:.3}, CPU per request {:.0} -> {:.0} µs ({:+.1}%); at {fixed_rate}/s CPU per request {:.0} -> {:.0} µs ({:+.1}%), p50 {:.2} -> {:.2} ms, p99 {:.2} -> {:.2} ms ({} the uninstrumented runs' {:.2}..{:.2} ms)",
+            mode.label,
+            ratio(|f| f.requests_per_second),
+            median(off, |f| f.cpu_us_per_request),
+            median(on, |f| f.cpu_us_per_request),
+            (ratio(|f| f.cpu_us_per_request) - 1.0) * 100.0,
+            median(off, |f| f.fixed_cpu_us_per_request),
+            median(on, |f| f.fixed_cpu_us_per_request),
+            (ratio(|f| f.fixed_cpu_us_per_request) - 1.0) * 100.0,
+            median(off, |f| f.fixed_p50_ms),
+            median(on, |f| f.fixed_p50_ms),
+            median(off, |f| f.fixed_p99_ms),
+            p99,
+            if p99 <= spread.1 { "within" } else { "above" },
+            spread.0,
+            spread.1,
+        );
+    }
+}
+
+fn shop_overhead() {
+    let pinned = pin_away_from_services_cpu();
+    shop_profile(&REFERENCE, &[OFF, FULL, TENTH], pinned);
+    shop_profile(&THIN, &[OFF, FULL], pinned);
 }
 
 fn gateway_intake() {

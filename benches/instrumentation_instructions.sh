@@ -1,26 +1,52 @@
 #!/usr/bin/env bash
 # Instructions per request of the example shop (both services, every thread, librdkafka's and
-# the exporter's included), counted by callgrind: uninstrumented, instrumented with nothing
-# sampled (`always_off`: context still propagated), with one trace in ten sampled (`ratio_0.1`,
-# parent-based, as services in production commonly run), at 100%, and at 100% with one unkeyed
-# record per export batch instead of one per trace (`on_per_batch`). Unlike CPU time,
-# the count hardly depends on what else the machine is doing (a percent or two from run to run,
-# from timer-driven work such as export intervals and producer batching), so it shows what a
-# change to the instrumentation costs or saves. Callgrind runs one thread at a time: what
-# contention between cores costs is not in it.
+# the exporter's included), counted by callgrind, which hardly depends on what else the machine
+# is doing (a percent or two from run to run, from timer-driven work such as export intervals and
+# producer batching), so it shows what a change to the instrumentation costs or saves. Callgrind
+# runs one thread at a time: what contention between cores costs is not in it.
 #
-# Each mode: a Tansu broker of its own, both services under `valgrind --tool=callgrind`, 300
-# warm-up requests, counters zeroed, REQUESTS requests four at a time, counters dumped.
+# Two profiles (PROFILES, both by default): `reference`, services doing a typical request's work
+# (SQLite queries over a few thousand rows, pricing, JSON of a few kilobytes: examples/shop/work.rs),
+# and `thin`, services doing nearly nothing besides the HTTP call and the Kafka hop, the worst
+# case for instrumentation's share. Each profile in these modes:
 #
-#     make bench-instructions            (REQUESTS=1000 by default)
+#   off               uninstrumented (no tracing layers, no subscriber)
+#   always_off        tracepipe-instrument, nothing sampled: context still propagated
+#   ratio_0.1         tracepipe-instrument, parent-based, one trace in ten (production's usual)
+#   on                tracepipe-instrument at 100%, a record per export batch (its default)
+#   on_per_trace      tracepipe-instrument at 100%, a record per trace keyed by trace id
+#   otel_always_off   the standard OpenTelemetry Rust stack (tracing-opentelemetry, the SDK's
+#   otel_ratio_0.1    batch span processor, opentelemetry-otlp's default OTLP/HTTP exporter) to
+#   otel_on           tracepipe's OTLP gateway, nothing sampled, 10%, and 100%
 #
-# KEEP_DUMPS=DIR keeps each mode's dumps there (MODE-SERVICE.out), for callgrind_annotate
+# and then three figures per profile, tracepipe-instrument's beside the standard stack's:
+# instrumentation instructions per request at 100% (and their ratio), per span all-in (start,
+# attributes, end, export: the 100% cost over the spans a request makes) and per hop with nothing
+# sampled (propagation alone, over the request's two hops: the HTTP call and the Kafka hop). Last,
+# where tracepipe-instrument's instructions at 100% go, by library.
+#
+# Each mode: a Tansu broker of its own, both services under `valgrind --tool=callgrind`, WARMUP
+# requests, a pause longer than the export interval, counters zeroed, REQUESTS requests four at a
+# time, the same pause, counters dumped.
+#
+#     make bench-instructions            (REQUESTS=1000, REFERENCE_REQUESTS=500 by default)
+#     PROFILES=thin MODES="off on" benches/instrumentation_instructions.sh
+#
+# KEEP_DUMPS=DIR keeps each mode's dumps there (PROFILE-MODE-SERVICE.out), for callgrind_annotate
 # --inclusive=yes to say where the instructions went.
 #
 # Needs valgrind, Tansu ($TANSU) and the release build of the examples and the tracepipe binary.
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-1000}
+REFERENCE_REQUESTS=${REFERENCE_REQUESTS:-500}
+WARMUP=${WARMUP:-300}
+PROFILES=${PROFILES:-reference thin}
+MODES=${MODES:-off always_off ratio_0.1 on on_per_trace otel_always_off otel_ratio_0.1 otel_on}
+# The standard stack's batch processor exports every 5 s (OTEL_BSP_SCHEDULE_DELAY's default),
+# tracepipe-instrument's every 500 ms: the pauses let the spans of the warm-up go out before the
+# counters are zeroed, and those of the measured requests before they are dumped.
+PAUSE=${PAUSE:-6}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RELEASE=$ROOT/target/release
 TANSU=${TANSU:-$HOME/.cargo/bin/tansu}
@@ -61,64 +87,200 @@ dumped() {
     callgrind_annotate "$file" | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
 }
 
-# Prints the instructions per request of one mode: `off`, `always_off`, `ratio_0.1` or `on`.
+results=$(mktemp -d)
+breakdowns=$(mktemp -d)
+trap 'cleanup; rm -rf "$results" "$breakdowns"' EXIT
+
+# Counts one mode of one profile; leaves the instructions per request in $results/PROFILE-MODE.
 count() {
-    local mode=$1
+    local profile=$1 mode=$2 requests=$3
     dir=$(mktemp -d)
     local kafka_port orders_port frontend_port
     kafka_port=$(free_port); orders_port=$(free_port); frontend_port=$(free_port)
     "$TANSU" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" --storage-engine memory://tansu/ >"$dir/tansu.log" 2>&1 &
     pids+=($!)
     wait_for_port "$kafka_port"
-    sed "s/^  brokers: .*/  brokers: \"127.0.0.1:$kafka_port\"/; s/^topics:/topics:\n  orders.placed: { partitions: 3, replication: 1 }/" "$ROOT/topology.yaml" >"$dir/topology.yaml"
+    local grpc_port http_port admin_port
+    grpc_port=$(free_port); http_port=$(free_port); admin_port=$(free_port)
+    sed "s/^  brokers: .*/  brokers: \"127.0.0.1:$kafka_port\"/; s/^topics:/topics:\n  orders.placed: { partitions: 3, replication: 1 }/; s/^  listen: 127.0.0.1:9464/  listen: 127.0.0.1:$admin_port/; s/^    grpc_listen: .*/    grpc_listen: 127.0.0.1:$grpc_port/; s/^    http_listen: .*/    http_listen: 127.0.0.1:$http_port/" \
+        "$ROOT/topology.yaml" >"$dir/topology.yaml"
     "$RELEASE/tracepipe" topics create -t "$dir/topology.yaml" >"$dir/topics.log" 2>&1
 
-    local instrument=on sampler=parentbased_always_on ratio= records=per-trace
+    local instrument=on sampler=parentbased_always_on ratio= records=per-batch
     case $mode in
         off) instrument=off ;;
         always_off) sampler=always_off ;;
         ratio_*) sampler=parentbased_traceidratio ratio=${mode#ratio_} ;;
-        on_per_batch) records=per-batch ;;
+        on_per_trace) records=per-trace ;;
+        otel_always_off) instrument=otel sampler=always_off ;;
+        otel_ratio_*) instrument=otel sampler=parentbased_traceidratio ratio=${mode#otel_ratio_} ;;
+        otel_on) instrument=otel ;;
     esac
-    local service
+    if [ "$instrument" = otel ]; then
+        # The OTLP receiver the standard stack exports to, outside callgrind like the broker.
+        RUST_LOG=warn "$RELEASE/tracepipe" run gateway -t "$dir/topology.yaml" >"$dir/gateway.log" 2>&1 &
+        pids+=($!)
+        wait_for_port "$http_port"
+    fi
+    local service services=()
     for service in orders frontend; do
         local port=$orders_port
         [ "$service" = frontend ] && port=$frontend_port
-        env -u TRACEPIPE_KAFKA_BROKERS -u TRACEPIPE_SPANS_TOPIC -u OTEL_SERVICE_NAME OTEL_TRACES_SAMPLER_ARG="$ratio" \
-            PORT="$port" KAFKA_BROKERS="127.0.0.1:$kafka_port" ORDERS_URL="http://127.0.0.1:$orders_port" INSTRUMENT=$instrument \
-            OTEL_TRACES_SAMPLER=$sampler TRACEPIPE_SPANS_RECORDS=$records RUST_LOG=warn \
+        env -u TRACEPIPE_KAFKA_BROKERS -u TRACEPIPE_SPANS_TOPIC -u OTEL_SERVICE_NAME -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_TRACES_SAMPLER_ARG="$ratio" \
+            PORT="$port" KAFKA_BROKERS="127.0.0.1:$kafka_port" ORDERS_URL="http://127.0.0.1:$orders_port" INSTRUMENT=$instrument SHOP_PROFILE=$profile \
+            OTEL_TRACES_SAMPLER=$sampler TRACEPIPE_SPANS_RECORDS=$records OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$http_port" RUST_LOG=warn \
             valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$dir/$service.out" "$RELEASE/examples/shop_$service" >"$dir/$service.log" 2>&1 &
         pids+=($!)
+        services+=($!)
         wait_for_port "$port"
     done
 
     local url=http://127.0.0.1:$frontend_port/checkout
-    seq 300 | xargs -P 4 -I{} curl -sf -o /dev/null "$url/warm{}"
-    sleep 2
-    callgrind_control -z "${pids[1]}" "${pids[2]}" >/dev/null 2>&1
-    seq "$REQUESTS" | xargs -P 4 -I{} curl -sf -o /dev/null "$url/{}"
-    # The last spans reach the exporter and Kafka within the export interval (500 ms).
-    sleep 3
-    callgrind_control -d "${pids[1]}" "${pids[2]}" >/dev/null 2>&1
+    seq "$WARMUP" | xargs -P 4 -I{} curl -sf -o /dev/null "$url/warm{}"
+    sleep "$PAUSE"
+    callgrind_control -z "${services[@]}" >/dev/null 2>&1
+    seq "$requests" | xargs -P 4 -I{} curl -sf -o /dev/null "$url/{}"
+    sleep "$PAUSE"
+    callgrind_control -d "${services[@]}" >/dev/null 2>&1
     sleep 1
-    local total=0 instructions
+    local total=0 instructions line=
     for service in orders frontend; do
         instructions=$(dumped "$dir/$service.out")
         total=$((total + instructions))
-        printf '  %-12s %-9s %8d instructions per request\n' "$mode" "$service" $((instructions / REQUESTS))
+        line+=$(printf '%s %8d' "$service" $((instructions / requests)))"  "
         if [ -n "${KEEP_DUMPS:-}" ]; then
             mkdir -p "$KEEP_DUMPS"
-            cp "$dir/$service.out.1" "$KEEP_DUMPS/$mode-$service.out"
+            cp "$dir/$service.out.1" "$KEEP_DUMPS/$profile-$mode-$service.out"
         fi
+        case $mode in off|always_off|on|otel_on) cp "$dir/$service.out.1" "$breakdowns/$profile-$mode-$service.out" ;; esac
     done
-    printf '  %-12s %-9s %8d instructions per request\n' "$mode" both $((total / REQUESTS))
-    # The services flush their telemetry to the broker as they stop, so it goes last.
-    kill "${pids[2]}" "${pids[1]}" 2>/dev/null || true
-    wait "${pids[2]}" "${pids[1]}" 2>/dev/null || true
+    echo $((total / requests)) >"$results/$profile-$mode"
+    printf '  %-16s %9d instructions per request  (%s)\n' "$mode" $((total / requests)) "$line"
+    # The services flush their telemetry as they stop, so they go first; a standard-stack SDK
+    # that dropped spans (queue full) says so in its log as it stops.
+    kill "${services[@]}" 2>/dev/null || true
+    wait "${services[@]}" 2>/dev/null || true
+    if grep -qi "dropped" "$dir/orders.log" "$dir/frontend.log"; then
+        echo "  $mode: a service dropped spans: $(grep -hi dropped "$dir/orders.log" "$dir/frontend.log" | head -2)"
+    fi
     cleanup
 }
 
-echo "example shop, GET /checkout, $REQUESTS requests, callgrind:"
-for mode in off always_off ratio_0.1 on on_per_batch; do
-    count "$mode"
+# Spans one request makes: frontend server, client, orders server, Kafka producer, consumer,
+# `confirm order`; the reference profile's orders service adds its `SELECT products` span.
+spans_per_request() { [ "$1" = reference ] && echo 7 || echo 6; }
+HOPS=2
+
+for profile in $PROFILES; do
+    requests=$REQUESTS
+    [ "$profile" = reference ] && requests=$REFERENCE_REQUESTS
+    echo "example shop, $profile profile, GET /checkout, $requests requests, callgrind:"
+    for mode in $MODES; do
+        count "$profile" "$mode" "$requests"
+    done
 done
+
+# The three figures, and where the instructions went.
+REQUESTS=$REQUESTS REFERENCE_REQUESTS=$REFERENCE_REQUESTS python3 - "$results" "$breakdowns" "$PROFILES" <<'PY'
+import os, re, subprocess, sys
+results, breakdowns, profiles = sys.argv[1], sys.argv[2], sys.argv[3].split()
+def read(profile, mode):
+    try:
+        return int(open(os.path.join(results, f"{profile}-{mode}")).read())
+    except (OSError, ValueError):
+        return None
+def fmt(n):
+    return "-" if n is None else f"{n:,.0f}"
+for profile in profiles:
+    spans = 7 if profile == "reference" else 6
+    off = read(profile, "off")
+    if off is None:
+        continue
+    print(f"\n{profile} profile: {off:,} instructions per request uninstrumented; {spans} spans and 2 hops per request")
+    print(f"  {'':34} {'tracepipe-instrument':>22} {'standard stack':>16}")
+    def cost(mode):
+        value = read(profile, mode)
+        return None if value is None else value - off
+    def share(mode):
+        c = cost(mode)
+        return "" if c is None else f" ({c / off * 100:+.1f}%)"
+    rows = [
+        ("instrumentation per request, 100%", cost("on"), cost("otel_on"), share("on"), share("otel_on")),
+        ("instrumentation per request, 10%", cost("ratio_0.1"), cost("otel_ratio_0.1"), share("ratio_0.1"), share("otel_ratio_0.1")),
+        ("per span, all-in (100%)", None if cost("on") is None else cost("on") / spans, None if cost("otel_on") is None else cost("otel_on") / spans, "", ""),
+        ("per hop, nothing sampled", None if cost("always_off") is None else cost("always_off") / 2, None if cost("otel_always_off") is None else cost("otel_always_off") / 2, "", ""),
+    ]
+    for label, ours, theirs, our_share, their_share in rows:
+        print(f"  {label:34} {fmt(ours) + our_share:>22} {fmt(theirs) + their_share:>16}")
+    if cost("on") is not None and cost("otel_on"):
+        print(f"  tracepipe-instrument / standard stack at 100%: {cost('on') / cost('otel_on'):.2f} (target at most 0.5); per span {cost('on') / spans:,.0f} (target at most 2,500); per hop {fmt(None if cost('always_off') is None else cost('always_off') / 2)} (target at most 1,500)")
+
+# Where the instrumentation's instructions go: each library's own instructions (self cost, read
+# from the dumps; a function's callees count for their own library) in a mode minus
+# uninstrumented, per request, the biggest first.
+def self_costs(path):
+    names, objects, costs = {}, {}, {}
+    function, obj, skip = None, "", False
+    def resolve(table, spec):
+        m = re.match(r"\((\d+)\)(?:\s+(.*))?$", spec)
+        if not m:
+            return spec
+        if m.group(2) is not None:
+            table[m.group(1)] = m.group(2)
+        return table.get(m.group(1), "?")
+    for line in open(path, errors="replace"):
+        if not line.strip():
+            continue
+        head = line[0]
+        if head.isdigit() or head in "+-*":
+            if skip:
+                skip = False  # the inclusive cost of the call just named
+                continue
+            parts = line.split()
+            if len(parts) >= 2 and function is not None:
+                costs[(function, obj)] = costs.get((function, obj), 0) + int(parts[1])
+        elif line.startswith("fn="):
+            function = resolve(names, line[3:].strip())
+        elif line.startswith("ob="):
+            obj = os.path.basename(resolve(objects, line[3:].strip()))
+        elif line.startswith("cfn="):
+            resolve(names, line[4:].strip())
+        elif line.startswith("cob="):
+            resolve(objects, line[4:].strip())
+        elif line.startswith("calls="):
+            skip = True
+    return costs
+def library(function, obj):
+    name = function.lstrip("<&*(")
+    crate = re.match(r"([A-Za-z_][A-Za-z0-9_]*)::", name)
+    if crate:
+        return {"std": "std/core/alloc", "alloc": "std/core/alloc", "core": "std/core/alloc", "__rustc": "std/core/alloc"}.get(crate.group(1), crate.group(1))
+    if function.startswith("rd_") or function.startswith("rd_kafka"):
+        return "librdkafka"
+    if obj.startswith("libc") or obj.startswith("ld-linux"):
+        return "libc (malloc, free, memcpy)"
+    return obj or "other"
+def by_library(profile, mode, requests):
+    totals = {}
+    for service in ("orders", "frontend"):
+        path = os.path.join(breakdowns, f"{profile}-{mode}-{service}.out")
+        if not os.path.exists(path):
+            return None
+        for (function, obj), count in self_costs(path).items():
+            key = library(function, obj)
+            totals[key] = totals.get(key, 0) + count
+    return {k: v / requests for k, v in totals.items()}
+for profile in profiles:
+    requests = int(os.environ["REFERENCE_REQUESTS"] if profile == "reference" else os.environ["REQUESTS"])
+    base = by_library(profile, "off", requests)
+    for mode, label in (("always_off", "tracepipe-instrument, nothing sampled"), ("on", "tracepipe-instrument at 100%"), ("otel_on", "standard stack at 100%")):
+        traced = by_library(profile, mode, requests)
+        if base is None or traced is None:
+            continue
+        diff = sorted(((traced.get(k, 0) - base.get(k, 0), k) for k in set(traced) | set(base)), reverse=True)
+        print(f"\n{profile} profile, {label}: instructions per request over uninstrumented, by library")
+        shown = [(value, name) for value, name in diff if value >= 500][:12]
+        for value, name in shown:
+            print(f"  {name:34} {value:>8,.0f}")
+        print(f"  {'(the rest)':34} {sum(v for v, _ in diff) - sum(v for v, _ in shown):>8,.0f}")
+PY
