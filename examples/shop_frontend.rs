@@ -37,7 +37,16 @@ async fn call_orders(frontend: &Frontend, item: String) -> Result<String, (Statu
     let mut request = frontend.http.post(&url).body(item).build().map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let span = match frontend.instrumentation {
         Instrumentation::Standard => {
-            let span = tracing::info_span!("POST", otel.kind = "client", http.request.method = "POST", url.full = %url, http.response.status_code = tracing::field::Empty);
+            let (host, port) = (request.url().host_str().unwrap_or_default().to_string(), request.url().port_or_known_default().unwrap_or_default());
+            let span = tracing::info_span!(
+                "POST",
+                otel.kind = "client",
+                http.request.method = "POST",
+                server.address = %host,
+                server.port = port,
+                url.full = %url,
+                http.response.status_code = tracing::field::Empty,
+            );
             common::standard::inject_http(&span, request.headers_mut());
             span
         }
@@ -88,11 +97,18 @@ async fn confirm_orders(brokers: String, instrumentation: Instrumentation) {
                             otel.kind = "consumer",
                             messaging.system = "kafka",
                             messaging.operation.type = "process",
+                            messaging.operation.name = "process",
                             messaging.destination.name = common::ORDERS_TOPIC,
+                            messaging.destination.partition.id = %message.partition(),
+                            messaging.kafka.offset = message.offset(),
+                            messaging.message.body.size = message.payload().map_or(0, <[u8]>::len),
                             messaging.consumer.group.name = GROUP,
                             messaging.kafka.message.key = order_id,
                         );
-                        let _ = consumer.set_parent(common::standard::extract_kafka(message.headers()));
+                        // A child of the producer's span, and linked to it, as tracepipe-instrument's.
+                        let producer = common::standard::extract_kafka(message.headers());
+                        consumer.add_link(opentelemetry::trace::TraceContextExt::span(&producer).span_context().clone());
+                        let _ = consumer.set_parent(producer);
                         let _consumer = consumer.entered();
                         let _confirm = tracing::info_span!("confirm order", order.id = order_id).entered();
                     }

@@ -46,11 +46,20 @@ async fn place_order(State(orders): State<Arc<Orders>>, item: String) -> Result<
                 otel.kind = "producer",
                 messaging.system = "kafka",
                 messaging.operation.type = "send",
+                messaging.operation.name = "send",
                 messaging.destination.name = common::ORDERS_TOPIC,
                 messaging.kafka.message.key = %order_id,
+                messaging.message.body.size = item.len(),
+                messaging.destination.partition.id = tracing::field::Empty,
+                messaging.kafka.offset = tracing::field::Empty,
             );
             let record = record.headers(common::standard::inject_kafka(&span, OwnedHeaders::new()));
-            orders.producer.send(record, KAFKA_TIMEOUT).instrument(span).await
+            let delivered = orders.producer.send(record, KAFKA_TIMEOUT).instrument(span.clone()).await;
+            if let Ok(delivery) = &delivered {
+                span.record("messaging.destination.partition.id", delivery.partition.to_string());
+                span.record("messaging.kafka.offset", delivery.offset);
+            }
+            delivered
         }
         Instrumentation::Off => orders.producer.send(record, KAFKA_TIMEOUT).await,
     };

@@ -154,6 +154,18 @@ fn the_reference_shop_traced_by_the_standard_stack_through_the_gateway_is_one_tr
         assert_eq!((&producer.parent_span_id, producer.kind), (&orders_server.span_id, PRODUCER));
         assert_eq!((&consumer.parent_span_id, consumer.kind), (&producer.span_id, CONSUMER), "the Kafka hop carries the context");
         assert_eq!(confirm.parent_span_id, consumer.span_id);
+        assert_eq!(consumer.links.iter().map(|(_, span)| span.clone()).collect::<Vec<_>>(), vec![producer.span_id.clone()], "the consumer span links to the producer span");
+        // The same attributes as tracepipe-instrument's spans carry, so the benches compare like
+        // with like.
+        for span in [producer, consumer] {
+            for key in ["messaging.system", "messaging.destination.name", "messaging.operation.name", "messaging.kafka.message.key", "messaging.message.body.size"] {
+                assert!(span.attributes.contains_key(key), "{} has no {key}: {:?}", span.name, span.attributes);
+            }
+            assert_eq!(span.attributes.get("messaging.destination.partition.id"), producer.attributes.get("messaging.destination.partition.id"));
+            assert_eq!(span.attributes.get("messaging.kafka.offset"), producer.attributes.get("messaging.kafka.offset"), "where it was stored is where it was read");
+        }
+        assert!(client.attributes.contains_key("server.port") && client.attributes.contains_key("server.address"), "{:?}", client.attributes);
+        assert!(!root.attributes.contains_key("code.file.path") && !root.attributes.contains_key("thread.id") && !root.attributes.contains_key("busy_ns"), "{:?}", root.attributes);
         assert_eq!(trace.spans.len(), 7, "{:?}", trace.spans);
         joined += 1;
     }

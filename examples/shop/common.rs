@@ -125,7 +125,16 @@ pub mod standard {
         use tracing_subscriber::Layer as _;
         tracing_subscriber::registry()
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(logs))
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_string())).with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+            // The attributes tracepipe-instrument records, no more: the layer's source locations,
+            // thread names and busy/idle times are off there too.
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer(service.to_string()))
+                    .with_location(false)
+                    .with_threads(false)
+                    .with_tracked_inactivity(false)
+                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+            )
             .init();
         provider
     }
@@ -141,9 +150,13 @@ pub mod standard {
             otel.kind = "server",
             http.request.method = %method,
             url.path = request.uri().path(),
+            url.scheme = tracing::field::Empty,
             http.route = %route,
             http.response.status_code = tracing::field::Empty,
         );
+        if let Some(scheme) = request.uri().scheme_str() {
+            span.record("url.scheme", scheme);
+        }
         let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers())));
         let _ = span.set_parent(parent);
         let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
