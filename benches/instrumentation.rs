@@ -42,8 +42,9 @@ const RUN: Duration = Duration::from_secs(10);
 /// Alternating runs of each kind in the shop comparison.
 const RUNS: usize = 5;
 
-/// A profile of the example shop and the requests per second of its fixed-rate phase, about half
-/// what its uninstrumented services sustain on one CPU.
+/// A profile of the example shop and the requests per second of its fixed-rate phase: a rate
+/// every mode sustains with room to spare (a sixth to a ninth of what the uninstrumented services
+/// sustain on one CPU), so latency is the services' own, not a queue's.
 struct Profile {
     name: &'static str,
     fixed_rate: u32,

@@ -22,12 +22,15 @@
 # and then three figures per profile, tracepipe-instrument's beside the standard stack's:
 # instrumentation instructions per request at 100% (and their ratio), per span all-in (start,
 # attributes, end, export: the 100% cost over the spans a request makes) and per hop with nothing
-# sampled (propagation alone, over the request's two hops: the HTTP call and the Kafka hop). Last,
-# where tracepipe-instrument's instructions at 100% go, by library.
+# sampled (the nothing-sampled cost over the request's two hops, the HTTP call and the Kafka hop:
+# propagation, and the `tracing` spans made under an unsampled parent), and what each mode does
+# per second while idle. Last, where the instructions go, by library: tracepipe-instrument
+# with nothing sampled and at 100%, and the standard stack at 100%. A fully sampled mode in which
+# not every span reached the gateway or the router fails the run.
 #
 # Each mode: a Tansu broker of its own, both services under `valgrind --tool=callgrind`, WARMUP
 # requests, a pause longer than the export interval, counters zeroed, REQUESTS requests four at a
-# time, the same pause, counters dumped.
+# time, the same pause, counters dumped; then IDLE seconds with no request, counted apart.
 #
 #     make bench-instructions            (REQUESTS=1000, REFERENCE_REQUESTS=500 by default)
 #     PROFILES=thin MODES="off on" benches/instrumentation_instructions.sh
@@ -47,6 +50,7 @@ MODES=${MODES:-off always_off ratio_0.1 on on_per_trace otel_always_off otel_rat
 # tracepipe-instrument's every 500 ms: the pauses let the spans of the warm-up go out before the
 # counters are zeroed, and those of the measured requests before they are dumped.
 PAUSE=${PAUSE:-6}
+IDLE=${IDLE:-10}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RELEASE=$ROOT/target/release
 TANSU=${TANSU:-$HOME/.cargo/bin/tansu}
@@ -80,12 +84,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The count callgrind dumped for a service, after the counters were zeroed.
+# The count of a service's dump N (1: the measured requests, 2: the idle window).
 dumped() {
-    local file=$1.1
+    local file=$1.$2
     [ -s "$file" ] || { echo "callgrind wrote no dump at $file (see ${1%.out}.log)" >&2; return 1; }
     callgrind_annotate "$file" | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
 }
+
+# The sum of a counter's samples on a Prometheus endpoint.
+metric_sum() {
+    curl -sf "http://127.0.0.1:$1/metrics" | awk -v name="$2" -v match_="$3" 'index($0, name) == 1 && index($0, match_) { sum += $NF } END { printf "%d", sum }'
+}
+
+# Spans one request makes: frontend server, client, orders server, Kafka producer, consumer,
+# `confirm order`; the reference profile's orders service adds its `SELECT products` span.
+spans_per_request() { if [ "$1" = reference ]; then echo 7; else echo 6; fi; }
 
 results=$(mktemp -d)
 breakdowns=$(mktemp -d)
@@ -111,17 +124,21 @@ count() {
         off) instrument=off ;;
         always_off) sampler=always_off ;;
         ratio_*) sampler=parentbased_traceidratio ratio=${mode#ratio_} ;;
+        on) ;;
         on_per_trace) records=per-trace ;;
         otel_always_off) instrument=otel sampler=always_off ;;
         otel_ratio_*) instrument=otel sampler=parentbased_traceidratio ratio=${mode#otel_ratio_} ;;
         otel_on) instrument=otel ;;
+        *) echo "unknown mode $mode" >&2; exit 1 ;;
     esac
-    if [ "$instrument" = otel ]; then
-        # The OTLP receiver the standard stack exports to, outside callgrind like the broker.
-        RUST_LOG=warn "$RELEASE/tracepipe" run gateway -t "$dir/topology.yaml" >"$dir/gateway.log" 2>&1 &
-        pids+=($!)
-        wait_for_port "$http_port"
-    fi
+    # Outside callgrind like the broker, what reads the spans, so the run can say how many arrived:
+    # the OTLP gateway the standard stack exports to, or the router reading otlp_spans.
+    case $instrument in
+        otel) RUST_LOG=warn "$RELEASE/tracepipe" run gateway -t "$dir/topology.yaml" >"$dir/reader.log" 2>&1 &
+              pids+=($!); wait_for_port "$http_port" ;;
+        on) RUST_LOG=warn "$RELEASE/tracepipe" run router -t "$dir/topology.yaml" >"$dir/reader.log" 2>&1 &
+            pids+=($!); wait_for_port "$admin_port" ;;
+    esac
     local service services=()
     for service in orders frontend; do
         local port=$orders_port
@@ -139,13 +156,28 @@ count() {
     seq "$WARMUP" | xargs -P 4 -I{} curl -sf -o /dev/null "$url/warm{}"
     sleep "$PAUSE"
     callgrind_control -z "${services[@]}" >/dev/null 2>&1
+    local started ended
+    started=$(date +%s.%N)
     seq "$requests" | xargs -P 4 -I{} curl -sf -o /dev/null "$url/{}"
     sleep "$PAUSE"
     callgrind_control -d "${services[@]}" >/dev/null 2>&1
+    ended=$(date +%s.%N)
+    # What the services do with no request at all (export timers, the Kafka clients' own
+    # wake-ups), counted over IDLE seconds: callgrind stretches the requests over far more time
+    # than they take natively, so such work weighs more per request here than in production.
+    callgrind_control -z "${services[@]}" >/dev/null 2>&1
+    local idle_started
+    idle_started=$(date +%s.%N)
+    sleep "$IDLE"
+    callgrind_control -d "${services[@]}" >/dev/null 2>&1
+    local idle_seconds window
+    idle_seconds=$(python3 -c "import time; print(time.time() - $idle_started)")
+    window=$(python3 -c "print($ended - $started)")
     sleep 1
-    local total=0 instructions line=
+    local total=0 idle=0 instructions line=
     for service in orders frontend; do
-        instructions=$(dumped "$dir/$service.out")
+        instructions=$(dumped "$dir/$service.out" 1)
+        idle=$((idle + $(dumped "$dir/$service.out" 2)))
         total=$((total + instructions))
         line+=$(printf '%s %8d' "$service" $((instructions / requests)))"  "
         if [ -n "${KEEP_DUMPS:-}" ]; then
@@ -154,22 +186,39 @@ count() {
         fi
         case $mode in off|always_off|on|otel_on) cp "$dir/$service.out.1" "$breakdowns/$profile-$mode-$service.out" ;; esac
     done
+    local idle_per_second
+    idle_per_second=$(python3 -c "print(int($idle / $idle_seconds))")
     echo $((total / requests)) >"$results/$profile-$mode"
-    printf '  %-16s %9d instructions per request  (%s)\n' "$mode" $((total / requests)) "$line"
-    # The services flush their telemetry as they stop, so they go first; a standard-stack SDK
-    # that dropped spans (queue full) says so in its log as it stops.
+    echo "$idle_per_second" >"$results/$profile-$mode.idle"
+    printf '  %-16s %9d instructions per request  (%s); %.0f s; idle %d per second\n' "$mode" $((total / requests)) "$line" "$window" "$idle_per_second"
+    # The services flush their telemetry as they stop, so they go first.
     kill "${services[@]}" 2>/dev/null || true
     wait "${services[@]}" 2>/dev/null || true
-    if grep -qi "dropped" "$dir/orders.log" "$dir/frontend.log"; then
-        echo "  $mode: a service dropped spans: $(grep -hi dropped "$dir/orders.log" "$dir/frontend.log" | head -2)"
+    if grep -qiE "dropped|error|failed" "$dir/orders.log" "$dir/frontend.log"; then
+        echo "  $mode: the services logged: $(grep -hiE "dropped|error|failed" "$dir/orders.log" "$dir/frontend.log" | head -2)"
     fi
+    # Every span of a fully sampled mode must have arrived, or the mode measured less tracing
+    # than it claims.
+    case $mode in
+        on|on_per_trace|otel_on)
+            local made arrived
+            made=$(( $(spans_per_request "$profile") * (WARMUP + requests) ))
+            for _ in $(seq 30); do
+                if [ "$instrument" = otel ]; then
+                    arrived=$(metric_sum "$admin_port" tracepipe_gateway_spans_total 'outcome="accepted"')
+                else
+                    arrived=$(metric_sum "$admin_port" tracepipe_router_routed_spans_total '')
+                fi
+                [ "$arrived" -ge "$made" ] && break
+                sleep 1
+            done
+            if [ "$arrived" -ne "$made" ]; then
+                echo "  $mode: $arrived spans arrived of the $made the requests made" >&2
+                exit 1
+            fi ;;
+    esac
     cleanup
 }
-
-# Spans one request makes: frontend server, client, orders server, Kafka producer, consumer,
-# `confirm order`; the reference profile's orders service adds its `SELECT products` span.
-spans_per_request() { [ "$1" = reference ] && echo 7 || echo 6; }
-HOPS=2
 
 for profile in $PROFILES; do
     requests=$REQUESTS
@@ -182,11 +231,11 @@ done
 
 # The three figures, and where the instructions went.
 REQUESTS=$REQUESTS REFERENCE_REQUESTS=$REFERENCE_REQUESTS python3 - "$results" "$breakdowns" "$PROFILES" <<'PY'
-import os, re, subprocess, sys
+import os, re, sys
 results, breakdowns, profiles = sys.argv[1], sys.argv[2], sys.argv[3].split()
-def read(profile, mode):
+def read(profile, mode, suffix=""):
     try:
-        return int(open(os.path.join(results, f"{profile}-{mode}")).read())
+        return int(open(os.path.join(results, f"{profile}-{mode}{suffix}")).read())
     except (OSError, ValueError):
         return None
 def fmt(n):
@@ -212,6 +261,16 @@ for profile in profiles:
     ]
     for label, ours, theirs, our_share, their_share in rows:
         print(f"  {label:34} {fmt(ours) + our_share:>22} {fmt(theirs) + their_share:>16}")
+    # What each mode does with no request at all, over uninstrumented: work that is per second,
+    # not per request, and weighs more per request under callgrind, which stretches the requests
+    # over far more time than they take natively (a timer's work moves by tens of thousands of
+    # instructions a second from one window to the next).
+    idle_off = read(profile, "off", ".idle")
+    def idle(mode):
+        value = read(profile, mode, ".idle")
+        return None if value is None or idle_off is None else value - idle_off
+    if idle("on") is not None or idle("otel_on") is not None:
+        print(f"  idle, instructions per second over uninstrumented: tracepipe-instrument {fmt(idle('always_off'))} nothing sampled, {fmt(idle('on'))} at 100%; standard stack {fmt(idle('otel_always_off'))} and {fmt(idle('otel_on'))}")
     if cost("on") is not None and cost("otel_on"):
         print(f"  tracepipe-instrument / standard stack at 100%: {cost('on') / cost('otel_on'):.2f} (target at most 0.5); per span {cost('on') / spans:,.0f} (target at most 2,500); per hop {fmt(None if cost('always_off') is None else cost('always_off') / 2)} (target at most 1,500)")
 

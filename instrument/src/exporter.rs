@@ -383,8 +383,8 @@ impl KafkaSpanExporter {
             ("client.id", None, "tracepipe-instrument".to_string()),
             ("linger.ms", Some("queue.buffering.max.ms"), "20".to_string()),
             // Uncompressed, as the OpenTelemetry SDKs' OTLP exporters and the Collector's kafka
-            // exporter default to: LZ4 on these small per-trace records cost the service more CPU
-            // than encoding the spans did (callgrind on the example shop). `producer` settings
+            // exporter default to: LZ4 on the small records of a record per trace cost the service
+            // more CPU than encoding the spans did (callgrind on the example shop). `producer` settings
             // can turn it on where bandwidth to the brokers matters more.
             ("compression.type", Some("compression.codec"), "none".to_string()),
             // The Java client's key hashing, as tracepipe's own producers use.
