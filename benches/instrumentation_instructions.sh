@@ -82,7 +82,6 @@ cleanup() {
     pids=()
     dir=
 }
-trap cleanup EXIT
 
 # The count of a service's dump N (1: the measured requests, 2: the idle window).
 dumped() {
@@ -223,6 +222,7 @@ count() {
 for profile in $PROFILES; do
     requests=$REQUESTS
     [ "$profile" = reference ] && requests=$REFERENCE_REQUESTS
+    spans_per_request "$profile" >"$results/$profile.spans"
     echo "example shop, $profile profile, GET /checkout, $requests requests, callgrind:"
     for mode in $MODES; do
         count "$profile" "$mode" "$requests"
@@ -241,7 +241,7 @@ def read(profile, mode, suffix=""):
 def fmt(n):
     return "-" if n is None else f"{n:,.0f}"
 for profile in profiles:
-    spans = 7 if profile == "reference" else 6
+    spans = int(open(os.path.join(results, f"{profile}.spans")).read())
     off = read(profile, "off")
     if off is None:
         continue

@@ -130,11 +130,7 @@ async fn main() {
     tokio::spawn(confirm_orders(settings.brokers.clone(), settings.instrumentation));
     let frontend = Frontend { http, orders_url, instrumentation: settings.instrumentation, profile: settings.profile };
     let app = Router::new().route("/checkout/{item}", get(checkout)).with_state(Arc::new(frontend));
-    let app = match settings.instrumentation {
-        Instrumentation::Tracepipe => app.layer(tracepipe_instrument::http::TraceLayer),
-        Instrumentation::Standard => app.route_layer(axum::middleware::from_fn(common::standard::server)),
-        Instrumentation::Off => app,
-    };
+    let app = common::traced(app, settings.instrumentation);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await.expect("bind");
     println!("frontend listening on {}", listener.local_addr().unwrap());
     axum::serve(listener, app).with_graceful_shutdown(common::terminated()).await.expect("serve");

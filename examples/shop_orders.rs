@@ -74,11 +74,7 @@ async fn main() {
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &settings.brokers).set("linger.ms", "1").create().expect("kafka producer");
     let orders = Orders { producer, instrumentation: settings.instrumentation, profile: settings.profile };
     let app = Router::new().route("/orders", post(place_order)).with_state(Arc::new(orders));
-    let app = match settings.instrumentation {
-        Instrumentation::Tracepipe => app.layer(tracepipe_instrument::http::TraceLayer),
-        Instrumentation::Standard => app.route_layer(axum::middleware::from_fn(common::standard::server)),
-        Instrumentation::Off => app,
-    };
+    let app = common::traced(app, settings.instrumentation);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await.expect("bind");
     println!("orders listening on {}", listener.local_addr().unwrap());
     axum::serve(listener, app).with_graceful_shutdown(common::terminated()).await.expect("serve");

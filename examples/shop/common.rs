@@ -61,9 +61,14 @@ impl Settings {
     pub fn tracepipe(&self) -> bool {
         self.instrumentation == Instrumentation::Tracepipe
     }
+}
 
-    pub fn standard(&self) -> bool {
-        self.instrumentation == Instrumentation::Standard
+/// `app` with a server span per request, as `instrumentation` makes them.
+pub fn traced(app: axum::Router, instrumentation: Instrumentation) -> axum::Router {
+    match instrumentation {
+        Instrumentation::Tracepipe => app.layer(tracepipe_instrument::http::TraceLayer),
+        Instrumentation::Standard => app.route_layer(axum::middleware::from_fn(standard::server)),
+        Instrumentation::Off => app,
     }
 }
 
